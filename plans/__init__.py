@@ -1,0 +1,1 @@
+"""Kefu Billing pricing domain."""
