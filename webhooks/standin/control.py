@@ -1,0 +1,239 @@
+"""Steering the stand-in from tests and the demo: failure injection and the "dashboard".
+
+``FaultInjector`` decides, before a request touches anything, whether it fails (500, 429, any
+status, or a timeout that drops the connection). ``Dashboard`` does what a person would do in the
+Stripe dashboard — refund, void, archive, dispute, mark paid or failed — each emitting the events
+Stripe would, with an empty ``request`` (no API request caused them).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from webhooks.standin.schema import StripeError
+from webhooks.standin.state import Obj, Store
+
+FaultStatus = int | Literal["timeout"]
+
+
+@dataclass
+class Fault:
+    """One failure rule: ``remaining`` requests (None: until cleared) matching method and path."""
+
+    status: FaultStatus
+    path_prefix: str | None = None
+    method: str | None = None
+    remaining: int | None = 1
+    should_retry: bool | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method.upper() == method) and (
+            self.path_prefix is None or path.startswith(self.path_prefix)
+        )
+
+    def response(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Status, Stripe error body and extra headers of this failure (not for timeouts)."""
+        assert self.status != "timeout"
+        headers = {}
+        if self.should_retry is not None:
+            headers["Stripe-Should-Retry"] = "true" if self.should_retry else "false"
+        if self.status == 429:
+            error = StripeError(
+                429,
+                "invalid_request_error",
+                "Too many requests hit the API too quickly (stand-in injected).",
+                code="rate_limit",
+            )
+        else:
+            error = StripeError(
+                self.status,
+                "api_error",
+                "An unknown error occurred (stand-in injected failure).",
+            )
+        return self.status, error.body(), headers
+
+
+class FaultInjector:
+    """Failure rules consulted once per API request; thread-safe."""
+
+    def __init__(self, *, timeout_seconds: float = 1.0) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[Fault] = []
+        self._outage: Fault | None = None
+        self.timeout_seconds = timeout_seconds
+        self.injected: Counter[str] = Counter()
+
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        status: FaultStatus = 500,
+        path_prefix: str | None = None,
+        method: str | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
+        """Fail the next ``count`` matching requests with ``status`` (or ``"timeout"``)."""
+        _check_status(status)
+        with self._lock:
+            self._rules.append(Fault(status, path_prefix, method, count, should_retry))
+
+    def start_outage(self, *, status: FaultStatus = 500, path_prefix: str | None = None) -> None:
+        """Fail every matching request until ``end_outage``."""
+        _check_status(status)
+        with self._lock:
+            self._outage = Fault(status, path_prefix, None, None)
+
+    def end_outage(self) -> None:
+        with self._lock:
+            self._outage = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self._outage = None
+
+    @property
+    def is_outage(self) -> bool:
+        return self._outage is not None
+
+    def take(self, method: str, path: str) -> Fault | None:
+        """The failure this request gets, if any (consumes one use of a counted rule)."""
+        with self._lock:
+            if self._outage is not None and self._outage.matches(method, path):
+                self.injected[str(self._outage.status)] += 1
+                return self._outage
+            for rule in self._rules:
+                if rule.matches(method, path):
+                    assert rule.remaining is not None
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        self._rules.remove(rule)
+                    self.injected[str(rule.status)] += 1
+                    return rule
+        return None
+
+
+def _check_status(status: FaultStatus) -> None:
+    if status != "timeout" and not (isinstance(status, int) and 400 <= status <= 599):
+        raise ValueError(f"fault status must be 400-599 or 'timeout', not {status!r}")
+
+
+class Dashboard:
+    """Actions as if taken in the Stripe dashboard; each returns the changed object."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _run(self, action: Any, *args: Any, **kwargs: Any) -> Obj:
+        store = self._store
+        with store.lock, store.request_scope(None, None):
+            return copy.deepcopy(action(*args, **kwargs))
+
+    # refunds and disputes
+    def refund_charge(
+        self, charge_id: str, amount: int | None = None, reason: str | None = None
+    ) -> Obj:
+        store = self._store
+        return self._run(
+            lambda: store.refund_charge(
+                store.get("charge", charge_id), amount=amount, reason=reason
+            )
+        )
+
+    def fail_refund(self, refund_id: str, reason: str = "lost_or_stolen_card") -> Obj:
+        return self._run(self._store.fail_refund, refund_id, reason)
+
+    def update_refund(self, refund_id: str, metadata: dict[str, str]) -> Obj:
+        return self._run(self._store.update_refund, refund_id, {"metadata": metadata})
+
+    def open_dispute(
+        self, charge_id: str, amount: int | None = None, reason: str = "fraudulent"
+    ) -> Obj:
+        return self._run(self._store.open_dispute, charge_id, amount=amount, reason=reason)
+
+    def close_dispute(self, dispute_id: str, won: bool = False) -> Obj:
+        return self._run(self._store.close_dispute, dispute_id, won=won)
+
+    # invoices
+    def void_invoice(self, invoice_id: str) -> Obj:
+        return self._run(self._store.void_invoice, invoice_id)
+
+    def mark_uncollectible(self, invoice_id: str) -> Obj:
+        return self._run(self._store.mark_uncollectible, invoice_id)
+
+    def mark_invoice_paid(self, invoice_id: str) -> Obj:
+        """Paid outside Stripe ("mark as paid" in the dashboard): ``invoice.paid``, no charge."""
+        return self._run(self._store.pay_invoice, invoice_id, {"paid_out_of_band": True})
+
+    def collect_invoice(self, invoice_id: str) -> Obj:
+        """Stripe's automatic collection attempt now: paid, or ``invoice.payment_failed``."""
+        return self._run(self._store.attempt_collection, invoice_id)
+
+    def fail_invoice_payment(self, invoice_id: str) -> Obj:
+        """A collection attempt that the card declines, whatever the decline settings."""
+        store = self._store
+
+        def decline() -> Obj:
+            store.declines_left += 1
+            return store.attempt_collection(invoice_id)
+
+        return self._run(decline)
+
+    def update_invoice(self, invoice_id: str, **fields: Any) -> Obj:
+        return self._run(self._store.update_invoice, invoice_id, fields)
+
+    def update_invoice_item(self, item_id: str, **fields: Any) -> Obj:
+        return self._run(self._store.update_invoice_item, item_id, fields)
+
+    def create_credit_note(self, invoice_id: str, **fields: Any) -> Obj:
+        return self._run(self._store.create_credit_note, {"invoice": invoice_id, **fields})
+
+    # catalog
+    def archive_price(self, price_id: str) -> Obj:
+        return self._run(self._store.update_price, price_id, {"active": False})
+
+    def change_price_amount(self, price_id: str, unit_amount: int) -> Obj:
+        """Prices are immutable: a new price takes over (lookup key, product default) and the
+        old one is archived. Returns the new price."""
+        return self._run(self._store.replace_price, price_id, unit_amount)
+
+    def archive_product(self, product_id: str) -> Obj:
+        return self._run(self._store.update_product, product_id, {"active": False})
+
+    def update_product(self, product_id: str, **fields: Any) -> Obj:
+        return self._run(self._store.update_product, product_id, fields)
+
+    # customers
+    def update_customer(self, customer_id: str, **fields: Any) -> Obj:
+        return self._run(self._store.update_customer, customer_id, fields)
+
+    def delete_customer(self, customer_id: str) -> Obj:
+        return self._run(self._store.delete_customer, customer_id)
+
+    # payment outcomes
+    def decline_payments(self, customer_id: str, enabled: bool = True) -> Obj:
+        """Make every charge of this customer fail (``card_declined``) until disabled."""
+        store = self._store
+        with store.lock:
+            if enabled:
+                store.declined_customers.add(customer_id)
+            else:
+                store.declined_customers.discard(customer_id)
+            return {"customer": customer_id, "declined": enabled}
+
+    def decline_next_payments(self, count: int = 1) -> Obj:
+        """Make the next ``count`` charges fail, whoever the customer."""
+        store = self._store
+        with store.lock:
+            store.declines_left = count
+            return {"declines_left": count}
+
+
+# Dashboard actions reachable over HTTP at POST /_standin/dashboard/{action}.
+DASHBOARD_ACTIONS = frozenset(
+    name for name in vars(Dashboard) if not name.startswith("_") and callable(vars(Dashboard)[name])
+)
