@@ -1,0 +1,149 @@
+"""``create_app(settings)``: the Litestar application. Wiring only: routes, middleware, handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Request
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path
+
+from service.audit.controllers import AuditController
+from service.catalog.controllers import PlanController
+from service.db import engine as db_engine
+from service.health import HealthController
+from service.observability import logging as billing_logging
+from service.observability.requests import RequestContextMiddleware
+from service.problems import EXCEPTION_HANDLERS
+from service.settings import Settings
+from service.subscriptions.controllers import (
+    ContractController,
+    SignupController,
+    SubscriptionController,
+    TestClockController,
+)
+from service.tenancy import keys
+from service.tenancy.auth import (
+    PUBLIC,
+    ApiKeyAuthentication,
+    provide_actor,
+    provide_principal,
+    provide_tenant,
+    scope_guard,
+)
+from service.tenancy.controllers import ApiKeyController, MerchantController
+from service.tenancy.principal import Actor, Principal
+from service.tenancy.scope import TenantScope
+
+API_DESCRIPTION = """
+Billing backend of the Kefu customer-service outsourcing SaaS.
+
+Authenticate with `Authorization: Bearer <api key>`. Merchant keys act for their own merchant
+only; operator keys (signup app, finance, support) see every merchant. Errors are RFC 9457
+`application/problem+json` documents with a stable `type`.
+"""
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    opt = PUBLIC
+    include_in_schema = False
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    billing_logging.configure(log_format=settings.log_format, level=settings.log_level)
+    keys.configure_cache(settings.key_cache_seconds)
+
+    @asynccontextmanager
+    async def database_lifespan(_: Litestar) -> AsyncIterator[None]:
+        """Connect on start (unless the process already did), close the pool on stop."""
+        owns_connection = not db_engine.has_current()
+        if owns_connection:
+            dsn, is_embedded = db_engine.resolve_dsn(settings)
+            await db_engine.ensure_database_exists(dsn)
+            db_engine.connect(dsn, is_embedded=is_embedded)
+        database = db_engine.current()
+        await database.start_pool(
+            min_size=settings.database.pool_min, max_size=settings.database.pool_max
+        )
+        try:
+            yield
+        finally:
+            if owns_connection:
+                await database.close()
+
+    prometheus = PrometheusConfig(
+        app_name="kefu_billing", prefix="billing", group_path=True, exclude=["^/metrics"]
+    )
+    static_prefix = "/static/swagger"
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            MerchantController,
+            ApiKeyController,
+            AuditController,
+            PlanController,
+            SignupController,
+            SubscriptionController,
+            ContractController,
+            TestClockController,
+            create_static_files_router(
+                path=static_prefix,
+                directories=[swagger_ui_path],
+                opt=PUBLIC,
+                include_in_schema=False,
+            ),
+        ],
+        lifespan=[database_lifespan],
+        middleware=[
+            RequestContextMiddleware,
+            prometheus.middleware,
+            ApiKeyAuthentication,
+        ],
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "tenant": Provide(provide_tenant, sync_to_thread=False),
+            "actor": Provide(provide_actor, sync_to_thread=False),
+            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+        },
+        signature_namespace={
+            "Principal": Principal,
+            "TenantScope": TenantScope,
+            "Actor": Actor,
+            "Request": Request,
+            "Settings": Settings,
+        },
+        guards=[scope_guard],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Kefu Billing API",
+            version="0.1.0",
+            description=API_DESCRIPTION,
+            path="/schema",
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path=["/", "/docs"],
+                    js_url=f"{static_prefix}/swagger-ui-bundle.js",
+                    css_url=f"{static_prefix}/swagger-ui.css",
+                    standalone_preset_js_url=f"{static_prefix}/swagger-ui-standalone-preset.js",
+                    favicon=f"<link rel='icon' href='{static_prefix}/favicon-32x32.png'>",
+                )
+            ],
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+        debug=False,
+    )

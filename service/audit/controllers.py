@@ -1,0 +1,40 @@
+"""HTTP: the audit log, for operators."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, get
+from litestar.params import FromQuery, Parameter
+
+from service.audit import log as audit
+from service.audit.schemas import AuditEntryOut, AuditPage
+from service.problems import responses
+from service.tenancy.auth import operator_only
+
+
+class AuditController(Controller):
+    path = "/v1/audit-log"
+    tags = ["audit"]
+    guards = [operator_only]
+
+    @get("/", responses=responses(400, 401, 403))
+    async def list_entries(
+        self,
+        merchant_id: FromQuery[UUID | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        before_id: FromQuery[int | None] = None,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=1000)] = 100,
+    ) -> AuditPage:
+        """Who changed what, newest first; filter by merchant and time (since <= at < until)."""
+        rows = await audit.entries(
+            merchant_id=merchant_id, since=since, until=until, limit=limit, before_id=before_id
+        )
+        entries = [AuditEntryOut(**row) for row in rows]
+        return AuditPage(
+            entries=entries,
+            next_before_id=entries[-1].id if len(entries) == limit else None,
+        )

@@ -1,0 +1,116 @@
+"""Connecting to PostgreSQL: the embedded server or ``DATABASE_URL``, the Piccolo engine, the pool.
+
+``connect(settings)`` is called once per process before any table is queried; the engine it
+builds is what ``service.db.piccolo_conf`` hands to Piccolo (tables and migrations).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+
+from service.db import embedded
+from service.settings import Settings
+
+
+@dataclass(slots=True)
+class Database:
+    dsn: str
+    engine: PostgresEngine
+    is_embedded: bool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The engine's asyncpg pool, for the few hot paths that speak SQL directly."""
+        pool = self.engine.pool
+        if pool is None:
+            raise RuntimeError("database pool is not started: call start_pool() first")
+        return pool
+
+    async def start_pool(self, min_size: int = 2, max_size: int = 20) -> None:
+        if self.engine.pool is None:
+            await self.engine.start_connection_pool(min_size=min_size, max_size=max_size)
+
+    async def close(self) -> None:
+        if self.engine.pool is not None:
+            await self.engine.close_connection_pool()
+
+
+_current: Database | None = None
+
+
+def resolve_dsn(settings: Settings) -> tuple[str, bool]:
+    """``DATABASE_URL`` as given, or the embedded server's (started if needed)."""
+    if settings.database.url:
+        return settings.database.url, False
+    admin_dsn = embedded.start(settings.database.data_dir)
+    return _with_database(admin_dsn, settings.database.database), True
+
+
+async def ensure_database_exists(dsn: str) -> None:
+    """Create the target database if missing (the embedded server starts with ``postgres``)."""
+    name = urlsplit(dsn).path.lstrip("/")
+    if not name or name == "postgres":
+        return
+    admin = await asyncpg.connect(_with_database(dsn, "postgres"))
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            # Identifiers cannot be parameters; the name comes from settings, quoted here.
+            quoted = '"' + name.replace('"', '""') + '"'
+            # Another process may create it between our check and our create.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await admin.execute(f"CREATE DATABASE {quoted}")
+    finally:
+        await admin.close()
+
+
+def connect(dsn: str, *, is_embedded: bool = False) -> Database:
+    """Build the Piccolo engine for ``dsn`` and make it the one every table uses."""
+    engine = PostgresEngine(config=_asyncpg_config(dsn), log_queries=False)
+    return rebind(Database(dsn=dsn, engine=engine, is_embedded=is_embedded))
+
+
+def rebind(database: Database) -> Database:
+    """Make ``database`` the current one: every table and Piccolo's migrations use it."""
+    global _current
+    _current = database
+    from piccolo.apps.migrations.tables import Migration
+
+    from service.db import tables  # bind after the engine exists: Piccolo resolves it lazily
+
+    for table in (*tables.ALL_TABLES, Migration):
+        table._meta.db = database.engine
+    return database
+
+
+def current() -> Database:
+    if _current is None:
+        raise RuntimeError("no database: call service.db.engine.connect() first")
+    return _current
+
+
+def has_current() -> bool:
+    return _current is not None
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def _asyncpg_config(dsn: str) -> dict[str, object]:
+    """asyncpg takes the DSN as is, except a socket ``host`` query which it wants as ``host``."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    if "host" in query and not parts.hostname:
+        return {
+            "host": query["host"][0],
+            "user": parts.username or "postgres",
+            "database": parts.path.lstrip("/") or "postgres",
+        }
+    return {"dsn": dsn}

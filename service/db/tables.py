@@ -1,0 +1,326 @@
+"""Piccolo tables: what the service stores. The DDL itself lives in ``migrations/``.
+
+Every tenant-owned table carries ``merchant_id`` and every business unique constraint on it
+includes ``merchant_id`` (the distribution key when the schema moves to Citus). Money is BIGINT
+minor units plus a currency; rates are NUMERIC; timestamps are timestamptz in UTC. Foreign keys
+on money tables never cascade.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from piccolo.columns import (
+    JSONB,
+    UUID,
+    Array,
+    BigInt,
+    BigSerial,
+    Boolean,
+    Integer,
+    Numeric,
+    SmallInt,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+
+class Merchant(Table, tablename="merchants"):
+    id = UUID(primary_key=True)
+    name = Varchar(length=200)
+    contact_email = Varchar(length=320)
+    timezone = Varchar(length=64, default="Asia/Shanghai")
+    currency = Varchar(length=3, default="CNY")
+    status = Varchar(length=20, default="active")
+    test_clock_id = UUID(null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class ApiKey(Table, tablename="api_keys"):
+    """An API key: only its SHA-256 hash and a short visible prefix are kept."""
+
+    id = UUID(primary_key=True)
+    merchant_id = UUID(null=True, default=None)
+    role = Varchar(length=16)
+    name = Varchar(length=100, default="")
+    prefix = Varchar(length=24)
+    key_hash = Varchar(length=64, unique=True)
+    scopes = Array(base_column=Varchar(length=32))
+    created_at = Timestamptz(default=TimestamptzNow())
+    revoked_at = Timestamptz(null=True, default=None)
+
+
+class AuditEntry(Table, tablename="audit_log"):
+    """Who changed what, when: one row per state change made through the API."""
+
+    id = BigSerial(primary_key=True)
+    merchant_id = UUID(null=True, default=None)
+    actor_key_id = UUID(null=True, default=None)
+    actor_role = Varchar(length=16)
+    entity = Varchar(length=40)
+    entity_id = Varchar(length=64)
+    action = Varchar(length=40)
+    changes = JSONB(default="{}")
+    request_id = Varchar(length=64, default="")
+    at = Timestamptz(default=TimestamptzNow())
+
+
+class IdempotencyRecord(Table, tablename="idempotency_records"):
+    """The stored answer to a request made with an ``Idempotency-Key`` header."""
+
+    id = UUID(primary_key=True)
+    scope = Varchar(length=80)
+    """Who may replay it: the key's merchant, or the operator key id."""
+    idempotency_key = Varchar(length=200)
+    request_hash = Varchar(length=64)
+    status_code = BigInt()
+    response_body = JSONB()
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class PlanVersionRow(Table, tablename="plan_versions"):
+    """A published plan version: its full definition as JSON, never edited after publishing."""
+
+    id = UUID(primary_key=True)
+    code = Varchar(length=40)
+    version = Integer()
+    tier = Varchar(length=20)
+    fingerprint = Varchar(length=64)
+    definition = JSONB()
+    published_at = Timestamptz(default=TimestamptzNow())
+
+
+class TestClock(Table, tablename="test_clocks"):
+    """A movable clock (like Stripe's): merchants attached to it live at its ``frozen_time``."""
+
+    id = UUID(primary_key=True)
+    name = Varchar(length=100, default="")
+    frozen_time = Timestamptz()
+    status = Varchar(length=16, default="ready")
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class Subscription(Table, tablename="subscriptions"):
+    """A merchant's subscription to one plan version; one live subscription per merchant."""
+
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    plan_code = Varchar(length=40)
+    plan_version = Integer()
+    addons = Array(base_column=Varchar(length=40))
+    status = Varchar(length=16)
+    currency = Varchar(length=3)
+    timezone = Varchar(length=64)
+    billing_period = Varchar(length=20)
+    billing_anchor = Timestamptz()
+    current_period_start = Timestamptz()
+    current_period_end = Timestamptz()
+    trial_end = Timestamptz(null=True, default=None)
+    started_at = Timestamptz()
+    cancel_at_period_end = Boolean(default=False)
+    canceled_at = Timestamptz(null=True, default=None)
+    paused_at = Timestamptz(null=True, default=None)
+    scheduled_change = JSONB(null=True, default=None)
+    lock_version = Integer(default=0)
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class SubscriptionPeriod(Table, tablename="subscription_periods"):
+    """One billing period of a subscription and the terms in force at its end."""
+
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    subscription_id = UUID()
+    period_start = Timestamptz()
+    period_end = Timestamptz()
+    plan_code = Varchar(length=40)
+    plan_version = Integer()
+    addons = Array(base_column=Varchar(length=40))
+    fee_plan_code = Varchar(length=40)
+    fee_plan_version = Integer()
+    fee_addons = Array(base_column=Varchar(length=40))
+    is_trial = Boolean(default=False)
+    status = Varchar(length=16, default="open")
+    ended_at = Timestamptz(null=True, default=None)
+    is_final = Boolean(default=False)
+
+
+class SubscriptionEvent(Table, tablename="subscription_events"):
+    """The history of a subscription: every transition and change, with who and when."""
+
+    id = BigSerial(primary_key=True)
+    merchant_id = UUID()
+    subscription_id = UUID()
+    kind = Varchar(length=40)
+    from_status = Varchar(length=16, null=True, default=None)
+    to_status = Varchar(length=16, null=True, default=None)
+    reason = Varchar(length=200, default="")
+    actor_key_id = UUID(null=True, default=None)
+    actor_role = Varchar(length=16)
+    at = Timestamptz()
+    details = JSONB(default="{}")
+
+
+class Contract(Table, tablename="contracts"):
+    """A custom-tier merchant's negotiated prices, effective from a date (latest wins)."""
+
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    effective_from = Timestamptz()
+    overrides = JSONB()
+    note = Varchar(length=500, default="")
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class PendingLine(Table, tablename="pending_invoice_lines"):
+    """A rated line waiting for an invoice (proration from a plan change, ...)."""
+
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    subscription_id = UUID()
+    line = JSONB()
+    """The ``plans.lines.InvoiceLine`` as JSON: kind, amounts, period, explanation."""
+    amount_minor = BigInt()
+    is_invoiced_immediately = Boolean(default=False)
+    currency = Varchar(length=3)
+    invoice_id = UUID(null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class UsageAggregateRow(Table, tablename="usage_aggregates"):
+    """Usage totals per subscription period and metric, spread over a few ``slot`` rows."""
+
+    merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is composite
+    subscription_id = UUID()
+    period_start = Timestamptz()
+    metric = Varchar(length=40)
+    slot = SmallInt(default=0)
+    event_count = BigInt(default=0)
+    quantity = Numeric(default=Decimal(0))
+    gmv_minor = BigInt(default=0)
+
+
+class Invoice(Table, tablename="invoices"):
+    """One invoice: a subscription period's (``kind='period'``) or lines billed at once."""
+
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    subscription_id = UUID()
+    kind = Varchar(length=16)
+    period_start = Timestamptz()
+    period_end = Timestamptz()
+    status = Varchar(length=16)
+    number = Varchar(length=32, null=True, default=None)
+    currency = Varchar(length=3)
+    plan_code = Varchar(length=40)
+    plan_version = Integer()
+    subtotal_minor = BigInt()
+    discounts_minor = BigInt()
+    credits_minor = BigInt()
+    tax_rate = Numeric()
+    tax_minor = BigInt()
+    total_minor = BigInt()
+    amount_due_minor = BigInt()
+    amount_paid_minor = BigInt(default=0)
+    amount_credited_minor = BigInt(default=0)
+    credit_balance_applied_minor = BigInt(default=0)
+    credit_balance_carried_minor = BigInt(default=0)
+    created_at = Timestamptz()
+    finalized_at = Timestamptz(null=True, default=None)
+    paid_at = Timestamptz(null=True, default=None)
+    voided_at = Timestamptz(null=True, default=None)
+    marked_uncollectible_at = Timestamptz(null=True, default=None)
+
+
+class InvoiceLineRow(Table, tablename="invoice_lines"):
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    invoice_id = UUID()
+    position = Integer()
+    kind = Varchar(length=20)
+    charge_code = Varchar(length=60)
+    description = Varchar(length=200)
+    quantity = Numeric()
+    unit_price = Numeric(null=True, default=None)
+    rate = Numeric(null=True, default=None)
+    amount_minor = BigInt()
+    currency = Varchar(length=3)
+    period_start = Timestamptz()
+    period_end = Timestamptz()
+    explanation = Varchar(length=400)
+
+
+class InvoiceNumberCounter(Table, tablename="invoice_number_counters"):
+    merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, year)
+    year = Integer()
+    last_number = Integer(default=0)
+
+
+class CreditNote(Table, tablename="credit_notes"):
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    invoice_id = UUID()
+    number = Varchar(length=40)
+    amount_minor = BigInt()
+    currency = Varchar(length=3)
+    reason = Varchar(length=30)
+    memo = Varchar(length=500, default="")
+    kind = Varchar(length=16)
+    refund_status = Varchar(length=16)
+    created_at = Timestamptz()
+
+
+class SlaReportRow(Table, tablename="sla_reports"):
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    subscription_id = UUID()
+    period_start = Timestamptz()
+    period_end = Timestamptz()
+    report = JSONB()
+    received_at = Timestamptz()
+    invoice_id = UUID(null=True, default=None)
+    credit_note_id = UUID(null=True, default=None)
+
+
+class CreditBalance(Table, tablename="credit_balances"):
+    merchant_id = UUID(primary_key=True)
+    currency = Varchar(length=3)
+    balance_minor = BigInt(default=0)
+
+
+class UsageBilled(Table, tablename="usage_billed"):
+    merchant_id = UUID(primary_key=True)  # the real key adds subscription, period, metric
+    subscription_id = UUID()
+    period_start = Timestamptz()
+    period_end = Timestamptz()
+    metric = Varchar(length=40)
+    event_count = BigInt()
+    quantity = Numeric()
+    gmv_minor = BigInt()
+
+
+ALL_TABLES: tuple[type[Table], ...] = (
+    Merchant,
+    ApiKey,
+    AuditEntry,
+    IdempotencyRecord,
+    PlanVersionRow,
+    TestClock,
+    Subscription,
+    SubscriptionPeriod,
+    SubscriptionEvent,
+    Contract,
+    PendingLine,
+    UsageAggregateRow,
+    Invoice,
+    InvoiceLineRow,
+    InvoiceNumberCounter,
+    CreditNote,
+    SlaReportRow,
+    CreditBalance,
+    UsageBilled,
+)

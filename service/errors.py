@@ -1,0 +1,76 @@
+"""The domain's exceptions: one root, each with its problem ``type`` slug and HTTP status.
+
+Domain code raises these; ``service.problems`` turns them into RFC 9457 responses, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://kefu-billing.dev/problems/"
+
+
+class BillingError(Exception):
+    slug: ClassVar[str] = "billing-error"
+    status: ClassVar[int] = 400
+    title: ClassVar[str] = "Billing error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @classmethod
+    def type_uri(cls) -> str:
+        return PROBLEM_BASE + cls.slug
+
+
+class InvalidInput(BillingError):
+    slug = "invalid-input"
+    status = 422
+    title = "Invalid input"
+
+
+class NotFound(BillingError):
+    slug = "not-found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(BillingError):
+    slug = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class InvalidTransition(Conflict):
+    slug = "invalid-transition"
+    title = "Transition not allowed"
+
+
+class ConcurrentChange(Conflict):
+    slug = "concurrent-change"
+    title = "Changed concurrently"
+
+
+class IdempotencyConflict(Conflict):
+    slug = "idempotency-conflict"
+    title = "Idempotency key reused with another request"
+
+
+class CurrencyMismatch(BillingError):
+    slug = "currency-mismatch"
+    status = 422
+    title = "Currency does not match"
+
+
+class Unauthenticated(BillingError):
+    slug = "unauthenticated"
+    status = 401
+    title = "Missing or invalid API key"
+
+
+class Forbidden(BillingError):
+    slug = "forbidden"
+    status = 403
+    title = "Not allowed"

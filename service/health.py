@@ -1,0 +1,36 @@
+"""Liveness (the process answers) and readiness (the database answers)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+from litestar.response import Response
+
+from service.db.engine import current as current_database
+from service.problems import PROBLEM_MEDIA_TYPE
+from service.tenancy.auth import PUBLIC
+
+
+class HealthController(Controller):
+    tags = ["health"]
+    opt = PUBLIC
+
+    @get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz")
+    async def readyz(self) -> Response[dict[str, object]]:
+        try:
+            await current_database().pool.fetchval("SELECT 1")
+        except Exception as exc:  # any failure to reach the database means "not ready"
+            return Response(
+                {
+                    "type": "https://kefu-billing.dev/problems/not-ready",
+                    "title": "Not ready",
+                    "status": 503,
+                    "detail": f"database unreachable: {type(exc).__name__}",
+                },
+                status_code=503,
+                media_type=PROBLEM_MEDIA_TYPE,
+            )
+        return Response({"status": "ready", "database": "ok"})

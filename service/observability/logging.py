@@ -1,0 +1,74 @@
+"""structlog, configured once: console in development, JSON in production.
+
+Every line carries the bound context (``request_id``, and ``merchant_id`` once a key is checked).
+Keys whose names look secret are masked before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+_SECRET_NAMES = ("key", "secret", "authorization", "password", "token", "signature")
+_configured = False
+
+
+def _mask_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for name in list(event_dict):
+        lowered = name.lower()
+        if any(part in lowered for part in _SECRET_NAMES) and not lowered.endswith(
+            ("_id", "_prefix", "key_ids")
+        ):
+            event_dict[name] = "***"
+    return event_dict
+
+
+def configure(
+    *, log_format: str, level: str = "INFO", force: bool = False, stream: TextIO | None = None
+) -> None:
+    global _configured
+    if _configured and not force:
+        return
+    numeric_level = logging.getLevelNamesMapping().get(level, logging.INFO)
+    stream = stream or sys.stderr
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mask_secrets,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info
+            if log_format == "json"
+            else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # Caching binds loggers to this configuration for good; tests reconfigure.
+        cache_logger_on_first_use=log_format == "json" and not force,
+    )
+    # Libraries that log through the standard library (uvicorn, asyncpg) render the same way.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric_level)
+    logging.getLogger("uvicorn.access").disabled = True
+    _configured = True

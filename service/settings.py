@@ -1,0 +1,135 @@
+"""Settings: one frozen dataclass tree read from the environment, once.
+
+Nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value we cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str | None = None
+    """``DATABASE_URL``: any PostgreSQL 14+. ``None`` starts the embedded server."""
+    data_dir: Path = PROJECT_ROOT / ".data"
+    """Where the embedded PostgreSQL keeps its files (``BILLING_DATA_DIR``)."""
+    database: str = "billing"
+    """Database created inside the embedded server (``BILLING_DB_NAME``)."""
+    pool_min: int = 2
+    pool_max: int = 20
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url is None
+
+
+@dataclass(frozen=True, slots=True)
+class StripeSettings:
+    api_key: str | None = None
+    webhook_secret: str | None = None
+    api_base: str | None = None
+    """Point the SDK somewhere else than api.stripe.com (the local stand-in)."""
+    webhook_tolerance_seconds: int = 300
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_format: str = "console"
+    log_level: str = "INFO"
+    key_cache_seconds: float = 3.0
+    """How long a verified API key is trusted before it is checked again (revocation delay)."""
+    usage_grace_hours: int = 48
+    """Late usage for a period is accepted into it this long after the period ends."""
+    usage_future_skew_seconds: int = 300
+    max_body_bytes: int = 8 * 1024 * 1024
+    tax_rate: Decimal = Decimal(0)
+    """VAT on invoices (``BILLING_TAX_RATE``, a fraction: 0.06 is 6%)."""
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    stripe: StripeSettings = field(default_factory=StripeSettings)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        environment = env.get("BILLING_ENV", "development")
+        if environment not in ("development", "production", "test"):
+            raise SettingsError(
+                f"BILLING_ENV must be development, production or test, not {environment!r}"
+            )
+        log_format = env.get(
+            "BILLING_LOG_FORMAT", "json" if environment == "production" else "console"
+        )
+        if log_format not in ("console", "json"):
+            raise SettingsError(f"BILLING_LOG_FORMAT must be console or json, not {log_format!r}")
+        database = DatabaseSettings(
+            url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("BILLING_DATA_DIR", str(PROJECT_ROOT / ".data"))).resolve(),
+            database=env.get("BILLING_DB_NAME", "billing"),
+            pool_max=_int(env, "BILLING_DB_POOL_MAX", 20),
+        )
+        stripe = StripeSettings(
+            api_key=env.get("STRIPE_API_KEY") or None,
+            webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            api_base=env.get("STRIPE_API_BASE") or None,
+            webhook_tolerance_seconds=_int(env, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
+        )
+        return cls(
+            environment=environment,
+            host=env.get("BILLING_HOST", "127.0.0.1"),
+            port=_int(env, "BILLING_PORT", 8000),
+            log_format=log_format,
+            log_level=env.get("BILLING_LOG_LEVEL", "INFO").upper(),
+            key_cache_seconds=float(_int(env, "BILLING_KEY_CACHE_SECONDS", 3)),
+            usage_grace_hours=_int(env, "BILLING_USAGE_GRACE_HOURS", 48),
+            max_body_bytes=_int(env, "BILLING_MAX_BODY_BYTES", 8 * 1024 * 1024),
+            tax_rate=_rate(env, "BILLING_TAX_RATE"),
+            database=database,
+            stripe=stripe,
+        )
+
+    def with_database_url(self, url: str) -> Settings:
+        return replace(self, database=replace(self.database, url=url))
+
+
+def _rate(env: Mapping[str, str], name: str) -> Decimal:
+    raw = env.get(name) or "0"
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError(
+            f"{name} must be a decimal fraction such as 0.06, not {raw!r}"
+        ) from None
+    if not Decimal(0) <= value < Decimal(1):
+        raise SettingsError(f"{name} must be at least 0 and below 1, not {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None

@@ -1,0 +1,1 @@
+"""Subscriptions: signup, the lifecycle state machine, plan changes with proration, test clocks."""

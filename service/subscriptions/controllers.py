@@ -1,0 +1,237 @@
+"""HTTP: signup, subscriptions, contracts and test clocks. Thin: parse, authorize, call, shape."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Response, get, post, put
+from litestar.params import FromQuery, Parameter
+
+from service.clock import SYSTEM_CLOCK
+from service.db.engine import current as current_database
+from service.db.tables import Subscription
+from service.errors import NotFound
+from service.idempotency import check_key
+from service.problems import responses
+from service.settings import Settings
+from service.subscriptions import actions, clocks, contracts, lifecycle, signup
+from service.subscriptions.schemas import (
+    AddonsRequest,
+    CancelRequest,
+    ChangeQuoteOut,
+    ContractOut,
+    ContractRequest,
+    LineOut,
+    PlanChangeRequest,
+    SignupOut,
+    SignupRequest,
+    SubscriptionOut,
+    TestClockAdvance,
+    TestClockAttach,
+    TestClockCreate,
+    TestClockOut,
+)
+from service.tenancy.auth import operator_only, requires
+from service.tenancy.principal import Actor, KeyScope
+from service.tenancy.scope import TenantScope
+
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        description="Retry with the same key: the first answer is returned, nothing is made twice.",
+    ),
+]
+
+
+class SignupController(Controller):
+    path = "/v1/signup"
+    tags = ["signup"]
+    guards = [operator_only]
+
+    @post("/", opt=requires(KeyScope.SIGNUP), responses=responses(400, 401, 403, 404, 409, 422))
+    async def signup(
+        self, data: SignupRequest, actor: Actor, idempotency_key: IdempotencyKey = None
+    ) -> Response[SignupOut]:
+        """Create a merchant, its first API key (shown once) and its subscription."""
+        result = await signup.signup(
+            data,
+            actor=actor,
+            idempotency_key=check_key(idempotency_key),
+            system_now=SYSTEM_CLOCK.now(),
+        )
+        headers = {"Idempotent-Replayed": "true"} if result.is_replay else {}
+        return Response(result.body, status_code=201, headers=headers)
+
+
+async def _out(sub: Subscription, *, with_events: bool = False) -> SubscriptionOut:
+    return SubscriptionOut.from_row(
+        sub,
+        events=await lifecycle.events(sub.merchant_id, sub.id) if with_events else None,
+        pending=await lifecycle.pending_lines(sub.merchant_id, sub.id),
+    )
+
+
+class SubscriptionController(Controller):
+    path = "/v1/subscriptions"
+    tags = ["subscriptions"]
+
+    @get("/", responses=responses(401))
+    async def list_subscriptions(
+        self, tenant: TenantScope, merchant_id: FromQuery[UUID | None] = None
+    ) -> list[SubscriptionOut]:
+        """The merchant's subscriptions (operators: every merchant's, or one's)."""
+        query = Subscription.objects().order_by(Subscription.created_at, ascending=False)
+        merchant = tenant.narrowed(merchant_id)
+        if merchant is not None:
+            query = query.where(Subscription.merchant_id == merchant)
+        return [await _out(sub) for sub in await query.limit(500)]
+
+    @get("/{subscription_id:uuid}", responses=responses(401, 404))
+    async def get_subscription(self, tenant: TenantScope, subscription_id: UUID) -> SubscriptionOut:
+        """One subscription with its event history and the lines waiting for an invoice."""
+        sub = await lifecycle.get(tenant.merchant_id, subscription_id)
+        return await _out(sub, with_events=True)
+
+    @post(
+        "/{subscription_id:uuid}/change-plan",
+        status_code=200,
+        responses=responses(400, 401, 404, 409, 422),
+    )
+    async def change_plan(
+        self, tenant: TenantScope, subscription_id: UUID, data: PlanChangeRequest, actor: Actor
+    ) -> SubscriptionOut:
+        """Upgrade now (prorated) or downgrade at period end (``when`` overrides the choice)."""
+        sub = await actions.change_plan(tenant.merchant_id, subscription_id, data, actor)
+        return await _out(sub)
+
+    @post(
+        "/{subscription_id:uuid}/change-quote",
+        status_code=200,
+        opt=requires(KeyScope.BILLING_READ),
+        responses=responses(400, 401, 404, 409, 422),
+    )
+    async def change_quote(
+        self,
+        tenant: TenantScope,
+        subscription_id: UUID,
+        data: PlanChangeRequest,
+        settings: Settings,
+    ) -> ChangeQuoteOut:
+        """What the change costs now and what the next invoice would be. Changes nothing."""
+        quote = await actions.quote(
+            tenant.merchant_id, subscription_id, data, tax_rate=settings.tax_rate
+        )
+        return ChangeQuoteOut(
+            takes_effect=quote.change.takes_effect,
+            effective_at=quote.change.effective_at,
+            proration_lines=[LineOut.from_line(line) for line in quote.change.proration_lines],
+            proration_net_minor=quote.change.net_minor,
+            is_invoiced_immediately=quote.change.is_invoiced_immediately,
+            next_invoice_lines=[LineOut.from_line(line) for line in quote.next_invoice.lines],
+            next_invoice_total_minor=quote.next_invoice.total_minor,
+            currency=quote.next_invoice.currency,
+        )
+
+    @post(
+        "/{subscription_id:uuid}/cancel", status_code=200, responses=responses(400, 401, 404, 409)
+    )
+    async def cancel(
+        self, tenant: TenantScope, subscription_id: UUID, data: CancelRequest, actor: Actor
+    ) -> SubscriptionOut:
+        """Cancel now (unused fee credited) or at period end (``at_period_end``, the default)."""
+        sub = await actions.cancel(
+            tenant.merchant_id,
+            subscription_id,
+            at_period_end=data.at_period_end,
+            reason=data.reason,
+            actor=actor,
+        )
+        return await _out(sub)
+
+    @post("/{subscription_id:uuid}/pause", status_code=200, responses=responses(401, 404, 409))
+    async def pause(
+        self, tenant: TenantScope, subscription_id: UUID, actor: Actor
+    ) -> SubscriptionOut:
+        """Pause an active subscription."""
+        return await _out(await actions.pause(tenant.merchant_id, subscription_id, actor))
+
+    @post("/{subscription_id:uuid}/resume", status_code=200, responses=responses(401, 404, 409))
+    async def resume(
+        self, tenant: TenantScope, subscription_id: UUID, actor: Actor
+    ) -> SubscriptionOut:
+        """Resume a paused subscription, or take back a cancellation scheduled for period end."""
+        return await _out(await actions.resume(tenant.merchant_id, subscription_id, actor))
+
+    @post(
+        "/{subscription_id:uuid}/add-ons",
+        status_code=200,
+        responses=responses(400, 401, 404, 409, 422),
+    )
+    async def set_addons(
+        self, tenant: TenantScope, subscription_id: UUID, data: AddonsRequest, actor: Actor
+    ) -> SubscriptionOut:
+        """Set the add-ons (the full list); the change takes effect now, prorated."""
+        sub = await actions.set_addons(tenant.merchant_id, subscription_id, data.addons, actor)
+        return await _out(sub)
+
+
+class ContractController(Controller):
+    path = "/v1/merchants/{merchant_id:uuid}/contract"
+    tags = ["subscriptions"]
+    guards = [operator_only]
+
+    @put("/", responses=responses(400, 401, 403, 404, 422))
+    async def set_contract(
+        self, merchant_id: UUID, data: ContractRequest, actor: Actor
+    ) -> ContractOut:
+        """Set a custom-tier merchant's negotiated prices from ``effective_from`` on."""
+        async with current_database().engine.transaction():
+            contract = await contracts.set_terms(
+                merchant_id,
+                data.overrides,
+                effective_from=data.effective_from,
+                note=data.note,
+                actor=actor,
+            )
+        return ContractOut(
+            merchant_id=merchant_id,
+            effective_from=contract.effective_from,
+            overrides=data.overrides,
+            note=contract.note,
+        )
+
+
+class TestClockController(Controller):
+    path = "/v1/test-clocks"
+    tags = ["test clocks"]
+    guards = [operator_only]
+
+    @post("/", responses=responses(400, 401, 403))
+    async def create_clock(self, data: TestClockCreate, actor: Actor) -> TestClockOut:
+        """A clock frozen at ``frozen_time``; attach merchants, then advance it."""
+        async with current_database().engine.transaction():
+            clock = await clocks.create(data.name, data.frozen_time)
+        return TestClockOut.from_row(clock)
+
+    @get("/{clock_id:uuid}", responses=responses(401, 403, 404))
+    async def get_clock(self, clock_id: UUID) -> TestClockOut:
+        clock = await clocks.get(clock_id)
+        return TestClockOut.from_row(clock, await clocks.attached_merchants(clock_id))
+
+    @post("/{clock_id:uuid}/merchants", status_code=200, responses=responses(401, 403, 404, 409))
+    async def attach(self, clock_id: UUID, data: TestClockAttach) -> TestClockOut:
+        """Put a merchant (before it subscribes) on this clock."""
+        async with current_database().engine.transaction():
+            await clocks.attach(clock_id, data.merchant_id)
+        return await self.get_clock.fn(self, clock_id)
+
+    @post("/{clock_id:uuid}/advance", status_code=200, responses=responses(400, 401, 403, 404))
+    async def advance(self, clock_id: UUID, data: TestClockAdvance, actor: Actor) -> TestClockOut:
+        """Move the clock forward; trial ends, period ends and scheduled changes fire."""
+        await actions.advance_clock(clock_id, data.frozen_time, actor)
+        clock = await clocks.get(clock_id)
+        if clock is None:  # pragma: no cover - checked inside
+            raise NotFound(f"test clock {clock_id} not found")
+        return TestClockOut.from_row(clock, await clocks.attached_merchants(clock_id))

@@ -1,0 +1,143 @@
+"""Authentication (every route needs a key unless it opts out) and the role and scope guards."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from service.errors import Forbidden, NotFound, Unauthenticated
+from service.problems import PROBLEM_MEDIA_TYPE
+from service.tenancy import keys
+from service.tenancy.principal import Actor, KeyScope, Principal
+from service.tenancy.scope import TenantScope
+
+PUBLIC = {"exclude_from_auth": True}
+"""Route ``opt`` for endpoints that need no key (health, docs, metrics, Stripe webhooks)."""
+
+
+class ApiKeyAuthentication:
+    """Default-deny authentication as a plain ASGI middleware: no key, no entry.
+
+    It answers 401 itself (middleware errors would otherwise skip the request-context and
+    metrics middleware that wrap it) and binds ``merchant_id`` to the request's log context.
+    """
+
+    def __init__(self, app: ASGIApp, exclude: str = "^/(schema|static|metrics)") -> None:
+        self.app = app
+        self.exclude = re.compile(exclude)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_public(scope):
+            await self.app(scope, receive, send)
+            return
+        secret = _presented_key(scope)
+        principal = await keys.authenticate(secret) if secret else None
+        if principal is None:
+            await _refuse(
+                scope,
+                send,
+                "this API key is unknown or revoked"
+                if secret
+                else "send your API key as 'Authorization: Bearer <key>'",
+            )
+            return
+        scope["user"] = principal
+        if principal.merchant_id is not None:
+            structlog.contextvars.bind_contextvars(merchant_id=str(principal.merchant_id))
+        await self.app(scope, receive, send)
+
+    def _is_public(self, scope: Scope) -> bool:
+        handler = scope.get("route_handler")
+        if handler is not None and handler.opt.get("exclude_from_auth"):
+            return True
+        return bool(self.exclude.match(scope["path"]))
+
+
+async def _refuse(scope: Scope, send: Send, detail: str) -> None:
+    body = msgspec.json.encode(
+        {
+            "type": Unauthenticated.type_uri(),
+            "title": Unauthenticated.title,
+            "status": 401,
+            "detail": detail,
+            "instance": scope["path"],
+            "request_id": scope.get("state", {}).get("request_id", ""),
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b"Bearer"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _presented_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() if scheme.lower() == "bearer" else None
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip()
+    return None
+
+
+def requires(scope: str) -> dict[str, str]:
+    """Route ``opt`` naming the scope a route needs instead of the method's default."""
+    return {"scope": scope}
+
+
+def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """App-wide guard: every authenticated route needs a scope.
+
+    The route's ``opt["scope"]`` when it names one (``usage:write``, ``signup``, ...), else
+    ``billing:read`` for reads and ``billing:write`` for changes.
+    """
+    if handler.opt.get("exclude_from_auth") or "user" not in connection.scope:
+        return  # a public route: the authentication middleware let it through without a key
+    needed = handler.opt.get("scope") or (
+        KeyScope.BILLING_READ
+        if connection.scope.get("method") in ("GET", "HEAD")
+        else KeyScope.BILLING_WRITE
+    )
+    keys.require_scope(connection.user, needed)
+
+
+def operator_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: operators only. A merchant key is told the resource does not exist for it."""
+    principal: Principal = connection.user
+    if not principal.is_operator:
+        raise Forbidden("this endpoint is for operators")
+
+
+def merchant_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    principal: Principal = connection.user
+    if principal.is_operator:
+        raise NotFound(
+            "this endpoint acts for the calling merchant; operators use the merchant's id"
+        )
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    return request.user  # type: ignore[no-any-return]
+
+
+async def provide_tenant(request: Request[Any, Any, Any]) -> TenantScope:
+    return TenantScope(request.user)
+
+
+async def provide_actor(request: Request[Any, Any, Any]) -> Actor:
+    return Actor.of(request.user, request_id=request.scope.get("state", {}).get("request_id", ""))

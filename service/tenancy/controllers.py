@@ -1,0 +1,122 @@
+"""HTTP: merchants and API keys. Thin: parse, authorize, call the domain, shape the answer."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from litestar import Controller, delete, get, patch, post
+from litestar.params import FromQuery
+
+from service.clock import SYSTEM_CLOCK
+from service.db.engine import current as current_database
+from service.errors import InvalidInput, NotFound
+from service.problems import responses
+from service.tenancy import keys, merchants
+from service.tenancy.auth import operator_only
+from service.tenancy.principal import Actor, Principal, Role
+from service.tenancy.schemas import (
+    ApiKeyCreate,
+    ApiKeyIssuedOut,
+    ApiKeyOut,
+    MerchantCreate,
+    MerchantOut,
+    MerchantUpdate,
+)
+from service.tenancy.scope import TenantScope
+
+
+class MerchantController(Controller):
+    path = "/v1/merchants"
+    tags = ["merchants"]
+
+    @post("/", guards=[operator_only], responses=responses(400, 401, 403, 422))
+    async def create_merchant(self, data: MerchantCreate, actor: Actor) -> MerchantOut:
+        """Create a merchant (operator). Signup normally goes through ``POST /v1/signup``."""
+        async with current_database().engine.transaction():
+            row = await merchants.create(
+                name=data.name,
+                contact_email=data.contact_email,
+                timezone=data.timezone,
+                currency=data.currency,
+                actor=actor,
+            )
+        return MerchantOut.from_row(row)
+
+    @get("/me", responses=responses(401, 404))
+    async def get_me(self, tenant: TenantScope) -> MerchantOut:
+        """The calling merchant."""
+        return MerchantOut.from_row(await merchants.get(tenant.require_merchant()))
+
+    @patch("/me", responses=responses(400, 401, 403, 422))
+    async def update_me(
+        self, data: MerchantUpdate, tenant: TenantScope, actor: Actor
+    ) -> MerchantOut:
+        """Edit the calling merchant's name, contact email or timezone."""
+        async with current_database().engine.transaction():
+            row = await merchants.update(
+                tenant.require_merchant(), data.changes(), actor=actor, now=SYSTEM_CLOCK.now()
+            )
+        return MerchantOut.from_row(row)
+
+    @get("/{merchant_id:uuid}", guards=[operator_only], responses=responses(401, 403, 404))
+    async def get_merchant(self, merchant_id: UUID) -> MerchantOut:
+        """Any merchant (operator)."""
+        return MerchantOut.from_row(await merchants.get(merchant_id))
+
+
+class ApiKeyController(Controller):
+    path = "/v1/api-keys"
+    tags = ["api keys"]
+
+    @post("/", responses=responses(400, 401, 403, 422))
+    async def create_key(
+        self, data: ApiKeyCreate, principal: Principal, actor: Actor
+    ) -> ApiKeyIssuedOut:
+        """Mint a key. The answer holds the key itself, shown this once."""
+        role, merchant_id = _target_of(data, principal)
+        async with current_database().engine.transaction():
+            if merchant_id is not None:
+                await merchants.get(merchant_id)
+            issued = await keys.issue(
+                role=role, merchant_id=merchant_id, scopes=data.scopes, name=data.name, actor=actor
+            )
+        return ApiKeyIssuedOut(**_fields(ApiKeyOut.from_row(issued.row)), key=issued.secret)
+
+    @get("/", responses=responses(401))
+    async def list_keys(
+        self, tenant: TenantScope, merchant_id: FromQuery[UUID | None] = None
+    ) -> list[ApiKeyOut]:
+        """Own keys; operators see operator keys, or one merchant's with ``merchant_id``."""
+        target = tenant.narrowed(merchant_id)
+        rows = await keys.list_keys(target, operators=target is None)
+        return [ApiKeyOut.from_row(row) for row in rows]
+
+    @delete("/{key_id:uuid}", status_code=200, responses=responses(401, 404))
+    async def revoke_key(self, key_id: UUID, tenant: TenantScope, actor: Actor) -> ApiKeyOut:
+        """Revoke a key: it stops working on every process within a few seconds."""
+        async with current_database().engine.transaction():
+            row = await keys.revoke(
+                key_id, merchant_id=tenant.merchant_id, actor=actor, now=SYSTEM_CLOCK.now()
+            )
+        return ApiKeyOut.from_row(row)
+
+
+def _target_of(data: ApiKeyCreate, principal: Principal) -> tuple[Role, UUID | None]:
+    if not principal.is_operator:
+        if data.role not in (None, Role.MERCHANT.value) or data.merchant_id not in (
+            None,
+            principal.merchant_id,
+        ):
+            raise NotFound("a merchant key can only mint keys for its own merchant")
+        return Role.MERCHANT, principal.merchant_id
+    if data.role == Role.MERCHANT.value or (data.role is None and data.merchant_id is not None):
+        if data.merchant_id is None:
+            raise InvalidInput("a merchant key needs merchant_id", field="merchant_id")
+        return Role.MERCHANT, data.merchant_id
+    if data.merchant_id is not None:
+        raise InvalidInput("an operator key has no merchant_id", field="merchant_id")
+    return Role.OPERATOR, None
+
+
+def _fields(out: ApiKeyOut) -> dict[str, object]:
+    return {name: getattr(out, name) for name in out.__struct_fields__}

@@ -1,0 +1,96 @@
+"""Request and response bodies for merchants and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+from service.db.tables import ApiKey, Merchant
+from service.wire import CurrencyCode, Email, Input, Name, Output, TimezoneName
+
+ScopeName = Annotated[str, msgspec.Meta(pattern=r"^[a-z:]+$", examples=["usage:write"])]
+
+
+class MerchantCreate(Input):
+    name: Name
+    contact_email: Email
+    timezone: TimezoneName = "Asia/Shanghai"
+    currency: CurrencyCode = "CNY"
+
+
+class MerchantUpdate(Input):
+    """Only the fields sent change."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    contact_email: Email | msgspec.UnsetType = msgspec.UNSET
+    timezone: TimezoneName | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, str]:
+        return {
+            field: value
+            for field in self.__struct_fields__
+            if (value := getattr(self, field)) is not msgspec.UNSET
+        }
+
+
+class MerchantOut(Output):
+    id: UUID
+    name: str
+    contact_email: str
+    timezone: str
+    currency: str
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Merchant) -> MerchantOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            contact_email=row.contact_email,
+            timezone=row.timezone,
+            currency=row.currency,
+            status=row.status,
+            created_at=row.created_at,
+        )
+
+
+class ApiKeyCreate(Input):
+    name: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    scopes: list[ScopeName] | None = None
+    """Defaults to every scope the caller's role may hold."""
+    role: Annotated[str, msgspec.Meta(pattern="^(merchant|operator)$")] | None = None
+    """Operators only: ``operator`` mints an operator key, ``merchant`` one for ``merchant_id``."""
+    merchant_id: UUID | None = None
+
+
+class ApiKeyOut(Output):
+    id: UUID
+    name: str
+    prefix: str
+    role: str
+    merchant_id: UUID | None
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> ApiKeyOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            prefix=row.prefix,
+            role=row.role,
+            merchant_id=row.merchant_id,
+            scopes=list(row.scopes),
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+class ApiKeyIssuedOut(ApiKeyOut):
+    key: str
+    """The key itself. It is shown this once and never again: store it now."""

@@ -1,0 +1,1 @@
+"""Metered usage: ingesting events exactly once, per-period aggregates, summaries."""

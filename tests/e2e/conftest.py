@@ -1,0 +1,102 @@
+"""Real processes: the ``billing`` command on the test run's PostgreSQL, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.db import engine as db_engine
+
+BILLING = str(Path(sys.executable).parent / "billing")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    base_url: str
+    output: list[str]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(database_url: str, *, extra_env: dict[str, str] | None = None) -> ServerProcess:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BILLING_ENV": "test",
+        "BILLING_LOG_FORMAT": "json",
+        **(extra_env or {}),
+    }
+    process = subprocess.Popen(
+        [BILLING, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    output: list[str] = []
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line:
+            output.append(line)
+        if process.poll() is not None:
+            raise AssertionError("server exited early:\n" + "".join(output))
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                time.sleep(0.2)
+                output.extend(process.stdout.readlines())
+                return ServerProcess(process=process, base_url=base_url, output=output)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("server did not become ready:\n" + "".join(output))
+
+
+@pytest.fixture
+def fresh_database_url(database_dsn: str) -> str:
+    """A database name nobody has used yet, on the test run's server (serve creates it)."""
+    return db_engine._with_database(database_dsn, f"e2e_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def server(fresh_database_url: str) -> Iterator[ServerProcess]:
+    running = start_server(fresh_database_url)
+    yield running
+    running.stop()
+
+
+def printed_key(output: list[str]) -> str:
+    match = re.search(r"\b(kbo_[A-Za-z0-9_\-]{20,})", "".join(output))
+    assert match, "the first start prints an operator key"
+    return match.group(1)

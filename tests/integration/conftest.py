@@ -1,0 +1,121 @@
+"""API fixtures: the real app on the real database, driven in-process over ASGI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from service.app import create_app
+from service.db.engine import Database
+from service.settings import Settings
+from service.tenancy import keys, merchants
+from service.tenancy.principal import SYSTEM_ACTOR, Role
+
+
+@dataclass
+class Tenant:
+    merchant_id: uuid.UUID
+    key: str
+    key_id: uuid.UUID
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, database: Database) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this event loop (the database pool lives here); the session's pool is already
+    started, so the app's own lifespan has nothing to add."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as test_client:
+        yield test_client
+
+
+async def issue_key(
+    role: Role, merchant_id: uuid.UUID | None, scopes: list[str] | None = None
+) -> tuple[str, uuid.UUID]:
+    from service.db.engine import current
+
+    async with current().engine.transaction():
+        issued = await keys.issue(
+            role=role, merchant_id=merchant_id, scopes=scopes, name="test", actor=SYSTEM_ACTOR
+        )
+    return issued.secret, issued.row.id
+
+
+@pytest.fixture(scope="session")
+async def operator(database: Database) -> Tenant:
+    secret, key_id = await issue_key(Role.OPERATOR, None)
+    return Tenant(merchant_id=uuid.UUID(int=0), key=secret, key_id=key_id)
+
+
+@pytest.fixture
+def operator_headers(operator: Tenant) -> dict[str, str]:
+    return operator.headers
+
+
+async def make_tenant(name: str = "Shop", **fields: Any) -> Tenant:
+    from service.db.engine import current
+
+    async with current().engine.transaction():
+        merchant = await merchants.create(
+            name=name,
+            contact_email=fields.get("contact_email", "ops@shop.cn"),
+            timezone=fields.get("timezone", "Asia/Shanghai"),
+            currency=fields.get("currency", "CNY"),
+            actor=SYSTEM_ACTOR,
+        )
+    secret, key_id = await issue_key(Role.MERCHANT, merchant.id, fields.get("scopes"))
+    return Tenant(merchant_id=merchant.id, key=secret, key_id=key_id)
+
+
+@pytest.fixture
+async def tenant(database: Database) -> Tenant:
+    return await make_tenant("Shop A")
+
+
+@pytest.fixture
+async def other_tenant(database: Database) -> Tenant:
+    return await make_tenant("Shop B")
+
+
+async def signup_tenant(
+    client: httpx.AsyncClient,
+    operator: Tenant,
+    *,
+    plan: str = "basic",
+    trial_days: int = 0,
+    test_clock_id: str | None = None,
+    name: str = "Signed-up shop",
+    **extra: Any,
+) -> tuple[Tenant, dict[str, Any]]:
+    """A merchant made through POST /v1/signup: its key and its subscription."""
+    body: dict[str, Any] = {
+        "merchant": {"name": name, "contact_email": "owner@shop.cn"},
+        "plan": plan,
+        "trial_days": trial_days,
+        **extra,
+    }
+    if test_clock_id:
+        body["test_clock_id"] = test_clock_id
+    response = await client.post("/v1/signup", json=body, headers=operator.headers)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    tenant = Tenant(
+        merchant_id=uuid.UUID(created["merchant"]["id"]),
+        key=created["api_key"]["key"],
+        key_id=uuid.UUID(created["api_key"]["id"]),
+    )
+    return tenant, created["subscription"]
