@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test lint fmt env worker demo bench clean
+.PHONY: run test lint fmt env worker demo bench clean browser
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -21,8 +21,17 @@ env: .venv/.synced
 run: env
 	.venv/bin/billing serve
 
-test: env lint
+test: env lint browser
 	.venv/bin/pytest
+
+# The finance page is tested in a real headless Chromium from Debian's packages: install it
+# once when missing (needs root or sudo), never downloaded by pip or npm.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; else \
+		echo "chromium not found: installing Debian's chromium package (apt-get) for the finance page test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; \
+	fi
 
 lint: env
 	.venv/bin/ruff check .

@@ -17,7 +17,13 @@ from swagger_ui_bundle import swagger_ui_path
 from service.audit.controllers import AuditController
 from service.catalog.controllers import PlanController
 from service.db import engine as db_engine
+from service.finance.controllers import FinanceController, FinancePageController
 from service.health import HealthController
+from service.invoicing.controllers import (
+    CreditNoteController,
+    InvoiceController,
+    SlaReportController,
+)
 from service.observability import logging as billing_logging
 from service.observability.requests import RequestContextMiddleware
 from service.problems import EXCEPTION_HANDLERS
@@ -40,6 +46,10 @@ from service.tenancy.auth import (
 from service.tenancy.controllers import ApiKeyController, MerchantController
 from service.tenancy.principal import Actor, Principal
 from service.tenancy.scope import TenantScope
+from service.usage.controllers import UpcomingInvoiceController, UsageController
+from webhooks.endpoint import StripeWebhookController
+from webhooks.gateway import Gateway
+from webhooks.reconcile_source import StripeLedgerSource
 
 API_DESCRIPTION = """
 Billing backend of the Kefu customer-service outsourcing SaaS.
@@ -83,6 +93,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app_name="kefu_billing", prefix="billing", group_path=True, exclude=["^/metrics"]
     )
     static_prefix = "/static/swagger"
+    # Finance reads Stripe's side of a reconciliation through this (None without a Stripe key).
+    stripe_ledger = (
+        StripeLedgerSource(Gateway.from_settings(settings.stripe))
+        if settings.stripe.is_configured
+        else None
+    )
     return Litestar(
         route_handlers=[
             HealthController,
@@ -95,6 +111,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SubscriptionController,
             ContractController,
             TestClockController,
+            InvoiceController,
+            CreditNoteController,
+            SlaReportController,
+            UsageController,
+            UpcomingInvoiceController,
+            StripeWebhookController,
+            FinanceController,
+            FinancePageController,
             create_static_files_router(
                 path=static_prefix,
                 directories=[swagger_ui_path],
@@ -109,10 +133,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ApiKeyAuthentication,
         ],
         dependencies={
-            "principal": Provide(provide_principal, sync_to_thread=False),
-            "tenant": Provide(provide_tenant, sync_to_thread=False),
-            "actor": Provide(provide_actor, sync_to_thread=False),
+            "principal": Provide(provide_principal),
+            "tenant": Provide(provide_tenant),
+            "actor": Provide(provide_actor),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+            "stripe_ledger": Provide(lambda: stripe_ledger, use_cache=True, sync_to_thread=False),
         },
         signature_namespace={
             "Principal": Principal,

@@ -15,6 +15,7 @@ import structlog
 from plans.catalog import Catalog, PlanNotFoundError, PlanVersion, load_catalog
 from service.db.tables import PlanVersionRow
 from service.errors import Conflict, NotFound
+from service.stripe_outbox import Command, enqueue
 
 log = structlog.get_logger(__name__)
 
@@ -51,15 +52,18 @@ async def publish(catalog: Catalog) -> PublishResult:
                 plan=plan.code,
                 version=plan.version,
             )
-        await PlanVersionRow.raw(
+        inserted = await PlanVersionRow.raw(
             "INSERT INTO plan_versions (code, version, tier, fingerprint, definition)"
-            " VALUES ({}, {}, {}, {}, {}::jsonb) ON CONFLICT (code, version) DO NOTHING",
+            " VALUES ({}, {}, {}, {}, {}::jsonb) ON CONFLICT (code, version) DO NOTHING"
+            " RETURNING id",
             plan.code,
             plan.version,
             plan.tier,
             plan.fingerprint,
             msgspec.json.encode(plan).decode(),
         )
+        if inserted:  # its Stripe product and prices
+            await enqueue(None, Command.CATALOG_PLAN, {"code": plan.code, "version": plan.version})
         published.append(plan.key)
     if published:
         log.info("catalog_published", versions=[f"{c} v{v}" for c, v in published])

@@ -94,6 +94,15 @@ def current() -> Database:
     return _current
 
 
+def transaction_connection() -> asyncpg.Connection:
+    """The connection of the Piccolo transaction this task is in, for hot paths that speak SQL
+    directly (same transaction, no ORM overhead)."""
+    transaction = current().engine.current_transaction.get()
+    if transaction is None:
+        raise RuntimeError("transaction_connection() needs an open engine.transaction()")
+    return transaction.connection
+
+
 def has_current() -> bool:
     return _current is not None
 

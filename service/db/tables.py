@@ -17,9 +17,11 @@ from piccolo.columns import (
     BigInt,
     BigSerial,
     Boolean,
+    Bytea,
     Integer,
     Numeric,
     SmallInt,
+    Text,
     Timestamptz,
     Varchar,
 )
@@ -37,6 +39,9 @@ class Merchant(Table, tablename="merchants"):
     test_clock_id = UUID(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
+    stripe_customer_id = Varchar(length=80, null=True, default=None)
+    stripe_customer_deleted_at = Timestamptz(null=True, default=None)
+    dispute_flagged_at = Timestamptz(null=True, default=None)
 
 
 class ApiKey(Table, tablename="api_keys"):
@@ -234,6 +239,14 @@ class Invoice(Table, tablename="invoices"):
     paid_at = Timestamptz(null=True, default=None)
     voided_at = Timestamptz(null=True, default=None)
     marked_uncollectible_at = Timestamptz(null=True, default=None)
+    stripe_invoice_id = Varchar(length=80, null=True, default=None)
+    stripe_number = Varchar(length=80, null=True, default=None)
+    hosted_invoice_url = Varchar(length=500, null=True, default=None)
+    stripe_event_created = BigInt(default=0)
+    """``created`` of the newest Stripe event applied to this invoice (older ones are stale)."""
+    payment_attempts = Integer(default=0)
+    next_payment_retry_at = Timestamptz(null=True, default=None)
+    dispute_status = Varchar(length=32, null=True, default=None)
 
 
 class InvoiceLineRow(Table, tablename="invoice_lines"):
@@ -272,6 +285,8 @@ class CreditNote(Table, tablename="credit_notes"):
     kind = Varchar(length=16)
     refund_status = Varchar(length=16)
     created_at = Timestamptz()
+    stripe_credit_note_id = Varchar(length=80, null=True, default=None)
+    stripe_refund_id = Varchar(length=80, null=True, default=None)
 
 
 class SlaReportRow(Table, tablename="sla_reports"):
@@ -303,6 +318,111 @@ class UsageBilled(Table, tablename="usage_billed"):
     gmv_minor = BigInt()
 
 
+class UsageTransaction(Table, tablename="usage_transactions"):
+    """One row per (merchant, transaction id): what makes usage counting exactly-once.
+
+    The raw events live in ``usage_events``, partitioned by month (a partitioned table Piccolo
+    cannot create, so it has no ``Table`` here; ``service.usage`` reaches it with SQL).
+    """
+
+    merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is composite
+    transaction_id = Varchar(length=200)
+    content_hash = Bytea()
+    occurred_at = Timestamptz()
+    voided_at = Timestamptz(null=True, default=None)
+
+
+class StripeOutbox(Table, tablename="stripe_outbox"):
+    """A push to Stripe, written with the change that causes it; sent in order per stream."""
+
+    id = BigSerial(primary_key=True)
+    merchant_id = UUID(null=True, default=None)
+    stream = Varchar(length=40)
+    command = Varchar(length=40)
+    payload = JSONB()
+    idempotency_key = Varchar(length=80, unique=True)
+    status = Varchar(length=16, default="pending")
+    attempts = Integer(default=0)
+    next_attempt_at = Timestamptz(default=TimestamptzNow())
+    last_error = Text(null=True, default=None)
+    stripe_ids = JSONB(default="{}")
+    created_at = Timestamptz(default=TimestamptzNow())
+    sent_at = Timestamptz(null=True, default=None)
+
+
+class StripeInbox(Table, tablename="stripe_inbox"):
+    """A webhook event as Stripe sent it, stored once per event id, processed by the worker."""
+
+    id = BigSerial(primary_key=True)
+    event_id = Varchar(length=80, unique=True)
+    event_type = Varchar(length=80)
+    event_created = BigInt()
+    payload = JSONB()
+    status = Varchar(length=16, default="pending")
+    attempts = Integer(default=0)
+    next_attempt_at = Timestamptz(default=TimestamptzNow())
+    last_error = Text(null=True, default=None)
+    outcome = Varchar(length=200, null=True, default=None)
+    received_at = Timestamptz(default=TimestamptzNow())
+    processed_at = Timestamptz(null=True, default=None)
+
+
+class Payment(Table, tablename="payments"):
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    invoice_id = UUID()
+    amount_minor = BigInt()
+    currency = Varchar(length=3)
+    stripe_invoice_id = Varchar(length=80)
+    stripe_payment_intent_id = Varchar(length=80, null=True, default=None)
+    stripe_charge_id = Varchar(length=80, null=True, default=None)
+    paid_at = Timestamptz()
+    stripe_event_id = Varchar(length=80)
+
+
+class Refund(Table, tablename="refunds"):
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    invoice_id = UUID()
+    credit_note_id = UUID(null=True, default=None)
+    amount_minor = BigInt()
+    currency = Varchar(length=3)
+    status = Varchar(length=16)
+    stripe_refund_id = Varchar(length=80, unique=True)
+    origin = Varchar(length=16)
+    created_at = Timestamptz()
+
+
+class Dispute(Table, tablename="disputes"):
+    id = UUID(primary_key=True)
+    merchant_id = UUID()
+    invoice_id = UUID()
+    stripe_dispute_id = Varchar(length=80, unique=True)
+    stripe_charge_id = Varchar(length=80)
+    amount_minor = BigInt()
+    currency = Varchar(length=3)
+    reason = Varchar(length=60)
+    status = Varchar(length=32)
+    opened_at = Timestamptz()
+    closed_at = Timestamptz(null=True, default=None)
+
+
+class StripeCatalogMap(Table, tablename="stripe_catalog_map"):
+    """The Stripe product and price of a plan version's fee or an add-on."""
+
+    id = UUID(primary_key=True)
+    item_kind = Varchar(length=8)
+    code = Varchar(length=40)
+    version = Integer()
+    stripe_product_id = Varchar(length=80)
+    stripe_price_id = Varchar(length=80, null=True, default=None)
+    unit_amount_minor = BigInt(null=True, default=None)
+    currency = Varchar(length=3)
+    is_active = Boolean(default=True)
+    drift = Text(null=True, default=None)
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
 ALL_TABLES: tuple[type[Table], ...] = (
     Merchant,
     ApiKey,
@@ -323,4 +443,10 @@ ALL_TABLES: tuple[type[Table], ...] = (
     SlaReportRow,
     CreditBalance,
     UsageBilled,
+    StripeOutbox,
+    StripeInbox,
+    Payment,
+    Refund,
+    Dispute,
+    StripeCatalogMap,
 )

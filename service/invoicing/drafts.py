@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-from plans.charges import UsageAggregate
+import msgspec
+
+from plans.charges import Phase, UsageAggregate
 from plans.contracts import Terms
 from plans.lines import InvoiceLine
 from plans.periods import Period
@@ -31,6 +33,8 @@ def draft(
 ) -> InvoiceDraft:
     """One invoice: ``fee_terms``/``fee_period`` None on a final invoice; ``bill_usage`` False
     for a trial period (its usage is free)."""
+    if not bill_usage:
+        usage_terms = without_usage(usage_terms)
     advance = (
         recurring_lines(fee_terms, fee_period)
         if fee_terms is not None and fee_period is not None
@@ -47,3 +51,12 @@ def draft(
         late_usage=late_usage,
         credit_balance_minor=credit_balance_minor,
     )
+
+
+def without_usage(terms: Terms) -> Terms:
+    """The terms with no usage charges and no minimum commitment (a trial, an immediate
+    invoice): nothing is rated from usage, and no true-up appears."""
+    kept = tuple(
+        charge for charge in terms.charges if charge.phase not in (Phase.USAGE, Phase.COMMITMENT)
+    )
+    return msgspec.structs.replace(terms, charges=kept)

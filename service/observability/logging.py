@@ -71,4 +71,5 @@ def configure(
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call: noise here
     _configured = True

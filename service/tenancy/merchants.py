@@ -11,6 +11,7 @@ from plans.money import CURRENCY_EXPONENTS
 from service.audit import log as audit
 from service.db.tables import Merchant
 from service.errors import InvalidInput, NotFound
+from service.stripe_outbox import Command, enqueue
 from service.tenancy.principal import Actor
 
 
@@ -39,6 +40,7 @@ async def create(
         currency=check_currency(currency),
     )
     await row.save()
+    await enqueue(row.id, Command.CUSTOMER_CREATE, {"merchant_id": str(row.id)})
     await audit.record(
         actor,
         merchant_id=row.id,
@@ -75,6 +77,8 @@ async def update(
     if changes:
         row.updated_at = now
         await row.save([*(getattr(Merchant, field) for field in changes), Merchant.updated_at])
+        if {"name", "contact_email"} & changes.keys():
+            await enqueue(row.id, Command.CUSTOMER_UPDATE, {"merchant_id": str(row.id)})
         await audit.record(
             actor,
             merchant_id=row.id,

@@ -6,6 +6,8 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
+import asyncpg
+
 from plans.charges import UsageAggregate
 from service.db.engine import current as current_database
 
@@ -20,11 +22,15 @@ GROUP BY metric
 
 
 async def period_aggregates(
-    merchant_id: UUID, subscription_id: UUID, period_start: datetime
+    merchant_id: UUID,
+    subscription_id: UUID,
+    period_start: datetime,
+    *,
+    connection: asyncpg.Connection | None = None,
 ) -> dict[str, UsageAggregate]:
-    rows = await current_database().pool.fetch(
-        _PERIOD_TOTALS, merchant_id, subscription_id, period_start
-    )
+    """The period's totals per metric; on ``connection`` (a transaction's) when given."""
+    reader = connection if connection is not None else current_database().pool
+    rows = await reader.fetch(_PERIOD_TOTALS, merchant_id, subscription_id, period_start)
     return {
         row["metric"]: UsageAggregate(
             count=row["event_count"],

@@ -100,3 +100,23 @@ def printed_key(output: list[str]) -> str:
     match = re.search(r"\b(kbo_[A-Za-z0-9_\-]{20,})", "".join(output))
     assert match, "the first start prints an operator key"
     return match.group(1)
+
+
+# In-process API fixtures, for setting up data the real processes then work on.
+from tests.integration.conftest import app, client, operator  # noqa: E402, F401
+
+
+def start_worker(database_url: str, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BILLING_ENV": "test",
+        "BILLING_LOG_FORMAT": "json",
+    }
+    return subprocess.Popen(
+        [BILLING, "worker", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )

@@ -18,6 +18,7 @@ from litestar.routes import HTTPRoute
 
 from service.tenancy.auth import operator_only
 from tests.integration.conftest import Tenant, signup_tenant
+from tests.integration.invoicing_helpers import close_pass
 
 # A valid body for each write route, so the request reaches the tenant lookup (not validation).
 _SUB = "/v1/subscriptions/{subscription_id:uuid}"
@@ -31,6 +32,9 @@ BODIES: dict[tuple[str, str], Any] = {
 PUBLIC_PREFIXES = ("/schema", "/static", "/metrics", "/healthz", "/readyz")
 # Reference data that is the same for every merchant (the published catalog).
 SHARED_ROUTES = {"/v1/plans/{code:str}"}
+# Operator pages that authenticate themselves (bearer key or session cookie) and refuse a
+# merchant key with 403, like operator-only routes.
+OPERATOR_PAGES = ("/finance/",)
 
 
 def _merchant_routes(app: Litestar) -> list[tuple[str, str, Any]]:
@@ -57,10 +61,27 @@ async def ids_of_b(client: AsyncClient, operator: Tenant) -> tuple[Tenant, dict[
     b, subscription = await signup_tenant(client, operator, plan="basic", name="Shop B")
     created = await client.post("/v1/api-keys", json={"name": "b's"}, headers=b.headers)
     assert created.status_code == 201
+    usage = await client.post(
+        "/v1/usage/events",
+        json={
+            "transaction_id": f"b-order-{uuid.uuid4().hex}",
+            "metric": "orders",
+            "occurred_at": subscription["current_period_start"],
+            "quantity": 1,
+        },
+        headers=b.headers,
+    )
+    assert usage.status_code == 201, usage.text
+    await close_pass(b.merchant_id)  # B's first invoice: the first month's fee
+    invoice = await client.get("/v1/invoices", headers=b.headers)
+    invoice_id = invoice.json()[0]["id"]
     return b, {
+        "invoice_ref": invoice_id,
+        "invoice_id": invoice_id,
         "merchant_id": str(b.merchant_id),
         "key_id": created.json()["id"],
         "subscription_id": subscription["id"],
+        "transaction_id": usage.json()["transaction_id"],
     }
 
 
@@ -73,7 +94,7 @@ async def test_every_merchant_route_with_an_id_answers_404_for_another_merchants
         params = re.findall(r"\{(\w+):\w+\}", path)
         if not params:
             continue
-        if _is_operator_only(handler):
+        if _is_operator_only(handler) or path.startswith(OPERATOR_PAGES):
             url = re.sub(r"\{(\w+):\w+\}", lambda m: str(uuid.uuid4()), path)
             response = await client.request(
                 method, url, headers=tenant.headers, json=BODIES.get((method, path))
@@ -91,6 +112,8 @@ async def test_every_merchant_route_with_an_id_answers_404_for_another_merchants
         checked.append((method, path))
     assert ("DELETE", "/v1/api-keys/{key_id:uuid}") in checked
     assert ("POST", f"{_SUB}/change-plan") in checked
+    assert ("GET", "/v1/invoices/{invoice_ref:str}") in checked
+    assert ("POST", "/v1/usage/events/{transaction_id:str}/void") in checked
 
 
 async def test_merchant_lists_never_show_another_merchant(
@@ -113,3 +136,12 @@ async def test_merchant_reads_are_its_own(client: AsyncClient, tenant: Tenant, p
     response = await client.get(path, headers=tenant.headers)
     assert response.status_code == 200
     assert str(tenant.merchant_id) in response.text
+
+
+async def test_another_merchants_invoice_document_is_404(
+    client: AsyncClient, tenant: Tenant, operator: Tenant
+) -> None:
+    _, ids = await ids_of_b(client, operator)
+    page = await client.get(f"/v1/invoices/{ids['invoice_ref']}.html", headers=tenant.headers)
+    assert page.status_code == 404
+    assert "<html" not in page.text

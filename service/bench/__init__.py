@@ -1,0 +1,1 @@
+"""``billing bench``: benchmarks that start the real server on a fresh embedded PostgreSQL."""

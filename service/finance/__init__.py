@@ -1,0 +1,1 @@
+"""Finance: revenue figures, exports, reconciliation and the finance page."""

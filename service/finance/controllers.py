@@ -1,0 +1,328 @@
+"""HTTP: finance exports (streamed downloads) and figures. Operators with ``finance:read``."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, Parameter
+from litestar.response import Stream
+
+from plans.money import minor_to_major
+from service.clock import SYSTEM_CLOCK
+from service.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from service.finance import exports, page, reconcile, revenue, session
+from service.finance.schemas import (
+    MonthSummaryOut,
+    MrrOut,
+    ReconciliationCreate,
+    TierMrrOut,
+)
+from service.problems import responses
+from service.tenancy import keys
+from service.tenancy.auth import PUBLIC, operator_only, requires
+from service.tenancy.principal import KeyScope, Principal
+
+Timezone = Annotated[str, Parameter(query="timezone", max_length=64)]
+MonthParam = Annotated[str, Parameter(query="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+
+
+def _zone_checked(timezone: str) -> str:
+    try:
+        from plans.periods import zone
+
+        zone(timezone)
+    except ValueError as error:
+        raise InvalidInput(str(error), field="timezone") from None
+    return timezone
+
+
+def _export_response(
+    kind: str,
+    first_day: date,
+    last_day: date,
+    export_format: str,
+    merchant_id: UUID | None,
+    timezone: str,
+    *,
+    has_bom: bool,
+) -> Stream:
+    try:
+        export_kind = exports.ExportKind(kind)
+    except ValueError:
+        known = ", ".join(k.value for k in exports.ExportKind)
+        raise NotFound(f"no export called {kind!r} (there are: {known})") from None
+    if last_day < first_day:
+        raise InvalidInput("'to' is before 'from'", field="to")
+    request = exports.ExportRequest(
+        kind=export_kind,
+        first_day=first_day,
+        last_day=last_day,
+        timezone=_zone_checked(timezone),
+        merchant_id=merchant_id,
+        format=exports.ExportFormat(export_format),
+        has_bom=has_bom,
+    )
+    return Stream(
+        exports.stream(request),
+        media_type=request.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{request.filename}"'},
+    )
+
+
+class FinanceController(Controller):
+    path = "/v1/finance"
+    tags = ["finance"]
+    guards = [operator_only]
+    opt = requires(KeyScope.FINANCE_READ)
+
+    @get(
+        "/exports/{kind:str}",
+        responses=responses(400, 401, 403, 404),
+    )
+    async def export(
+        self,
+        kind: str,
+        first_day: Annotated[date, Parameter(query="from")],
+        last_day: Annotated[date, Parameter(query="to")],
+        export_format: Annotated[
+            str, Parameter(query="format", pattern="^(csv|parquet|xlsx)$")
+        ] = "csv",
+        merchant_id: Annotated[UUID | None, Parameter(query="merchant_id")] = None,
+        timezone: Timezone = "Asia/Shanghai",
+        bom: Annotated[bool, Parameter(query="bom")] = False,
+    ) -> Stream:
+        """A finance export as a streamed download: ``kind`` is one of invoices,
+        invoice_lines, payments, refunds, usage, revenue, mrr, reconciliation; ``from`` and
+        ``to`` are inclusive accounting dates in ``timezone``; ``bom=true`` adds the
+        byte-order mark Excel needs."""
+        return _export_response(
+            kind, first_day, last_day, export_format, merchant_id, timezone, has_bom=bom
+        )
+
+    @post("/reconciliations", status_code=201, responses=responses(400, 401, 403, 409))
+    async def reconcile_now(self, data: ReconciliationCreate, stripe_ledger: Any) -> dict[str, Any]:
+        """Reconcile this ledger against Stripe for a range of accounting dates (optionally one
+        merchant); the run is stored and returned: per-currency summary and every mismatch
+        with both sides."""
+        if stripe_ledger is None:
+            raise Conflict("no Stripe key is configured: there is no Stripe side to read")
+        try:
+            first_day = date.fromisoformat(data.first_day)
+            last_day = date.fromisoformat(data.last_day)
+            merchant = UUID(data.merchant_id) if data.merchant_id else None
+        except ValueError as error:
+            raise InvalidInput(str(error)) from None
+        if last_day < first_day:
+            raise InvalidInput("'to' is before 'from'", field="to")
+        result = await reconcile.run(
+            stripe_ledger,
+            first_day=first_day,
+            last_day=last_day,
+            timezone=_zone_checked(data.timezone),
+            merchant_ids=[merchant] if merchant else None,
+        )
+        return await reconcile.store(result, now=SYSTEM_CLOCK.now())
+
+    @get("/reconciliations/latest", responses=responses(401, 403, 404))
+    async def latest_reconciliation(self) -> dict[str, Any]:
+        """The most recent stored reconciliation run."""
+        found = await reconcile.stored()
+        if found is None:
+            raise NotFound("no reconciliation has been run yet")
+        return found
+
+    @get("/reconciliations/{reconciliation_id:uuid}", responses=responses(401, 403, 404))
+    async def get_reconciliation(self, reconciliation_id: UUID) -> dict[str, Any]:
+        """A stored reconciliation run."""
+        found = await reconcile.stored(reconciliation_id)
+        if found is None:
+            raise NotFound(f"reconciliation {reconciliation_id} not found")
+        return found
+
+    @get("/mrr", responses=responses(400, 401, 403))
+    async def mrr(
+        self,
+        on: Annotated[date, Parameter(query="on")],
+        timezone: Timezone = "Asia/Shanghai",
+        merchant_id: Annotated[UUID | None, Parameter(query="merchant_id")] = None,
+    ) -> MrrOut:
+        """MRR per tier as ``on`` ends in ``timezone`` (active and past-due subscriptions)."""
+        tiers = await revenue.mrr_on(on, _zone_checked(timezone), merchant_id)
+        return MrrOut(
+            on=on.isoformat(),
+            timezone=timezone,
+            tiers=[TierMrrOut.of(t.tier, t.currency, t.mrr_minor, t.subscriptions) for t in tiers],
+        )
+
+    @get("/summary", responses=responses(400, 401, 403))
+    async def summary(
+        self, month: MonthParam, timezone: Timezone = "Asia/Shanghai"
+    ) -> list[MonthSummaryOut]:
+        """Per currency: billed (invoices finalized in the month), collected (payments
+        received in it) and the month's invoices by status."""
+        year, number = (int(part) for part in month.split("-"))
+        rows = await revenue.month_summary(year, number, _zone_checked(timezone))
+        return [
+            MonthSummaryOut(
+                month=row.month,
+                currency=row.currency,
+                billed_minor=row.billed_minor,
+                billed=format(minor_to_major(row.billed_minor, row.currency), "f"),
+                collected_minor=row.collected_minor,
+                collected=format(minor_to_major(row.collected_minor, row.currency), "f"),
+                invoice_status_counts=row.invoice_status_counts,
+            )
+            for row in rows
+        ]
+
+
+# -- the finance page --------------------------------------------------------------------------
+
+FormatParam = Annotated[str, Parameter(query="format", pattern="^(csv|parquet|xlsx)$")]
+
+
+async def _viewer(request: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """Who is looking: a bearer key, else the session cookie. A key that is not an operator's
+    with ``finance:read`` is refused outright; no credentials at all is ``None`` (log in)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() == "bearer" and secret.strip():
+        principal = await keys.authenticate(secret.strip())
+        if principal is None:
+            raise Unauthenticated("this API key is unknown or revoked")
+        if not session.may_read_finance(principal):
+            raise Forbidden("the finance page is for operators with the finance:read scope")
+        return principal
+    return await session.principal_of(
+        request.cookies.get(session.COOKIE_NAME), now=SYSTEM_CLOCK.now()
+    )
+
+
+async def _session_required(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
+    """Guard of the page's downloads: before any parameter is read, a merchant key is refused
+    (403) and no session at all is 401."""
+    if await _viewer(connection) is None:
+        raise Unauthenticated("log in at /finance/login first")
+
+
+def _html(content: str, status_code: int = 200) -> Response[str]:
+    return Response(
+        content,
+        media_type=MediaType.HTML,
+        status_code=status_code,
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _month_bounds(month: str | None) -> tuple[int, int]:
+    if month is None:
+        now = SYSTEM_CLOCK.now()
+        return now.year, now.month
+    year, number = (int(part) for part in month.split("-"))
+    return year, number
+
+
+class FinancePageController(Controller):
+    """``/finance``: the page, its login and its downloads. Not in the API schema; it does its
+    own authentication (bearer key or session cookie)."""
+
+    path = "/finance"
+    opt = PUBLIC
+    include_in_schema = False
+
+    @get("/")
+    async def page(
+        self,
+        request: Request[Any, Any, Any],
+        month: Annotated[
+            str | None, Parameter(query="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+        ] = None,
+        timezone: Timezone = "Asia/Shanghai",
+    ) -> Response[str]:
+        if await _viewer(request) is None:
+            return Response("", status_code=303, headers={"Location": "/finance/login"})
+        year, number = _month_bounds(month)
+        timezone = _zone_checked(timezone)
+        first_month = (year - 1, number + 1) if number < 12 else (year, 1)
+        series = await revenue.mrr_by_month(date(*first_month, 1), date(year, number, 1), timezone)
+        last_day = date(year + number // 12, number % 12 + 1, 1) - timedelta(days=1)
+        figures = page.PageFigures(
+            month=f"{year:04d}-{number:02d}",
+            timezone=timezone,
+            first_day=date(year, number, 1).isoformat(),
+            last_day=last_day.isoformat(),
+            series=series,
+            summaries=await revenue.month_summary(year, number, timezone),
+            reconciliation=await reconcile.stored(),
+        )
+        return _html(page.render(figures))
+
+    @get("/login")
+    async def login_form(self) -> Response[str]:
+        return _html(page.render_login())
+
+    @post("/login", status_code=303)
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> Response[str]:
+        opened = await session.open_session(data.get("api_key", "").strip(), now=SYSTEM_CLOCK.now())
+        if opened is None:
+            return _html(
+                page.render_login("That key is not an operator key with the finance:read scope."),
+                status_code=403,
+            )
+        _, cookie = opened
+        return Response(
+            "",
+            status_code=303,
+            headers={"Location": "/finance", "Cache-Control": "no-store"},
+            cookies=[
+                Cookie(
+                    key=session.COOKIE_NAME,
+                    value=cookie,
+                    path="/finance",
+                    max_age=int(session.LIFETIME.total_seconds()),
+                    httponly=True,
+                    samesite="strict",
+                    secure=request.url.scheme == "https",
+                )
+            ],
+        )
+
+    @post("/logout", status_code=303)
+    async def logout(self) -> Response[str]:
+        return Response(
+            "",
+            status_code=303,
+            headers={"Location": "/finance/login"},
+            cookies=[Cookie(key=session.COOKIE_NAME, value="", path="/finance", max_age=0)],
+        )
+
+    @get("/exports/{kind:str}", guards=[_session_required])
+    async def download(
+        self,
+        kind: str,
+        first_day: Annotated[date, Parameter(query="from")],
+        last_day: Annotated[date, Parameter(query="to")],
+        export_format: FormatParam = "csv",
+        merchant_id: Annotated[UUID | None, Parameter(query="merchant_id")] = None,
+        timezone: Timezone = "Asia/Shanghai",
+        bom: Annotated[bool, Parameter(query="bom")] = False,
+    ) -> Stream:
+        """The page's download links: the same exports, authorized by the session."""
+        return _export_response(
+            kind, first_day, last_day, export_format, merchant_id, timezone, has_bom=bom
+        )

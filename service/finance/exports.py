@@ -1,0 +1,640 @@
+"""Finance exports: the invoice register, invoice lines, payments, refunds and credit notes,
+usage by merchant and period, revenue and MRR — as CSV, Parquet or XLSX, streamed.
+
+Every export is a date range on the row's **accounting date** (invoices and their lines: when
+finalized; payments: when paid; refunds and credit notes: when made; usage: the period's start;
+revenue: the month of the invoice) in a chosen timezone, optionally for one merchant.
+
+- Rows come from a server-side cursor inside a read-only, repeatable-read transaction and are
+  written out in fixed batches of ``BATCH_ROWS``: memory holds one batch, never the export.
+- Amounts are exact: each money column is the major-unit ``Decimal`` (``99.00``) followed by
+  ``<name>_minor``, the integer minor units. No floats are made anywhere; Parquet holds
+  ``decimal128`` and ``int64``.
+- The same request on the same data gives the same bytes: every query orders by a unique key,
+  values are formatted one fixed way, and nothing records "now" (XLSX: fixed document
+  properties and zip entry times; Parquet: no timestamps in its metadata).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, BinaryIO, Final
+from uuid import UUID
+
+from plans.money import CURRENCY_EXPONENTS, minor_to_major
+from plans.periods import zone
+from service.db import engine as db_engine
+from service.finance import revenue
+
+BATCH_ROWS: Final = 2_000
+MONEY_SCALE: Final = max(CURRENCY_EXPONENTS.values())
+"""Parquet decimal scale: the largest minor unit we know (KWD, 3), so every currency fits."""
+QUANTITY_SCALE: Final = 6
+FIXED_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+"""What XLSX files say about when they were made: a constant, so that bytes repeat."""
+
+
+class ExportKind(StrEnum):
+    INVOICES = "invoices"
+    INVOICE_LINES = "invoice_lines"
+    PAYMENTS = "payments"
+    REFUNDS = "refunds"
+    USAGE = "usage"
+    REVENUE = "revenue"
+    MRR = "mrr"
+    RECONCILIATION = "reconciliation"
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    PARQUET = "parquet"
+    XLSX = "xlsx"
+
+
+MEDIA_TYPES: Final = {
+    ExportFormat.CSV: "text/csv; charset=utf-8",
+    ExportFormat.PARQUET: "application/vnd.apache.parquet",
+    ExportFormat.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """An output column. ``money`` reads ``<name>_minor`` and the row's ``currency`` and writes
+    two columns: ``<name>`` (major units) and ``<name>_minor``."""
+
+    name: str
+    kind: str  # text | int | money | timestamp | decimal
+
+    @property
+    def output_names(self) -> list[str]:
+        return [self.name, f"{self.name}_minor"] if self.kind == "money" else [self.name]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    kind: ExportKind
+    first_day: date
+    last_day: date
+    """Inclusive: the export covers whole days ``first_day`` … ``last_day`` in ``timezone``."""
+    timezone: str = "Asia/Shanghai"
+    merchant_id: UUID | None = None
+    format: ExportFormat = ExportFormat.CSV
+    has_bom: bool = False
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first_day, time(), tzinfo=zone(self.timezone))
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(
+            self.last_day + timedelta(days=1), time(), tzinfo=zone(self.timezone)
+        )
+
+    @property
+    def filename(self) -> str:
+        merchant = f"-{self.merchant_id}" if self.merchant_id else ""
+        return (
+            f"{self.kind.value}-{self.first_day.isoformat()}-{self.last_day.isoformat()}"
+            f"{merchant}.{self.format.value}"
+        )
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES[self.format]
+
+    def check(self) -> None:
+        if self.last_day < self.first_day:
+            raise ValueError("'to' is before 'from'")
+        zone(self.timezone)  # raises on an unknown zone
+
+
+# -- the rows of each export -------------------------------------------------------------------
+# Each query takes $1 start, $2 end (the accounting instants), $3 the timezone, $4 a merchant or
+# NULL; it orders by a unique key, so the same data always comes out in the same order. They
+# are raw SQL because they join and aggregate across the finance tables in one pass.
+
+_TIER = "coalesce(pv.tier, i.plan_code)"
+_PLAN_JOIN = "LEFT JOIN plan_versions pv ON pv.code = i.plan_code AND pv.version = i.plan_version"
+
+_INVOICES_SQL = f"""
+SELECT to_char(i.finalized_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+       i.number, i.merchant_id::text AS merchant_id, m.name AS merchant_name, {_TIER} AS tier,
+       i.plan_code || ' v' || i.plan_version AS plan, i.kind, i.period_start, i.period_end,
+       i.status, i.currency, i.subtotal_minor, i.discounts_minor, i.credits_minor, i.tax_rate,
+       i.tax_minor, i.total_minor, i.amount_due_minor, i.amount_paid_minor,
+       coalesce(r.refunded, 0)::bigint AS amount_refunded_minor, i.amount_credited_minor,
+       i.finalized_at, i.paid_at, i.voided_at, i.marked_uncollectible_at,
+       coalesce(i.stripe_invoice_id, '') AS stripe_invoice_id, i.id::text AS invoice_id
+FROM invoices i
+JOIN merchants m ON m.id = i.merchant_id
+{_PLAN_JOIN}
+LEFT JOIN LATERAL (
+    SELECT sum(f.amount_minor) AS refunded FROM refunds f
+    WHERE f.merchant_id = i.merchant_id AND f.invoice_id = i.id
+      AND f.status NOT IN ('failed', 'canceled')
+) r ON true
+WHERE i.finalized_at >= $1 AND i.finalized_at < $2 AND ($4::uuid IS NULL OR i.merchant_id = $4)
+ORDER BY i.finalized_at, i.merchant_id, i.number
+"""
+
+_INVOICE_LINES_SQL = f"""
+SELECT to_char(i.finalized_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+       i.number AS invoice_number, i.status AS invoice_status,
+       i.merchant_id::text AS merchant_id, m.name AS merchant_name, {_TIER} AS tier,
+       l.position, l.kind, {revenue.CHARGE_TYPE_SQL} AS charge_type, l.charge_code,
+       l.description, l.quantity, l.unit_price, l.rate, l.amount_minor, l.currency,
+       l.period_start, l.period_end, i.id::text AS invoice_id
+FROM invoices i
+JOIN invoice_lines l ON l.merchant_id = i.merchant_id AND l.invoice_id = i.id
+JOIN merchants m ON m.id = i.merchant_id
+{_PLAN_JOIN}
+WHERE i.finalized_at >= $1 AND i.finalized_at < $2 AND ($4::uuid IS NULL OR i.merchant_id = $4)
+ORDER BY i.finalized_at, i.merchant_id, i.number, l.position
+"""
+
+# Payments are the rows the Stripe webhook handlers record (``payments``), one per paid invoice.
+_PAYMENTS_SQL = """
+SELECT to_char(p.paid_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+       p.merchant_id::text AS merchant_id, m.name AS merchant_name,
+       i.number AS invoice_number, p.amount_minor, p.currency, p.paid_at,
+       p.stripe_invoice_id, coalesce(p.stripe_payment_intent_id, '') AS stripe_payment_intent_id,
+       coalesce(p.stripe_charge_id, '') AS stripe_charge_id, p.id::text AS payment_id
+FROM payments p
+JOIN merchants m ON m.id = p.merchant_id
+JOIN invoices i ON i.merchant_id = p.merchant_id AND i.id = p.invoice_id
+WHERE p.paid_at >= $1 AND p.paid_at < $2 AND ($4::uuid IS NULL OR p.merchant_id = $4)
+ORDER BY p.paid_at, p.id
+"""
+
+_REFUNDS_SQL = """
+SELECT * FROM (
+    SELECT to_char(n.created_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+           'credit_note' AS document, n.number AS reference,
+           n.merchant_id::text AS merchant_id, m.name AS merchant_name,
+           i.number AS invoice_number, n.amount_minor, n.currency, n.reason, n.kind,
+           n.refund_status AS status, n.created_at,
+           coalesce(n.stripe_credit_note_id, '') AS stripe_credit_note_id,
+           coalesce(n.stripe_refund_id, '') AS stripe_refund_id, n.id::text AS id
+    FROM credit_notes n
+    JOIN merchants m ON m.id = n.merchant_id
+    JOIN invoices i ON i.merchant_id = n.merchant_id AND i.id = n.invoice_id
+    WHERE n.created_at >= $1 AND n.created_at < $2 AND ($4::uuid IS NULL OR n.merchant_id = $4)
+    UNION ALL
+    SELECT to_char(f.created_at AT TIME ZONE $3, 'YYYY-MM-DD'), 'refund', f.stripe_refund_id,
+           f.merchant_id::text, m.name, i.number, f.amount_minor, f.currency, f.origin,
+           CASE WHEN f.credit_note_id IS NULL THEN 'stripe_only' ELSE 'credit_note' END,
+           f.status, f.created_at, '', f.stripe_refund_id, f.id::text
+    FROM refunds f
+    JOIN merchants m ON m.id = f.merchant_id
+    JOIN invoices i ON i.merchant_id = f.merchant_id AND i.id = f.invoice_id
+    WHERE f.created_at >= $1 AND f.created_at < $2 AND ($4::uuid IS NULL OR f.merchant_id = $4)
+) documents
+ORDER BY created_at, document, id
+"""
+
+_USAGE_SQL = """
+SELECT to_char(a.period_start AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+       a.merchant_id::text AS merchant_id, m.name AS merchant_name,
+       coalesce(pv.tier, p.plan_code, '') AS tier, a.subscription_id::text AS subscription_id,
+       a.period_start, p.period_end, s.currency,
+       coalesce(sum(a.event_count) FILTER (WHERE a.metric = 'orders'), 0)::bigint
+           AS order_events,
+       coalesce(sum(a.quantity) FILTER (WHERE a.metric = 'orders'), 0) AS orders,
+       coalesce(sum(a.gmv_minor) FILTER (WHERE a.metric = 'orders'), 0)::bigint AS gmv_minor,
+       coalesce(sum(a.quantity) FILTER (WHERE a.metric = 'support_hours'), 0) AS hours
+FROM usage_aggregates a
+JOIN merchants m ON m.id = a.merchant_id
+JOIN subscriptions s ON s.merchant_id = a.merchant_id AND s.id = a.subscription_id
+LEFT JOIN subscription_periods p ON p.merchant_id = a.merchant_id
+    AND p.subscription_id = a.subscription_id AND p.period_start = a.period_start
+LEFT JOIN plan_versions pv ON pv.code = p.plan_code AND pv.version = p.plan_version
+WHERE a.period_start >= $1 AND a.period_start < $2 AND ($4::uuid IS NULL OR a.merchant_id = $4)
+GROUP BY a.merchant_id, m.name, pv.tier, p.plan_code, a.subscription_id, a.period_start,
+         p.period_end, s.currency
+ORDER BY a.period_start, a.merchant_id, a.subscription_id
+"""
+
+
+# Every mismatch of the reconciliation runs whose range starts in the export's range.
+_RECONCILIATION_SQL = """
+SELECT r.first_day::text AS first_day, r.last_day::text AS last_day, r.created_at,
+       r.id::text AS run_id, m.ordinality AS position, m.item->>'object' AS object,
+       m.item->>'kind' AS kind, m.item->>'reference' AS reference,
+       m.item->>'detail' AS detail, coalesce(m.item->>'ours', '') AS ours,
+       coalesce(m.item->>'theirs', '') AS theirs
+FROM finance_reconciliations r
+CROSS JOIN LATERAL jsonb_array_elements(r.document->'mismatches') WITH ORDINALITY
+    AS m(item, ordinality)
+WHERE r.first_day >= ($1 AT TIME ZONE $3)::date AND r.first_day < ($2 AT TIME ZONE $3)::date
+  AND ($4::uuid IS NULL OR r.document->'merchant_ids' ? $4::text)
+ORDER BY r.created_at, r.id, m.ordinality
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSpec:
+    columns: tuple[Column, ...]
+    sql: str | None = None
+    """The query; ``None`` for the exports computed in Python (MRR)."""
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    return tuple(Column(*item.split(":")) for item in spec.split())
+
+
+SPECS: Final[dict[ExportKind, ExportSpec]] = {
+    ExportKind.INVOICES: ExportSpec(
+        _cols(
+            "accounting_date:text number:text merchant_id:text merchant_name:text tier:text "
+            "plan:text kind:text period_start:timestamp period_end:timestamp status:text "
+            "currency:text subtotal:money discounts:money credits:money tax_rate:decimal "
+            "tax:money total:money amount_due:money amount_paid:money amount_refunded:money "
+            "amount_credited:money finalized_at:timestamp paid_at:timestamp "
+            "voided_at:timestamp marked_uncollectible_at:timestamp stripe_invoice_id:text "
+            "invoice_id:text"
+        ),
+        _INVOICES_SQL,
+    ),
+    ExportKind.INVOICE_LINES: ExportSpec(
+        _cols(
+            "accounting_date:text invoice_number:text invoice_status:text merchant_id:text "
+            "merchant_name:text tier:text position:int kind:text charge_type:text "
+            "charge_code:text description:text quantity:decimal unit_price:decimal "
+            "rate:decimal amount:money currency:text period_start:timestamp "
+            "period_end:timestamp invoice_id:text"
+        ),
+        _INVOICE_LINES_SQL,
+    ),
+    ExportKind.PAYMENTS: ExportSpec(
+        _cols(
+            "accounting_date:text merchant_id:text merchant_name:text invoice_number:text "
+            "amount:money currency:text paid_at:timestamp stripe_invoice_id:text "
+            "stripe_payment_intent_id:text stripe_charge_id:text payment_id:text"
+        ),
+        _PAYMENTS_SQL,
+    ),
+    ExportKind.REFUNDS: ExportSpec(
+        _cols(
+            "accounting_date:text document:text reference:text merchant_id:text "
+            "merchant_name:text invoice_number:text amount:money currency:text reason:text "
+            "kind:text status:text created_at:timestamp stripe_credit_note_id:text "
+            "stripe_refund_id:text id:text"
+        ),
+        _REFUNDS_SQL,
+    ),
+    ExportKind.USAGE: ExportSpec(
+        _cols(
+            "accounting_date:text merchant_id:text merchant_name:text tier:text "
+            "subscription_id:text period_start:timestamp period_end:timestamp currency:text "
+            "order_events:int orders:decimal gmv:money hours:decimal"
+        ),
+        _USAGE_SQL,
+    ),
+    ExportKind.REVENUE: ExportSpec(
+        _cols("month:text tier:text charge_type:text currency:text amount:money lines:int"),
+        revenue.REVENUE_SQL,
+    ),
+    ExportKind.RECONCILIATION: ExportSpec(
+        _cols(
+            "first_day:text last_day:text created_at:timestamp run_id:text position:int "
+            "object:text kind:text reference:text detail:text ours:text theirs:text"
+        ),
+        _RECONCILIATION_SQL,
+    ),
+    ExportKind.MRR: ExportSpec(
+        _cols(
+            "month:text tier:text currency:text mrr:money subscriptions:int new:money "
+            "expansion:money contraction:money churn:money reactivation:money"
+        )
+    ),
+}
+
+
+def header(kind: ExportKind) -> list[str]:
+    return [name for column in SPECS[kind].columns for name in column.output_names]
+
+
+def _convert(columns: Sequence[Column], record: Any, tz: Any) -> list[Any]:
+    """A database row as output values: Decimal major + int minor for money, aware datetimes
+    in the export's zone, Decimal quantities, text ('' for none)."""
+    out: list[Any] = []
+    for column in columns:
+        if column.kind == "money":
+            minor = record[f"{column.name}_minor"]
+            out.append(minor_to_major(minor, record["currency"]))
+            out.append(minor)
+        elif column.kind == "timestamp":
+            value = record[column.name]
+            out.append(value.astimezone(tz) if value is not None else None)
+        elif column.kind == "text":
+            value = record[column.name]
+            out.append("" if value is None else str(value))
+        else:
+            out.append(record[column.name])
+    return out
+
+
+async def count_rows(request: ExportRequest) -> int | None:
+    """How many rows the export will have (for a progress bar); ``None`` if not known ahead."""
+    spec = SPECS[request.kind]
+    if spec.sql is None:
+        return None
+    return int(
+        await db_engine.current().pool.fetchval(
+            f"SELECT count(*) FROM ({spec.sql}) export",
+            request.start,
+            request.end,
+            request.timezone,
+            request.merchant_id,
+        )
+    )
+
+
+async def row_batches(request: ExportRequest) -> AsyncIterator[list[list[Any]]]:
+    """The export's rows in batches of ``BATCH_ROWS``, read through a server-side cursor."""
+    spec = SPECS[request.kind]
+    tz = zone(request.timezone)
+    if spec.sql is None:
+        rows = [_convert(spec.columns, record, tz) for record in await _mrr_records(request)]
+        for offset in range(0, len(rows), BATCH_ROWS):
+            yield rows[offset : offset + BATCH_ROWS]
+        return
+    # One snapshot for the whole export: rows committed meanwhile neither appear nor shift the
+    # batches, so the bytes only depend on the data as of the start.
+    async with (
+        db_engine.current().pool.acquire() as connection,
+        connection.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        cursor = await connection.cursor(
+            spec.sql, request.start, request.end, request.timezone, request.merchant_id
+        )
+        while True:
+            records = await cursor.fetch(BATCH_ROWS)
+            if not records:
+                break
+            yield [_convert(spec.columns, record, tz) for record in records]
+
+
+async def _mrr_records(request: ExportRequest) -> list[dict[str, Any]]:
+    """MRR per tier at each month's end, with the month's movement, from ``revenue``: one
+    row per month and tier (small: months × tiers)."""
+    book = await revenue.load_book(request.merchant_id)
+    moves = await book.movements(request.start, request.end, request.timezone)
+    records: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def record(month: str, tier: str, currency: str) -> dict[str, Any]:
+        return records.setdefault(
+            (month, tier, currency),
+            {"month": month, "tier": tier, "currency": currency, "mrr_minor": 0,
+             "subscriptions": 0, **{f"{kind}_minor": 0 for kind in revenue.MOVEMENT_KINDS}},
+        )  # fmt: skip
+
+    for year, month in revenue.month_bounds(request.first_day, request.last_day):
+        label = f"{year:04d}-{month:02d}"
+        month_end = min(
+            revenue.month_start(year + month // 12, month % 12 + 1, request.timezone),
+            request.end,
+        )
+        for tier in await book.mrr_at(month_end - timedelta(microseconds=1)):
+            row = record(label, tier.tier, tier.currency)
+            row["mrr_minor"], row["subscriptions"] = tier.mrr_minor, tier.subscriptions
+    for move in moves:
+        record(move.month, move.tier, move.currency)[f"{move.kind}_minor"] += move.amount_minor
+    return [
+        records[key]
+        for key in sorted(records, key=lambda k: (k[0], revenue._tier_rank(k[1]), k[1], k[2]))
+    ]
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+async def stream(
+    request: ExportRequest, *, on_rows: Callable[[int], None] | None = None
+) -> AsyncIterator[bytes]:
+    """The export file, chunk by chunk (a chunk per batch of rows)."""
+    request.check()
+    writer = {
+        ExportFormat.CSV: _csv_chunks,
+        ExportFormat.PARQUET: _parquet_chunks,
+        ExportFormat.XLSX: _xlsx_chunks,
+    }[request.format]
+    async for chunk in writer(request, on_rows or (lambda _: None)):
+        if chunk:
+            yield chunk
+
+
+def _csv_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+async def _csv_chunks(
+    request: ExportRequest, on_rows: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    # Written straight to UTF-8 bytes: a text buffer would hold non-Latin text (merchant names
+    # in Chinese) at four bytes a character.
+    buffer = io.BytesIO()
+    text = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text, lineterminator="\r\n")
+    if request.has_bom:
+        text.write("\ufeff")
+    writer.writerow(header(request.kind))
+
+    def take() -> bytes:
+        chunk = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return chunk
+
+    yield take()
+    async for batch in row_batches(request):
+        writer.writerows([_csv_text(value) for value in row] for row in batch)
+        yield take()
+        on_rows(len(batch))
+
+
+def _arrow_schema(request: ExportRequest) -> Any:
+    import pyarrow as pa
+
+    fields = []
+    for column in SPECS[request.kind].columns:
+        if column.kind == "money":
+            fields.append(pa.field(column.name, pa.decimal128(19 + MONEY_SCALE, MONEY_SCALE)))
+            fields.append(pa.field(f"{column.name}_minor", pa.int64()))
+        elif column.kind == "int":
+            fields.append(pa.field(column.name, pa.int64()))
+        elif column.kind == "timestamp":
+            fields.append(pa.field(column.name, pa.timestamp("us", tz=request.timezone)))
+        elif column.kind == "decimal":
+            fields.append(pa.field(column.name, pa.decimal128(38, QUANTITY_SCALE)))
+        else:
+            fields.append(pa.field(column.name, pa.string()))
+    return pa.schema(fields)
+
+
+def _arrow_value(value: Any, arrow_type: Any) -> Any:
+    import pyarrow as pa
+
+    if value is not None and pa.types.is_decimal(arrow_type):
+        return Decimal(value).quantize(Decimal(1).scaleb(-arrow_type.scale))
+    return value
+
+
+class _Drain(io.RawIOBase):
+    """A write-only file that hands what was written to whoever drains it."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.parts.append(chunk)
+        self.position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.position
+
+    def drain(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+async def _parquet_chunks(
+    request: ExportRequest, on_rows: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _arrow_schema(request)
+    sink = _Drain()
+    writer = pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=True)
+    try:
+        async for batch in row_batches(request):
+            arrays = [
+                pa.array([_arrow_value(row[i], field.type) for row in batch], type=field.type)
+                for i, field in enumerate(schema)
+            ]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            on_rows(len(batch))
+            yield sink.drain()
+    finally:
+        writer.close()
+    yield sink.drain()
+
+
+class _FixedTimeZip(zipfile.ZipFile):
+    """A zip whose entries all carry one fixed time (openpyxl's would carry "now")."""
+
+    def writestr(self, zinfo_or_arcname: Any, data: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(zinfo_or_arcname, zipfile.ZipInfo):
+            zinfo_or_arcname = self._entry(zinfo_or_arcname)
+        super().writestr(zinfo_or_arcname, data, *args, **kwargs)
+
+    def write(self, filename: Any, arcname: Any = None, *args: Any, **kwargs: Any) -> None:
+        entry = self._entry(arcname or os.path.basename(filename))
+        with open(filename, "rb") as source, self.open(entry, "w", force_zip64=True) as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+
+    def _entry(self, name: str) -> zipfile.ZipInfo:
+        entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        entry.compress_type = zipfile.ZIP_DEFLATED
+        entry.external_attr = 0o600 << 16
+        return entry
+
+
+def _xlsx_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)  # Excel has no zones: local time of the export
+    return value
+
+
+async def _xlsx_chunks(
+    request: ExportRequest, on_rows: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """openpyxl's write-only mode spools the sheet to a temporary file row by row (inline
+    strings, no shared-string table in memory); the finished file is then streamed from disk."""
+    from openpyxl import Workbook
+    from openpyxl.writer.excel import ExcelWriter
+
+    workbook = Workbook(write_only=True)
+    workbook.properties.creator = "Kefu Billing"
+    workbook.properties.created = FIXED_TIME
+    workbook.properties.modified = FIXED_TIME
+    sheet = workbook.create_sheet(request.kind.value)
+    sheet.append(header(request.kind))
+    async for batch in row_batches(request):
+        for row in batch:
+            sheet.append([_xlsx_value(value) for value in row])
+        on_rows(len(batch))
+    handle, path = tempfile.mkstemp(prefix="kefu-export-", suffix=".xlsx")
+    os.close(handle)
+    try:
+        await asyncio.to_thread(_save_workbook, workbook, path, ExcelWriter)
+        finished = await asyncio.to_thread(_open_binary, path, "rb")
+        try:
+            while chunk := await asyncio.to_thread(finished.read, 1 << 20):
+                yield chunk
+        finally:
+            finished.close()
+    finally:
+        os.unlink(path)
+
+
+def _save_workbook(workbook: Any, path: str, writer: Any) -> None:
+    with _FixedTimeZip(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        writer(workbook, archive).save()
+
+
+def _open_binary(path: str, mode: str) -> BinaryIO:
+    return open(path, mode)  # the caller closes it
+
+
+async def export_to_file(
+    request: ExportRequest,
+    path: str | os.PathLike[str],
+    *,
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
+    """Write the export to ``path`` (through a temporary file beside it, renamed when whole);
+    returns the bytes written."""
+    target = os.fspath(path)
+    partial = f"{target}.partial"
+    written = 0
+    out = await asyncio.to_thread(_open_binary, partial, "wb")
+    try:
+        async for chunk in stream(request, on_rows=on_rows):
+            await asyncio.to_thread(out.write, chunk)
+            written += len(chunk)
+        out.close()
+        os.replace(partial, target)
+    finally:
+        out.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+    return written

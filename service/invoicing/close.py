@@ -1,0 +1,585 @@
+"""Period close: every ended subscription period, once its grace window for late usage has
+passed, becomes exactly one finalized invoice.
+
+Each period is closed in its own transaction, claimed with ``FOR UPDATE SKIP LOCKED``, so any
+number of workers can run side by side and a crash leaves either a whole invoice or none; the
+unique key on (merchant, subscription, period start) makes a repeat pass change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+
+from plans.charges import UsageAggregate
+from plans.lines import InvoiceLine
+from plans.periods import Period, period_containing, zone
+from plans.rating import LateUsage
+from plans.sla import SlaReport
+from service.catalog import store as catalog_store
+from service.db.engine import current as current_database
+from service.db.engine import transaction_connection
+from service.db.tables import (
+    PendingLine,
+    Subscription,
+)
+from service.invoicing import drafts, invoices
+from service.subscriptions import lifecycle
+from service.usage.aggregates import period_aggregates
+
+log = structlog.get_logger(__name__)
+
+# Merchants on a test clock live at its time; everyone else at the system time ($1).
+_DUE_PERIODS = """
+SELECT sp.id
+FROM subscription_periods sp
+JOIN merchants m ON m.id = sp.merchant_id
+LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
+WHERE sp.status = 'ended'
+  AND sp.period_end + $2::interval <= coalesce(tc.frozen_time, $1)
+  AND ($3::uuid IS NULL OR sp.merchant_id = $3)
+  AND NOT EXISTS (
+      SELECT 1 FROM invoices i
+      WHERE i.merchant_id = sp.merchant_id AND i.subscription_id = sp.subscription_id
+        AND i.period_start = sp.period_start AND i.kind = 'period')
+ORDER BY sp.period_end, sp.id
+LIMIT $4
+"""
+
+_DUE_ROLLS = """
+SELECT s.id
+FROM subscriptions s
+JOIN merchants m ON m.id = s.merchant_id
+LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
+WHERE s.status <> 'canceled'
+  AND ($2::uuid IS NULL OR s.merchant_id = $2)
+  AND (s.current_period_end <= coalesce(tc.frozen_time, $1)
+       OR (s.status = 'trialing' AND s.trial_end <= coalesce(tc.frozen_time, $1)))
+ORDER BY s.current_period_end
+LIMIT $3
+"""
+
+_DUE_IMMEDIATE = """
+SELECT DISTINCT merchant_id, subscription_id FROM pending_invoice_lines
+WHERE invoice_id IS NULL AND is_invoiced_immediately
+  AND ($1::uuid IS NULL OR merchant_id = $1)
+LIMIT $2
+"""
+
+_MERCHANT_NOW = """
+SELECT coalesce(tc.frozen_time, $2) AS now, m.timezone
+FROM merchants m LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id WHERE m.id = $1
+"""
+
+
+@dataclass
+class CloseSummary:
+    invoices_made: int = 0
+    total_minor_by_currency: dict[str, int] = field(default_factory=dict)
+    subscriptions_rolled: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add_invoice(self, invoice: invoices.Finalized) -> None:
+        self.invoices_made += 1
+        totals = self.total_minor_by_currency
+        totals[invoice.currency] = totals.get(invoice.currency, 0) + invoice.total_minor
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+async def due_period_ids(
+    now: datetime, *, grace: timedelta, merchant_id: UUID | None = None, limit: int = 500
+) -> list[UUID]:
+    rows = await current_database().pool.fetch(_DUE_PERIODS, now, grace, merchant_id, limit)
+    return [row["id"] for row in rows]
+
+
+async def roll_due_subscriptions(
+    now: datetime, *, merchant_id: UUID | None = None, limit: int = 500
+) -> int:
+    """Bring subscriptions whose period or trial ended up to date (periods end, scheduled
+    changes and cancellations apply). Locked rows are someone else's work: skipped."""
+    rows = await current_database().pool.fetch(_DUE_ROLLS, now, merchant_id, limit)
+    rolled = 0
+    for row in rows:
+        async with current_database().engine.transaction():
+            sub = (
+                await Subscription.objects()
+                .where(Subscription.id == row["id"])
+                .lock_rows("UPDATE", skip_locked=True)
+                .first()
+            )
+            if sub is None:
+                continue
+            merchant_now = await _merchant_now(sub.merchant_id, now)
+            rolled += 1 if await lifecycle.roll_forward(sub, now=merchant_now) else 0
+    return rolled
+
+
+async def _merchant_now(merchant_id: UUID, system_now: datetime) -> datetime:
+    row = await current_database().pool.fetchrow(_MERCHANT_NOW, merchant_id, system_now)
+    return row["now"] if row else system_now
+
+
+_CLAIM_PERIOD = """
+SELECT sp.merchant_id, sp.subscription_id, sp.period_start, sp.period_end, sp.plan_code,
+       sp.plan_version, sp.addons, sp.is_trial, sp.is_final,
+       nx.period_start AS next_start, nx.fee_plan_code, nx.fee_plan_version, nx.fee_addons,
+       s.currency, s.timezone, s.billing_period, s.billing_anchor,
+       coalesce(tc.frozen_time, $2) AS now
+FROM subscription_periods sp
+JOIN subscriptions s ON s.merchant_id = sp.merchant_id AND s.id = sp.subscription_id
+JOIN merchants m ON m.id = sp.merchant_id
+LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
+LEFT JOIN subscription_periods nx ON nx.merchant_id = sp.merchant_id
+     AND nx.subscription_id = sp.subscription_id AND nx.period_start = sp.period_end
+WHERE sp.id = $1 AND sp.status = 'ended'
+FOR UPDATE OF sp SKIP LOCKED
+"""
+
+
+async def close_period(
+    period_id: UUID, *, system_now: datetime, tax_rate: Decimal, dry_run: bool = False
+) -> tuple[invoices.Finalized | None, str]:
+    """Close one ended period. Returns the invoice, or None with the reason it was skipped."""
+    database = current_database()
+    try:
+        async with database.engine.transaction():
+            connection = transaction_connection()
+            claimed = await connection.fetchrow(_CLAIM_PERIOD, period_id, system_now)
+            if claimed is None:
+                return None, "taken by another worker"
+            invoice = await _close_claimed(claimed, tax_rate=tax_rate, dry_run=dry_run)
+    except invoices.AlreadyInvoiced:
+        return None, "already invoiced"
+    log.info(
+        "invoice_finalized",
+        invoice_id=str(invoice.id),
+        number=invoice.number,
+        merchant_id=str(invoice.merchant_id),
+        total_minor=invoice.total_minor,
+        currency=invoice.currency,
+    )
+    return invoice, "invoiced"
+
+
+async def _close_claimed(
+    claimed: Mapping[str, Any], *, tax_rate: Decimal, dry_run: bool
+) -> invoices.Finalized:
+    merchant_id, subscription_id = claimed["merchant_id"], claimed["subscription_id"]
+    tz = zone(claimed["timezone"])
+    now = claimed["now"]
+    usage_period = Period(
+        claimed["period_start"].astimezone(tz), claimed["period_end"].astimezone(tz)
+    )
+    usage_plan = await catalog_store.plan_version(claimed["plan_code"], claimed["plan_version"])
+    usage_terms = await _terms(merchant_id, usage_plan, claimed["addons"], claimed["period_end"])
+    fee_terms, fee_period = None, None
+    # The next period's fees in advance; none after the final period, and none after a trial
+    # (the first paid period was billed when the trial ended).
+    if not (claimed["is_final"] or claimed["is_trial"]) and claimed["next_start"] is not None:
+        fee_plan = await catalog_store.plan_version(
+            claimed["fee_plan_code"], claimed["fee_plan_version"]
+        )
+        fee_terms = await _terms(
+            merchant_id,
+            fee_plan,
+            claimed["fee_addons"],
+            claimed["next_start"] + timedelta(microseconds=1),
+        )
+        fee_period = period_containing(
+            claimed["billing_period"],
+            claimed["next_start"].astimezone(tz),
+            claimed["timezone"],
+            claimed["billing_anchor"],
+        )
+    aggregates = (
+        {}
+        if claimed["is_trial"]
+        else await period_aggregates(
+            merchant_id,
+            subscription_id,
+            claimed["period_start"],
+            connection=transaction_connection(),
+        )
+    )
+    pending_rows = await _waiting_lines(merchant_id, subscription_id)
+    late = await _late_usage(merchant_id, subscription_id, before=claimed["period_start"], tz=tz)
+    sla_id, sla_report = await _sla_report(merchant_id, subscription_id, claimed["period_start"])
+    balance = await _lock_credit_balance(merchant_id, claimed["currency"])
+    draft = drafts.draft(
+        usage_terms=usage_terms,
+        usage_period=usage_period,
+        aggregates=aggregates,
+        fee_terms=fee_terms,
+        fee_period=fee_period,
+        pending=[line for _, line in pending_rows],
+        sla_report=sla_report,
+        late_usage=late,
+        tax_rate=tax_rate,
+        credit_balance_minor=balance,
+    )
+    if dry_run:
+        raise _DryRun(draft.total_minor, draft.currency)
+    invoice = await invoices.create(
+        merchant_id=merchant_id,
+        subscription_id=subscription_id,
+        kind="period",
+        period_start=claimed["period_start"],
+        period_end=claimed["period_end"],
+        draft=draft,
+        now=now,
+        timezone=claimed["timezone"],
+    )
+    connection = transaction_connection()
+    await _mark_lines_invoiced([row_id for row_id, _ in pending_rows], invoice.id)
+    billed = [] if claimed["is_trial"] else [(usage_period, aggregates)]  # trial usage is free
+    billed += [(Period(x.period_start, x.period_end), x.aggregates_after) for x in late]
+    await _record_billed(merchant_id, subscription_id, billed)
+    if sla_id is not None:
+        await connection.execute(
+            "UPDATE sla_reports SET invoice_id = $1 WHERE id = $2", invoice.id, sla_id
+        )
+    await connection.execute(
+        "UPDATE credit_balances SET balance_minor = $2 WHERE merchant_id = $1",
+        merchant_id,
+        draft.credit_balance_carried_forward_minor,
+    )
+    return invoice
+
+
+class _DryRun(Exception):
+    def __init__(self, total_minor: int, currency: str) -> None:
+        super().__init__("dry run")
+        self.total_minor = total_minor
+        self.currency = currency
+
+
+async def preview_period(
+    period_id: UUID, *, system_now: datetime, tax_rate: Decimal
+) -> tuple[int, str] | None:
+    """The total a close would invoice, computed and rolled back."""
+    try:
+        await close_period(period_id, system_now=system_now, tax_rate=tax_rate, dry_run=True)
+    except _DryRun as preview:
+        return preview.total_minor, preview.currency
+    return None
+
+
+async def invoice_immediate_lines(
+    *, system_now: datetime, tax_rate: Decimal, merchant_id: UUID | None = None, limit: int = 500
+) -> list[invoices.Finalized]:
+    """Lines a plan bills at once (first-period fees, prorations on some plans) get their own
+    invoice now instead of waiting for the period close."""
+    made = []
+    rows = await current_database().pool.fetch(_DUE_IMMEDIATE, merchant_id, limit)
+    for row in rows:
+        invoice = await _invoice_immediate(
+            row["merchant_id"], row["subscription_id"], system_now=system_now, tax_rate=tax_rate
+        )
+        if invoice is not None:
+            made.append(invoice)
+    return made
+
+
+async def _invoice_immediate(
+    merchant_id: UUID, subscription_id: UUID, *, system_now: datetime, tax_rate: Decimal
+) -> invoices.Finalized | None:
+    try:
+        return await _invoice_immediate_once(
+            merchant_id, subscription_id, system_now=system_now, tax_rate=tax_rate
+        )
+    except invoices.AlreadyInvoiced:
+        return None  # one immediate invoice per start instant; the rest wait for the close
+
+
+async def _invoice_immediate_once(
+    merchant_id: UUID, subscription_id: UUID, *, system_now: datetime, tax_rate: Decimal
+) -> invoices.Finalized | None:
+    database = current_database()
+    async with database.engine.transaction():
+        rows = await PendingLine.raw(
+            "SELECT id, line FROM pending_invoice_lines WHERE merchant_id = {}"
+            " AND subscription_id = {} AND invoice_id IS NULL AND is_invoiced_immediately"
+            " ORDER BY created_at, id FOR UPDATE SKIP LOCKED",
+            merchant_id,
+            subscription_id,
+        )
+        if not rows:
+            return None
+        sub = await lifecycle.get(merchant_id, subscription_id)
+        now = (await database.pool.fetchrow(_MERCHANT_NOW, merchant_id, system_now))["now"]
+        lines = [msgspec.json.decode(row["line"], type=InvoiceLine) for row in rows]
+        tz = zone(sub.timezone)
+        start = min(line.period_start for line in lines).astimezone(tz)
+        end = max(line.period_end for line in lines).astimezone(tz)
+        if end <= start:
+            end = start + timedelta(seconds=1)
+        terms = await lifecycle.terms_of(sub, now)
+        balance = await _lock_credit_balance(merchant_id, sub.currency)
+        draft = drafts.draft(
+            usage_terms=terms,
+            usage_period=Period(start, end),
+            aggregates={},
+            fee_terms=None,
+            fee_period=None,
+            pending=lines,
+            tax_rate=tax_rate,
+            credit_balance_minor=balance,
+            bill_usage=False,
+        )
+        invoice = await invoices.create(
+            merchant_id=merchant_id,
+            subscription_id=subscription_id,
+            kind="immediate",
+            period_start=start,
+            period_end=end,
+            draft=draft,
+            now=now,
+            timezone=sub.timezone,
+        )
+        await _mark_lines_invoiced([row["id"] for row in rows], invoice.id)
+        await transaction_connection().execute(
+            "UPDATE credit_balances SET balance_minor = $2 WHERE merchant_id = $1",
+            merchant_id,
+            draft.credit_balance_carried_forward_minor,
+        )
+    return invoice
+
+
+async def run_pass(
+    *,
+    system_now: datetime,
+    grace: timedelta,
+    tax_rate: Decimal,
+    merchant_id: UUID | None = None,
+    on_progress: Any = None,
+    should_stop: Any = None,
+    batch: int = 500,
+    concurrency: int = 4,
+) -> CloseSummary:
+    """One full pass: roll subscriptions forward, invoice immediate lines, close due periods.
+
+    ``should_stop`` is asked between periods: a worker told to stop finishes the period it is
+    closing (its own transaction) and leaves the rest for the next pass."""
+    summary = CloseSummary()
+    stop = should_stop or (lambda: False)
+    slots = asyncio.Semaphore(concurrency)
+    while rolled := await roll_due_subscriptions(system_now, merchant_id=merchant_id, limit=batch):
+        summary.subscriptions_rolled += rolled
+    for invoice in await invoice_immediate_lines(
+        system_now=system_now, tax_rate=tax_rate, merchant_id=merchant_id
+    ):
+        summary.add_invoice(invoice)
+    seen: set[UUID] = set()
+    while True:
+        period_ids = [
+            pid
+            for pid in await due_period_ids(
+                system_now, grace=grace, merchant_id=merchant_id, limit=batch
+            )
+            if pid not in seen
+        ]
+        if not period_ids:
+            break
+        if on_progress is not None:
+            on_progress(total=len(period_ids) + len(seen))
+        seen.update(period_ids)
+
+        async def close_one(period_id: UUID) -> None:
+            async with slots:
+                if stop():
+                    return
+                invoice, reason = await close_period(
+                    period_id, system_now=system_now, tax_rate=tax_rate
+                )
+            if invoice is None:
+                summary.skip(reason)
+            else:
+                summary.add_invoice(invoice)
+            if on_progress is not None:
+                on_progress(advance=1)
+
+        # A few periods in flight at once, each in its own transaction: the database's round
+        # trips overlap instead of adding up.
+        await asyncio.gather(*(close_one(period_id) for period_id in period_ids))
+        if stop():
+            break
+    return summary
+
+
+# -- the pieces of a close ---------------------------------------------------------------
+
+
+async def _terms(merchant_id: UUID, plan: Any, addons: Sequence[str], at: datetime) -> Any:
+    """The plan's terms with the contract in force just before ``at`` (negotiated plans)."""
+    overrides = None
+    if plan.allows_overrides:
+        raw = await transaction_connection().fetchval(
+            "SELECT overrides FROM contracts WHERE merchant_id = $1 AND effective_from < $2"
+            " ORDER BY effective_from DESC LIMIT 1",
+            merchant_id,
+            at,
+        )
+        overrides = msgspec.json.decode(raw) if raw is not None else None
+    return lifecycle.resolve(plan, list(addons), overrides)
+
+
+async def _waiting_lines(
+    merchant_id: UUID, subscription_id: UUID
+) -> list[tuple[UUID, InvoiceLine]]:
+    rows = await transaction_connection().fetch(
+        "SELECT id, line FROM pending_invoice_lines WHERE merchant_id = $1"
+        " AND subscription_id = $2 AND invoice_id IS NULL ORDER BY created_at, id FOR UPDATE",
+        merchant_id,
+        subscription_id,
+    )
+    return [(row["id"], msgspec.json.decode(row["line"], type=InvoiceLine)) for row in rows]
+
+
+async def _mark_lines_invoiced(line_ids: list[UUID], invoice_id: UUID) -> None:
+    if line_ids:
+        await transaction_connection().execute(
+            "UPDATE pending_invoice_lines SET invoice_id = $1 WHERE id = ANY($2::uuid[])",
+            invoice_id,
+            line_ids,
+        )
+
+
+# What each earlier period's usage is now, beside what has been billed of it.
+_USAGE_VS_BILLED = """
+SELECT coalesce(a.period_start, b.period_start) AS period_start, b.period_end,
+       coalesce(a.metric, b.metric) AS metric,
+       a.event_count AS now_count, a.quantity AS now_quantity, a.gmv_minor AS now_gmv,
+       b.event_count AS billed_count, b.quantity AS billed_quantity, b.gmv_minor AS billed_gmv
+FROM (SELECT period_start, metric, sum(event_count)::bigint AS event_count,
+             sum(quantity) AS quantity, sum(gmv_minor)::bigint AS gmv_minor
+      FROM usage_aggregates
+      WHERE merchant_id = $1 AND subscription_id = $2 AND period_start < $3
+      GROUP BY period_start, metric) a
+FULL JOIN (SELECT * FROM usage_billed
+           WHERE merchant_id = $1 AND subscription_id = $2 AND period_start < $3) b
+  ON a.period_start = b.period_start AND a.metric = b.metric
+"""
+
+
+async def _late_usage(
+    merchant_id: UUID, subscription_id: UUID, *, before: datetime, tz: Any
+) -> list[LateUsage]:
+    """Usage of earlier, already invoiced periods that changed since it was billed (late
+    events, voids): each such period becomes a LateUsage adjustment."""
+    rows = await transaction_connection().fetch(
+        _USAGE_VS_BILLED, merchant_id, subscription_id, before
+    )
+    now_by_period: dict[datetime, dict[str, UsageAggregate]] = {}
+    billed_by_period: dict[datetime, dict[str, UsageAggregate]] = {}
+    ends: dict[datetime, datetime] = {}
+    for row in rows:
+        start = row["period_start"]
+        if row["period_end"] is not None:
+            ends[start] = row["period_end"]
+            billed_by_period.setdefault(start, {})[row["metric"]] = _aggregate(
+                row["billed_count"], row["billed_quantity"], row["billed_gmv"]
+            )
+        if row["now_count"] is not None:
+            now_by_period.setdefault(start, {})[row["metric"]] = _aggregate(
+                row["now_count"], row["now_quantity"], row["now_gmv"]
+            )
+    changed = []
+    for start, end in sorted(ends.items()):  # periods never invoiced (trials) have no end here
+        before_aggregates = billed_by_period.get(start, {})
+        after = now_by_period.get(start, {})
+        if not _same(before_aggregates, after):
+            changed.append(
+                LateUsage(
+                    period_start=start.astimezone(tz),
+                    period_end=end.astimezone(tz),
+                    aggregates_before=before_aggregates,
+                    aggregates_after=after,
+                )
+            )
+    return changed
+
+
+def _aggregate(count: int, quantity: Any, gmv_minor: int) -> UsageAggregate:
+    return UsageAggregate(count=count, quantity=Decimal(quantity), gmv_minor=gmv_minor)
+
+
+def _same(a: Mapping[str, UsageAggregate], b: Mapping[str, UsageAggregate]) -> bool:
+    empty = UsageAggregate()
+    return all(a.get(m, empty) == b.get(m, empty) for m in set(a) | set(b))
+
+
+_RECORD_BILLED = """
+INSERT INTO usage_billed (merchant_id, subscription_id, period_start, period_end, metric,
+    event_count, quantity, gmv_minor)
+SELECT $1, $2, * FROM unnest($3::timestamptz[], $4::timestamptz[], $5::text[], $6::bigint[],
+    $7::numeric[], $8::bigint[])
+ON CONFLICT (merchant_id, subscription_id, period_start, metric) DO UPDATE SET
+    event_count = EXCLUDED.event_count, quantity = EXCLUDED.quantity,
+    gmv_minor = EXCLUDED.gmv_minor
+"""
+
+
+async def _record_billed(
+    merchant_id: UUID,
+    subscription_id: UUID,
+    billed: Sequence[tuple[Period, Mapping[str, UsageAggregate]]],
+) -> None:
+    """Remember what has now been billed of each period's usage. A period billed with no usage
+    gets a zero row, so usage arriving for it later shows as an adjustment."""
+    rows = []
+    for period, aggregates in billed:
+        for metric, aggregate in (aggregates or {"orders": UsageAggregate()}).items():
+            rows.append((period.start, period.end, metric, aggregate))
+    if not rows:
+        return
+    await transaction_connection().execute(
+        _RECORD_BILLED,
+        merchant_id,
+        subscription_id,
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        [row[2] for row in rows],
+        [row[3].count for row in rows],
+        [row[3].quantity for row in rows],
+        [row[3].gmv_minor for row in rows],
+    )
+
+
+async def _sla_report(
+    merchant_id: UUID, subscription_id: UUID, period_start: datetime
+) -> tuple[UUID | None, SlaReport | None]:
+    row = await transaction_connection().fetchrow(
+        "SELECT id, report FROM sla_reports WHERE merchant_id = $1 AND subscription_id = $2"
+        " AND period_start = $3 AND invoice_id IS NULL AND credit_note_id IS NULL",
+        merchant_id,
+        subscription_id,
+        period_start,
+    )
+    if row is None:
+        return None, None
+    return row["id"], msgspec.json.decode(row["report"], type=SlaReport)
+
+
+async def _lock_credit_balance(merchant_id: UUID, currency: str) -> int:
+    """The merchant's credit balance, its row locked until the transaction ends."""
+    return int(
+        await transaction_connection().fetchval(
+            "INSERT INTO credit_balances (merchant_id, currency, balance_minor)"
+            " VALUES ($1, $2, 0) ON CONFLICT (merchant_id)"
+            " DO UPDATE SET balance_minor = credit_balances.balance_minor"
+            " RETURNING balance_minor",
+            merchant_id,
+            currency,
+        )
+    )

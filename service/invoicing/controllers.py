@@ -1,0 +1,223 @@
+"""HTTP: invoices (JSON and HTML), voids, credit notes and SLA reports. Thin."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, MediaType, Response, get, post
+from litestar.params import FromQuery, Parameter
+
+from plans.periods import calendar_period_containing, zone
+from plans.sla import FaultRecord
+from service.audit import log as audit
+from service.db.engine import current as current_database
+from service.db.tables import CreditNote, Invoice
+from service.errors import InvalidInput, NotFound
+from service.invoicing import credit_notes, invoices, render, sla_reports
+from service.invoicing.schemas import (
+    CreditNoteCreate,
+    CreditNoteOut,
+    InvoiceOut,
+    SlaReportCreate,
+    SlaReportOut,
+)
+from service.problems import responses
+from service.subscriptions import clocks
+from service.tenancy import merchants
+from service.tenancy.auth import operator_only
+from service.tenancy.principal import Actor
+from service.tenancy.scope import TenantScope
+
+_INVOICE_REF = re.compile(r"^([0-9a-fA-F-]{36})(\.html)?$")
+InvoiceStatus = Annotated[
+    str | None, Parameter(query="status", pattern="^(draft|open|paid|void|uncollectible)$")
+]
+PeriodMonth = Annotated[str | None, Parameter(query="period", pattern=r"^\d{4}-\d{2}$")]
+
+
+class InvoiceController(Controller):
+    path = "/v1/invoices"
+    tags = ["invoices"]
+
+    @get("/", responses=responses(400, 401))
+    async def list_invoices(
+        self,
+        tenant: TenantScope,
+        status: InvoiceStatus = None,
+        period: PeriodMonth = None,
+        merchant_id: FromQuery[UUID | None] = None,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 100,
+    ) -> list[InvoiceOut]:
+        """Invoices, newest period first; ``period`` (YYYY-MM) matches periods that start in
+        that month (Asia/Shanghai); operators may filter by ``merchant_id``."""
+        query = tenant.objects(Invoice).order_by(Invoice.period_start, ascending=False)
+        narrowed = tenant.narrowed(merchant_id)
+        if narrowed is not None:
+            query = query.where(Invoice.merchant_id == narrowed)
+        if status is not None:
+            query = query.where(Invoice.status == status)
+        if period is not None:
+            year, month = (int(part) for part in period.split("-"))
+            if not 1 <= month <= 12:
+                raise InvalidInput("period must be YYYY-MM", field="period")
+            window = calendar_period_containing(
+                datetime(year, month, 15, tzinfo=zone("Asia/Shanghai")), "Asia/Shanghai"
+            )
+            query = query.where(Invoice.period_start >= window.start).where(
+                Invoice.period_start < window.end
+            )
+        return [InvoiceOut.from_row(row) for row in await query.limit(limit)]
+
+    @get(
+        "/{invoice_ref:str}",
+        responses=responses(401, 404),
+        description="`{id}` answers JSON with lines and credit notes; `{id}.html` the document.",
+    )
+    async def get_invoice(self, tenant: TenantScope, invoice_ref: str) -> Response[object]:
+        """One invoice with its lines (``/v1/invoices/{id}.html``: the printable document)."""
+        match = _INVOICE_REF.match(invoice_ref)
+        if match is None:
+            raise NotFound(f"invoice {invoice_ref} not found")
+        try:
+            invoice_id = UUID(match.group(1))
+        except ValueError:
+            raise NotFound(f"invoice {invoice_ref} not found") from None
+        invoice = await invoices.get(tenant.merchant_id, invoice_id)
+        lines = await invoices.lines(invoice.merchant_id, invoice.id)
+        notes = await credit_notes.for_invoice(invoice.merchant_id, invoice.id)
+        if match.group(2):
+            merchant = await merchants.get(invoice.merchant_id)
+            return Response(
+                render.invoice_html(invoice, lines, merchant, notes), media_type=MediaType.HTML
+            )
+        return Response(InvoiceOut.from_row(invoice, lines=lines, notes=notes))
+
+    @post(
+        "/{invoice_id:uuid}/void",
+        status_code=200,
+        guards=[operator_only],
+        responses=responses(401, 403, 404, 409),
+    )
+    async def void_invoice(self, invoice_id: UUID, actor: Actor) -> InvoiceOut:
+        """Void an open invoice with no payments (operators)."""
+        async with current_database().engine.transaction():
+            invoice = await invoices.get(None, invoice_id)
+            now = (await clocks.clock_for_merchant(invoice.merchant_id)).now()
+            invoice = await invoices.void(None, invoice_id, now=now)
+            await audit.record(
+                actor,
+                merchant_id=invoice.merchant_id,
+                entity="invoice",
+                entity_id=invoice.id,
+                action="voided",
+                changes={"number": invoice.number},
+            )
+        return InvoiceOut.from_row(invoice)
+
+    @post(
+        "/{invoice_id:uuid}/credit-notes",
+        guards=[operator_only],
+        responses=responses(400, 401, 403, 404, 409, 422),
+    )
+    async def create_credit_note(
+        self, invoice_id: UUID, data: CreditNoteCreate, actor: Actor
+    ) -> CreditNoteOut:
+        """Credit part or all of a finalized invoice; on a paid invoice it becomes a refund."""
+        async with current_database().engine.transaction():
+            invoice = await invoices.get(None, invoice_id)
+            now = (await clocks.clock_for_merchant(invoice.merchant_id)).now()
+            note, _ = await credit_notes.issue(
+                None,
+                invoice_id,
+                amount_minor=data.amount_minor,
+                reason=data.reason,
+                memo=data.memo,
+                now=now,
+            )
+            await audit.record(
+                actor,
+                merchant_id=note.merchant_id,
+                entity="credit_note",
+                entity_id=note.id,
+                action="issued",
+                changes={
+                    "invoice": invoice.number,
+                    "amount_minor": note.amount_minor,
+                    "reason": note.reason,
+                },
+            )
+        return CreditNoteOut.from_row(note)
+
+
+class CreditNoteController(Controller):
+    path = "/v1/credit-notes"
+    tags = ["invoices"]
+
+    @get("/", responses=responses(401))
+    async def list_credit_notes(
+        self,
+        tenant: TenantScope,
+        merchant_id: FromQuery[UUID | None] = None,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 100,
+    ) -> list[CreditNoteOut]:
+        """Credit notes, newest first (operators may filter by ``merchant_id``)."""
+        query = tenant.objects(CreditNote).order_by(
+            CreditNote.created_at, CreditNote.number, ascending=False
+        )
+        narrowed = tenant.narrowed(merchant_id)
+        if narrowed is not None:
+            query = query.where(CreditNote.merchant_id == narrowed)
+        return [CreditNoteOut.from_row(row) for row in await query.limit(limit)]
+
+
+class SlaReportController(Controller):
+    path = "/v1/sla-reports"
+    tags = ["invoices"]
+    guards = [operator_only]
+
+    @post("/", responses=responses(400, 401, 403, 404, 409, 422))
+    async def submit(self, data: SlaReportCreate, actor: Actor) -> SlaReportOut:
+        """A merchant's service figures for one period; they become SLA credits."""
+        try:
+            faults = [
+                FaultRecord(reference=f.reference, unresolved_hours=f.unresolved_hours)
+                for f in data.faults
+            ]
+        except ValueError as error:
+            raise InvalidInput(str(error), field="faults") from None
+        async with current_database().engine.transaction():
+            await merchants.get(data.merchant_id)
+            now = (await clocks.clock_for_merchant(data.merchant_id)).now()
+            row, note_id = await sla_reports.submit(
+                data.merchant_id,
+                data.period_start,
+                faults=faults,
+                csat=data.csat,
+                first_response_seconds=data.first_response_seconds,
+                first_contact_resolution=data.first_contact_resolution,
+                share_over_sla=data.share_over_sla,
+                now=now,
+            )
+            await audit.record(
+                actor,
+                merchant_id=data.merchant_id,
+                entity="sla_report",
+                entity_id=row.id,
+                action="submitted",
+                changes={
+                    "period_start": data.period_start.isoformat(),
+                    "credit_note_id": str(note_id) if note_id else None,
+                },
+            )
+        return SlaReportOut(
+            id=row.id,
+            merchant_id=row.merchant_id,
+            subscription_id=row.subscription_id,
+            period_start=row.period_start,
+            period_end=row.period_end,
+            applied_as="credit_note" if note_id else "pending",
+            credit_note_id=note_id,
+        )

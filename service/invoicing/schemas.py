@@ -1,0 +1,140 @@
+"""Request and response bodies for invoices, credit notes and SLA reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from service.db.tables import CreditNote, Invoice
+from service.invoicing.credit_notes import Reason
+from service.wire import Input, Output
+
+Fraction = Annotated[
+    Decimal, msgspec.Meta(description="A fraction as a decimal string: '0.875' is 87.5%")
+]
+
+
+class InvoiceLineOut(Output):
+    position: int
+    kind: str
+    charge_code: str
+    description: str
+    quantity: Decimal
+    unit_price: Decimal | None
+    rate: Decimal | None
+    amount_minor: int
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    explanation: str
+
+
+class CreditNoteOut(Output):
+    id: UUID
+    merchant_id: UUID
+    invoice_id: UUID
+    number: str
+    amount_minor: int
+    currency: str
+    reason: str
+    memo: str
+    kind: str
+    """``pre_payment`` lowered the amount due; ``post_payment`` is money to give back."""
+    refund_status: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: CreditNote) -> CreditNoteOut:
+        return cls(**{name: getattr(row, name) for name in cls.__struct_fields__})
+
+
+class InvoiceOut(Output):
+    id: UUID
+    merchant_id: UUID
+    subscription_id: UUID
+    kind: str
+    number: str | None
+    status: str
+    currency: str
+    plan_code: str
+    plan_version: int
+    period_start: datetime
+    period_end: datetime
+    subtotal_minor: int
+    discounts_minor: int
+    credits_minor: int
+    tax_rate: Decimal
+    tax_minor: int
+    total_minor: int
+    amount_due_minor: int
+    amount_paid_minor: int
+    amount_credited_minor: int
+    credit_balance_applied_minor: int
+    credit_balance_carried_minor: int
+    created_at: datetime
+    finalized_at: datetime | None
+    paid_at: datetime | None
+    voided_at: datetime | None
+    lines: list[InvoiceLineOut] | None = None
+    credit_notes: list[CreditNoteOut] | None = None
+
+    @classmethod
+    def from_row(
+        cls,
+        row: Invoice,
+        *,
+        lines: list[dict[str, Any]] | None = None,
+        notes: list[CreditNote] | None = None,
+    ) -> InvoiceOut:
+        fields = {
+            name: getattr(row, name)
+            for name in cls.__struct_fields__
+            if name not in ("lines", "credit_notes")
+        }
+        return cls(
+            **fields,
+            lines=[
+                InvoiceLineOut(**{k: line[k] for k in InvoiceLineOut.__struct_fields__})
+                for line in lines
+            ]
+            if lines is not None
+            else None,
+            credit_notes=[CreditNoteOut.from_row(n) for n in notes] if notes is not None else None,
+        )
+
+
+class CreditNoteCreate(Input):
+    amount_minor: Annotated[int, msgspec.Meta(gt=0)]
+    reason: Reason
+    memo: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class FaultIn(Input):
+    reference: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    unresolved_hours: Annotated[Decimal, msgspec.Meta(description="Hours, e.g. '30.5'")]
+
+
+class SlaReportCreate(Input):
+    merchant_id: UUID
+    period_start: datetime
+    """The start of the subscription period the figures are for."""
+    faults: list[FaultIn] = []
+    csat: Fraction | None = None
+    first_response_seconds: Annotated[Decimal, msgspec.Meta(description="Median FRT")] | None = None
+    first_contact_resolution: Fraction | None = None
+    share_over_sla: Fraction | None = None
+
+
+class SlaReportOut(Output):
+    id: UUID
+    merchant_id: UUID
+    subscription_id: UUID
+    period_start: datetime
+    period_end: datetime
+    applied_as: str
+    """``pending`` (credit lines on the period's invoice) or ``credit_note``."""
+    credit_note_id: UUID | None

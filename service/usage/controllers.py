@@ -1,0 +1,252 @@
+"""HTTP: the metered billing API (usage events, voids, summary) and the upcoming invoice. Thin."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+
+from service.errors import Conflict, InvalidInput
+from service.problems import responses
+from service.settings import Settings
+from service.subscriptions import clocks
+from service.subscriptions.schemas import LineOut
+from service.tenancy.auth import requires
+from service.tenancy.principal import KeyScope
+from service.tenancy.scope import TenantScope
+from service.usage import ingest, summary, upcoming, voids
+from service.usage.schemas import (
+    MAX_BATCH,
+    BatchOut,
+    EventOut,
+    MetricUsageOut,
+    UpcomingInvoiceOut,
+    UsageBatchIn,
+    UsageEventIn,
+    UsagePeriodOut,
+    UsageSummaryOut,
+    VoidOut,
+)
+
+_IDEMPOTENCY = """
+**`transaction_id` is the order's own id** in your system, and it MUST be the same on every
+retry of that order. The service counts each `transaction_id` once per merchant, however often
+and however concurrently it arrives. A client that makes a new id per retry (a random UUID per
+request, say) bills the merchant twice.
+"""
+
+_SINGLE = f"""
+Record one usage event.
+
+{_IDEMPOTENCY}
+Answers: **201** accepted (committed before this answer; `period_start` names the billing period
+it counts in); **200** duplicate (this id was already recorded with the same content: nothing
+counted again); **409** conflict (this id was recorded with different content: nothing counted;
+void the first to correct it); **422** rejected, as `application/problem+json` with the `field`
+and a stable `reason`: `invalid_transaction_id`, `unknown_metric`, `invalid_quantity`,
+`fractional_quantity`, `too_precise`, `quantity_too_large`, `occurred_at_without_timezone`,
+`occurred_in_future`, `before_subscription_start`, `after_subscription_end`,
+`outside_subscription`, `no_subscription`, `gmv_not_allowed`, `currency_mismatch`,
+`invalid_gmv`.
+
+`occurred_at` decides the period: an event for an ended period (late usage) still counts in that
+period; once that period is invoiced it appears on the next invoice as an adjustment line.
+"""
+
+_BATCH = f"""
+Record up to {MAX_BATCH:,} usage events at once.
+
+{_IDEMPOTENCY}
+The answer is **200** whenever the body is well-formed, even when some events are rejected: read
+`results`, one per event in request order (`index`), each `accepted`, `duplicate`, `conflict` or
+`rejected` (with `reason`, `field` and `detail`, as for a single event). The good events are
+stored (committed before the answer) even when others are rejected. **Re-sending a whole batch
+whose ids are already stored succeeds, with every event marked `duplicate`**: after a timeout or
+a crash, simply send the same batch again. A body that is not valid JSON of this shape (a
+missing field, a wrong type, more than {MAX_BATCH:,} events) is a 400 and stores nothing.
+"""
+
+_VOID = """
+Take an event back: it is marked voided and subtracted from its period's usage, once. Voiding
+it again answers 200 with `was_already_voided: true` and changes nothing (retries are safe).
+The id stays taken: sending the event again is a duplicate, not a new count. If the period was
+already invoiced, the next invoice carries the negative adjustment. Percent-encode the id in
+the path.
+"""
+
+_SUMMARY = """
+Usage per metric (events counted, summed quantity, summed GMV in minor units) for `current` (the
+billing period open now) or `YYYY-MM` (the billing periods that start in that calendar month of
+the subscription's timezone). Read from totals kept up to date at ingest, never by scanning
+events. Voided events are not counted.
+"""
+
+
+def _merchant_of(request: Request[Any, Any, Any]) -> UUID:
+    """The calling merchant, from its key. The hot paths take it from the request rather than
+    from the ``tenant`` dependency: a second dependency makes Litestar resolve them in a task
+    group, which costs more than the rest of a single-event request's handler."""
+    return TenantScope(request.user).require_merchant()
+
+
+Period = Annotated[
+    str,
+    Parameter(
+        query="period",
+        pattern=r"^(current|\d{4}-(0[1-9]|1[0-2]))$",
+        description="`current` or a calendar month `YYYY-MM`",
+    ),
+]
+
+
+class UsageController(Controller):
+    path = "/v1/usage"
+    tags = ["usage"]
+
+    @post(
+        "/events",
+        opt=requires(KeyScope.USAGE_WRITE),
+        status_code=201,
+        description=_SINGLE,
+        responses={
+            200: ResponseSpec(
+                data_container=EventOut,
+                description="Duplicate: already recorded with the same content, not counted again",
+            ),
+            **responses(400, 401, 403, 409, 422),
+        },
+    )
+    async def record_event(
+        self, data: UsageEventIn, request: Request[Any, Any, Any], settings: Settings
+    ) -> Response[EventOut]:
+        """Record one usage event (201 accepted, 200 duplicate, 409 conflict, 422 rejected)."""
+        outcome, placed = await ingest.record_one(
+            _merchant_of(request),
+            data,
+            future_skew_seconds=settings.usage_future_skew_seconds,
+        )
+        if outcome.status == "rejected":
+            raise InvalidInput(
+                outcome.detail or "usage event rejected", field=outcome.field, reason=outcome.reason
+            )
+        if outcome.status == "conflict":
+            raise Conflict(
+                outcome.detail or "transaction_id reused",
+                field=outcome.field,
+                reason=outcome.reason,
+            )
+        if outcome.status == "duplicate":
+            return Response(
+                EventOut(transaction_id=data.transaction_id, status="duplicate"), status_code=200
+            )
+        return Response(
+            EventOut(
+                transaction_id=data.transaction_id,
+                status="accepted",
+                subscription_id=placed.subscription_id if placed else None,
+                period_start=placed.start if placed else None,
+            ),
+            status_code=201,
+        )
+
+    @post(
+        "/events/batch",
+        opt=requires(KeyScope.USAGE_WRITE),
+        status_code=200,
+        description=_BATCH,
+        responses=responses(400, 401, 403, 409, 413),
+    )
+    async def record_batch(
+        self, data: UsageBatchIn, request: Request[Any, Any, Any], settings: Settings
+    ) -> BatchOut:
+        """Record up to 10,000 usage events; 200 with a result per event."""
+        result = await ingest.ingest(
+            _merchant_of(request),
+            data.events,
+            future_skew_seconds=settings.usage_future_skew_seconds,
+        )
+        counts = {"accepted": 0, "duplicate": 0, "conflict": 0, "rejected": 0}
+        for outcome in result.outcomes:
+            counts[outcome.status] += 1
+        return BatchOut(
+            accepted=counts["accepted"],
+            duplicates=counts["duplicate"],
+            conflicts=counts["conflict"],
+            rejected=counts["rejected"],
+            results=result.outcomes,
+        )
+
+    @post(
+        "/events/{transaction_id:str}/void",
+        opt=requires(KeyScope.USAGE_WRITE),
+        status_code=200,
+        description=_VOID,
+        responses=responses(401, 403, 404),
+    )
+    async def void_event(self, transaction_id: str, tenant: TenantScope) -> VoidOut:
+        """Void a recorded event: subtracted from its period once; voiding again is a no-op."""
+        merchant_id = tenant.require_merchant()
+        now = (await clocks.clock_for_merchant(merchant_id)).now()
+        voided = await voids.void(merchant_id, transaction_id, now=now)
+        return VoidOut(
+            transaction_id=voided.transaction_id,
+            voided_at=voided.voided_at,
+            was_already_voided=voided.was_already_voided,
+        )
+
+    @get("/summary", description=_SUMMARY, responses=responses(400, 401, 403, 404))
+    async def usage_summary(
+        self, tenant: TenantScope, period: Period = "current"
+    ) -> UsageSummaryOut:
+        """Usage per metric for the current period or a month."""
+        result = await summary.summarize(tenant.require_merchant(), period)
+        return UsageSummaryOut(
+            period=result.period,
+            currency=result.currency,
+            periods=[
+                UsagePeriodOut(
+                    subscription_id=chosen.subscription_id,
+                    period_start=chosen.start,
+                    period_end=chosen.end,
+                )
+                for chosen in result.periods
+            ],
+            metrics=[
+                MetricUsageOut(
+                    metric=metric,
+                    count=total.count,
+                    quantity=total.quantity,
+                    gmv_minor=total.gmv_minor,
+                )
+                for metric, total in result.totals.items()
+            ],
+        )
+
+
+class UpcomingInvoiceController(Controller):
+    path = "/v1/invoices"
+    tags = ["invoices"]
+
+    @get("/upcoming", responses=responses(401, 403, 404))
+    async def upcoming_invoice(self, tenant: TenantScope, settings: Settings) -> UpcomingInvoiceOut:
+        """The invoice the open period would get if it closed now: next period's fee in
+        advance, this period's usage so far (rated by the plan), lines waiting, tax."""
+        result = await upcoming.upcoming(tenant.require_merchant(), tax_rate=settings.tax_rate)
+        invoice = result.invoice
+        return UpcomingInvoiceOut(
+            subscription_id=result.subscription.id,
+            plan_code=invoice.plan_code,
+            plan_version=invoice.plan_version,
+            currency=invoice.currency,
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            lines=[LineOut.from_line(line) for line in invoice.lines],
+            subtotal_minor=invoice.subtotal_minor,
+            discounts_minor=invoice.discounts_minor,
+            credits_minor=invoice.credits_minor,
+            tax_minor=invoice.tax_minor,
+            total_minor=invoice.total_minor,
+        )

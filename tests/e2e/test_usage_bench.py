@@ -1,0 +1,45 @@
+"""``billing bench usage`` runs end to end and prints its figures (a tiny run: it measures
+nothing worth keeping, and asserts no speed)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.e2e.conftest import BILLING
+
+
+def test_the_usage_benchmark_prints_every_figure() -> None:
+    finished = subprocess.run(
+        [
+            BILLING,
+            "bench",
+            "usage",
+            "--events",
+            "1000",
+            "--batch-size",
+            "500",
+            "--single",
+            "100",
+            "--concurrency",
+            "8",
+            "--summary-reads",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    printed = finished.stdout
+    for figure in (
+        r"batch ingest\s+[\d,]+ events/s",
+        r"[\d,]+ rows/s COPY; [\d,]+ rows/s batched upsert",
+        r"batch / upsert\s+\d+\.\d\d",
+        r"single-event\s+[\d,]+ events/s\s+at 8 concurrent clients; latency p50 [\d.]+ ms, p99",
+        r"summary read\s+p50 [\d.]+ ms, p99 [\d.]+ ms with 1,100 events in the period",
+        r"server RSS\s+[\d,]+ MB",
+        r"counted once\s+1,100 of 1,100 events sent",
+    ):
+        assert re.search(figure, printed), (figure, printed)

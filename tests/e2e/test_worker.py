@@ -1,0 +1,126 @@
+"""Real worker processes on the test database: side by side they invoice each ended period
+exactly once with gapless numbers; killed mid-pass and restarted, they leave no half-invoice."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+
+from httpx import AsyncClient
+
+from service.db.engine import Database
+from tests.e2e.conftest import start_worker
+from tests.integration.conftest import Tenant, signup_tenant
+from tests.integration.invoicing_helpers import advance, new_clock
+
+MONTHS = 10
+
+
+def _finish(worker: subprocess.Popen[str], timeout: float = 120) -> str:
+    """The worker's output once it exits; a worker that hangs is killed and its output shown."""
+    try:
+        output, _ = worker.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        output, _ = worker.communicate()
+        raise AssertionError(f"worker did not finish in {timeout} s:\n{output[-5000:]}") from None
+    return output
+
+
+async def _merchants_with_ended_periods(
+    client: AsyncClient, operator: Tenant, count: int
+) -> tuple[str, list[uuid.UUID]]:
+    clock = await new_clock(client, operator, "2025-01-01T00:00:00+08:00")
+    semaphore = asyncio.Semaphore(8)
+
+    async def one(n: int) -> uuid.UUID:
+        async with semaphore:
+            tenant, _ = await signup_tenant(
+                client, operator, plan="basic", test_clock_id=clock, name=f"Worker shop {n}"
+            )
+            return tenant.merchant_id
+
+    merchant_ids = await asyncio.gather(*(one(n) for n in range(count)))
+    # Ten months later, plus the grace window: ten ended periods each.
+    await advance(client, operator, clock, "2025-11-03T00:00:00+08:00")
+    return clock, list(merchant_ids)
+
+
+async def _invoices(database: Database, merchant_ids: list[uuid.UUID]) -> list[dict]:
+    rows = await database.pool.fetch(
+        "SELECT i.merchant_id, i.kind, i.period_start, i.number, i.status,"
+        " (SELECT count(*) FROM invoice_lines l WHERE l.invoice_id = i.id) AS line_count"
+        " FROM invoices i WHERE i.merchant_id = ANY($1::uuid[])",
+        merchant_ids,
+    )
+    return [dict(row) for row in rows]
+
+
+def _assert_each_period_once_and_numbers_gapless(invoices: list[dict], merchants: int) -> None:
+    period_invoices = [i for i in invoices if i["kind"] == "period"]
+    assert len(period_invoices) == merchants * MONTHS
+    keys = {(i["merchant_id"], i["period_start"]) for i in period_invoices}
+    assert len(keys) == len(period_invoices), "a period invoiced twice"
+    assert all(i["line_count"] > 0 and i["status"] != "draft" for i in invoices)
+    numbers: dict[uuid.UUID, list[int]] = defaultdict(list)
+    for invoice in invoices:
+        numbers[invoice["merchant_id"]].append(int(invoice["number"].rsplit("-", 1)[1]))
+    for merchant_numbers in numbers.values():
+        assert sorted(merchant_numbers) == list(range(1, len(merchant_numbers) + 1))
+
+
+async def test_two_workers_at_once_invoice_each_period_exactly_once(
+    client: AsyncClient, operator: Tenant, database: Database
+) -> None:
+    merchants = 50
+    _, merchant_ids = await _merchants_with_ended_periods(client, operator, merchants)
+    workers = [start_worker(database.dsn, "--once") for _ in range(2)]
+    for worker in workers:
+        output = _finish(worker)
+        assert worker.returncode == 0, output
+    invoices = await _invoices(database, merchant_ids)
+    _assert_each_period_once_and_numbers_gapless(invoices, merchants)
+    # Each merchant: the first month's fee at once, then one invoice per ended month.
+    assert len(invoices) == merchants * (MONTHS + 1)
+
+
+async def test_a_worker_killed_mid_pass_leaves_whole_invoices_only(
+    client: AsyncClient, operator: Tenant, database: Database
+) -> None:
+    merchants = 30
+    _, merchant_ids = await _merchants_with_ended_periods(client, operator, merchants)
+    worker = start_worker(database.dsn, "--once")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        made = await database.pool.fetchval(
+            "SELECT count(*) FROM invoices WHERE merchant_id = ANY($1::uuid[]) AND kind = 'period'",
+            merchant_ids,
+        )
+        if made >= 20 or worker.poll() is not None:
+            break
+        await asyncio.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    partial = await _invoices(database, merchant_ids)
+    assert all(i["line_count"] > 0 and i["status"] != "draft" for i in partial)
+    assert len([i for i in partial if i["kind"] == "period"]) < merchants * MONTHS, (
+        "the worker finished before it was killed; the test proves nothing"
+    )
+    again = start_worker(database.dsn, "--once")
+    output = _finish(again)
+    assert again.returncode == 0, output
+    _assert_each_period_once_and_numbers_gapless(await _invoices(database, merchant_ids), merchants)
+
+
+async def test_worker_stops_cleanly_on_sigterm(database: Database) -> None:
+    worker = start_worker(database.dsn, "--interval", "0.5")
+    await asyncio.sleep(3)  # started, migrated, at least one pass done
+    assert worker.poll() is None, worker.communicate()[0]
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output
+    assert '"worker_stopped"' in output

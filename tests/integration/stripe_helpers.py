@@ -1,0 +1,172 @@
+"""The Stripe sync under test: the stand-in on loopback, its webhooks relayed into the app
+(in-process, through the real ``POST /webhooks/stripe`` with the real signature check), and a
+worker's Stripe pass run until nothing moves."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.db.engine import Database
+from service.settings import Settings, StripeSettings
+from webhooks.gateway import Gateway
+from webhooks.standin import StandIn
+from webhooks.sync import StripeSync
+
+WEBHOOK_SECRET = "whsec_kefu_tests"
+
+
+@dataclass
+class Relay:
+    """A loopback endpoint the stand-in posts webhooks to; it keeps them for the test to hand
+    to the app (the app runs in the test's event loop, not behind a socket)."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> list[tuple[dict[str, str], bytes]]:
+        with self.lock:
+            taken, self.received = self.received, []
+        return taken
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    state = Relay()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with state.lock:
+                state.received.append((dict(self.headers), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe"
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def standin(relay: Relay) -> Iterator[StandIn]:
+    running = StandIn.start(
+        port=0, webhook_url=relay.url, webhook_secret=WEBHOOK_SECRET, timeout_seconds=0.2
+    )
+    running.webhooks.retry_backoff_seconds = 0.01
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(
+        settings,
+        stripe=StripeSettings(webhook_secret=WEBHOOK_SECRET, webhook_tolerance_seconds=300),
+    )
+
+
+@pytest.fixture(scope="session")
+async def stripe_client(
+    stripe_settings: Settings, database: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app configured with the webhook secret, in this event loop."""
+    transport = httpx.ASGITransport(app=create_app(stripe_settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@dataclass
+class Sync:
+    """A worker's Stripe pass against the stand-in, plus the webhook relay into the app."""
+
+    standin: StandIn
+    relay: Relay
+    client: httpx.AsyncClient
+    stripe_sync: StripeSync
+    merchant_ids: list[UUID] = field(default_factory=list)
+    hold_webhooks: bool = False
+    include_catalog: bool = False
+    skew: timedelta = timedelta(0)
+
+    async def deliver(self) -> int:
+        """Hand every webhook the stand-in sent so far to the app; each must be accepted."""
+        self.standin.webhooks.wait_idle(timeout=5)
+        delivered = 0
+        for headers, body in self.relay.take():
+            response = await self.client.post(
+                "/webhooks/stripe",
+                content=body,
+                headers={
+                    "Stripe-Signature": headers["Stripe-Signature"],
+                    "Content-Type": "application/json",
+                },
+            )
+            assert response.status_code == 200, response.text
+            delivered += 1
+        return delivered
+
+    async def settle(self, *, rounds: int = 30, now: datetime | None = None) -> None:
+        """Worker passes and webhook deliveries until nothing moves. ``now`` moves forward an
+        hour a round, so backoffs have passed (dunning retries are days apart: they wait)."""
+        base = now or datetime.now(UTC)
+        for round_no in range(rounds):
+            summary = await self.stripe_sync.run_pass(
+                now=base + self.skew + timedelta(hours=round_no),
+                merchant_ids=self.merchant_ids,
+                include_catalog=self.include_catalog,
+            )
+            delivered = 0 if self.hold_webhooks else await self.deliver()
+            if summary.is_idle and not delivered:
+                return
+        raise AssertionError("the Stripe sync did not settle")
+
+
+@pytest.fixture
+def sync(standin: StandIn, relay: Relay, stripe_client: httpx.AsyncClient) -> Sync:
+    gateway = Gateway(standin.sdk_client())
+    return Sync(
+        standin=standin,
+        relay=relay,
+        client=stripe_client,
+        stripe_sync=StripeSync(StripeSettings(), gateway=gateway),
+    )
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def stripe_objects(standin: StandIn, kind: str, merchant_id: UUID) -> list[dict[str, Any]]:
+    """Stripe-side objects of one merchant (by the metadata we put on them)."""
+    return [
+        obj
+        for obj in standin.objects(kind)
+        if (obj.get("metadata") or {}).get("kefu_merchant_id") == str(merchant_id)
+    ]

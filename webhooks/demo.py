@@ -1,0 +1,196 @@
+"""``billing demo`` with Stripe: without a real ``STRIPE_API_KEY`` the demo runs against the
+local stand-in. The API is served for real on loopback (the stand-in posts signed webhooks to
+it), the worker's Stripe pass pushes customers, products, prices and invoices; Stripe collects;
+``invoice.paid`` comes back; an SLA credit note on a paid invoice is refunded through Stripe and
+``charge.refunded`` comes back; then our ledger and Stripe's are compared side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from plans.money import format_minor
+from service.db.engine import current as current_database
+from service.db.tables import CreditNote, Invoice, Refund
+from service.invoicing import credit_notes
+from service.settings import Settings, StripeSettings
+from service.subscriptions import clocks
+from webhooks.gateway import Gateway
+from webhooks.standin import StandIn
+from webhooks.sync import StripeSync
+
+DemoRun = Callable[[Settings, Any, Console], Awaitable[list[dict[str, Any]]]]
+
+
+async def run(
+    settings: Settings, console: Console, run_demo: DemoRun, create_app: Callable[..., Any]
+) -> list[dict[str, Any]]:
+    if settings.stripe.is_configured:  # a real Stripe account: the worker pushes as usual
+        return await run_demo(settings, create_app(settings), console)
+    import uvicorn
+
+    port = _free_port()
+    standin = StandIn.start(port=0, webhook_url=f"http://127.0.0.1:{port}/webhooks/stripe")
+    stripe_settings = StripeSettings(
+        api_key="sk_test_standin", webhook_secret=standin.webhook_secret, api_base=standin.base_url
+    )
+    settings = dataclasses.replace(settings, stripe=stripe_settings)
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.02)
+    console.print(
+        f"[bold]Stripe:[/bold] no STRIPE_API_KEY, so the local stand-in at {standin.base_url}; "
+        f"webhooks to the API served on 127.0.0.1:{port}"
+    )
+    try:
+        invoices = await run_demo(settings, app, console)
+        merchant_ids = sorted({uuid.UUID(str(invoice["merchant_id"])) for invoice in invoices})
+        sync = StripeSync(stripe_settings, gateway=Gateway.from_settings(stripe_settings))
+        await _settle(sync, standin, merchant_ids)
+        paid = await Invoice.objects().where(
+            Invoice.merchant_id.is_in(merchant_ids)
+            & (Invoice.status == "paid")
+            & (Invoice.amount_paid_minor > 0)
+        )
+        console.print(
+            f"pushed to Stripe: {standin.count('customer')} customers, "
+            f"{standin.count('product')} products, {standin.count('price')} prices, "
+            f"{standin.count('invoice')} invoices; paid by webhook: {len(paid)}"
+        )
+        if paid:
+            await _sla_credit_note(paid[0], console)
+            await _settle(sync, standin, merchant_ids)
+        _print_agreement(console, standin, await _ledger(merchant_ids))
+        statuses = {row.id: row.status for row in await _ledger_invoices(merchant_ids)}
+        return [
+            {**invoice, "status": statuses.get(uuid.UUID(str(invoice["id"])), invoice["status"])}
+            for invoice in invoices
+        ]
+    finally:
+        server.should_exit = True
+        await serving
+        standin.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _settle(sync: StripeSync, standin: StandIn, merchant_ids: list[uuid.UUID]) -> None:
+    """Worker passes until the outbox is sent and every webhook is processed."""
+    now = datetime.now(UTC)
+    for round_no in range(40):
+        summary = await sync.run_pass(
+            now=now + timedelta(minutes=round_no), merchant_ids=merchant_ids, include_catalog=True
+        )
+        await asyncio.to_thread(standin.webhooks.wait_idle, 10)
+        await asyncio.sleep(0.05)
+        if summary.is_idle:
+            again = await sync.run_pass(
+                now=now + timedelta(minutes=round_no), merchant_ids=merchant_ids
+            )
+            if again.is_idle:
+                return
+
+
+async def _sla_credit_note(invoice: Invoice, console: Console) -> None:
+    """An SLA credit on a paid invoice: 10% back, which Stripe refunds."""
+    async with current_database().engine.transaction():
+        now = (await clocks.clock_for_merchant(invoice.merchant_id)).now()
+        note, _ = await credit_notes.issue(
+            invoice.merchant_id,
+            invoice.id,
+            amount_minor=max(invoice.total_minor // 10, 1),
+            reason=credit_notes.Reason.SLA_CREDIT,
+            memo="CSAT below 90%: 10% of the period's fees back",
+            now=now,
+        )
+    console.print(
+        f"SLA credit note {note.number}: {format_minor(note.amount_minor, note.currency)} "
+        f"back on paid invoice {invoice.number} → a refund through Stripe"
+    )
+
+
+async def _ledger_invoices(merchant_ids: list[uuid.UUID]) -> list[Invoice]:
+    return await Invoice.objects().where(Invoice.merchant_id.is_in(merchant_ids))
+
+
+async def _ledger(merchant_ids: list[uuid.UUID]) -> dict[str, Any]:
+    invoices = await Invoice.objects().where(Invoice.merchant_id.is_in(merchant_ids))
+    notes = await CreditNote.objects().where(CreditNote.merchant_id.is_in(merchant_ids))
+    refunds = await Refund.objects().where(Refund.merchant_id.is_in(merchant_ids))
+    return {"invoices": invoices, "credit_notes": notes, "refunds": refunds}
+
+
+def _print_agreement(console: Console, standin: StandIn, ledger: dict[str, Any]) -> None:
+    stripe_invoices = {obj["id"]: obj for obj in standin.objects("invoice")}
+    stripe_refunds = {obj["id"]: obj for obj in standin.objects("refund")}
+    table = RichTable(title="Our ledger and Stripe's, side by side", title_justify="left")
+    for column in ("ours", "status / amount", "Stripe", "status / amount", "agree"):
+        table.add_column(column)
+    disagreements = 0
+    for invoice in sorted(ledger["invoices"], key=lambda i: i.number or ""):
+        theirs = stripe_invoices.get(invoice.stripe_invoice_id or "")
+        ours_text = f"{invoice.status} {format_minor(invoice.amount_paid_minor, invoice.currency)}"
+        if theirs is None:
+            agree = invoice.total_minor == 0
+            theirs_text = "(nothing due: not pushed)"
+        else:
+            agree = (theirs["status"], theirs["amount_paid"], theirs["total"]) == (
+                invoice.status,
+                invoice.amount_paid_minor,
+                invoice.total_minor,
+            )
+            theirs_text = (
+                f"{theirs['status']} {format_minor(theirs['amount_paid'], invoice.currency)}"
+            )
+        disagreements += not agree
+        table.add_row(
+            f"invoice {invoice.number}",
+            ours_text,
+            theirs["number"] if theirs else "",
+            theirs_text,
+            "yes" if agree else "[red]NO[/red]",
+        )
+    for refund in ledger["refunds"]:
+        theirs = stripe_refunds.get(refund.stripe_refund_id)
+        agree = theirs is not None and (theirs["amount"], theirs["status"]) == (
+            refund.amount_minor,
+            refund.status,
+        )
+        disagreements += not agree
+        table.add_row(
+            f"refund ({refund.origin})",
+            f"{refund.status} {format_minor(refund.amount_minor, refund.currency)}",
+            refund.stripe_refund_id,
+            f"{theirs['status']} {format_minor(theirs['amount'], refund.currency)}"
+            if theirs
+            else "missing",
+            "yes" if agree else "[red]NO[/red]",
+        )
+    for note in ledger["credit_notes"]:
+        table.add_row(
+            f"credit note {note.number}",
+            f"{note.reason} {format_minor(note.amount_minor, note.currency)}",
+            note.stripe_credit_note_id or "",
+            f"refund {note.refund_status}",
+            "yes" if note.refund_status in ("refunded", "none") else "[red]NO[/red]",
+        )
+    console.print(table)
+    verdict = "everything agrees" if disagreements == 0 else f"{disagreements} disagreement(s)"
+    console.print(f"[bold]Stripe sync:[/bold] {verdict}")

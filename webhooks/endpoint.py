@@ -1,0 +1,72 @@
+"""``POST /webhooks/stripe``: verify the signature, store the event once, answer 2xx at once.
+
+Processing happens later in the worker (``webhooks.inbox``), so Stripe never waits on our
+handlers and a handler failure never makes Stripe resend. A missing, forged, tampered or stale
+signature is a 400 problem and nothing is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Controller, Request, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_200_OK
+
+from service.errors import BillingError
+from service.problems import PROBLEM_MEDIA_TYPE, Problem
+from service.settings import Settings
+from service.tenancy.auth import PUBLIC
+from webhooks import inbox
+from webhooks.gateway import SignatureVerificationError, verify_signature
+
+log = structlog.get_logger(__name__)
+
+
+class BadWebhook(BillingError):
+    slug = "bad-webhook"
+    status = 400
+    title = "Webhook refused"
+
+
+class StripeWebhookController(Controller):
+    path = "/webhooks/stripe"
+    tags = ["stripe"]
+    opt = PUBLIC
+
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        summary="Receive a Stripe webhook event",
+        description="Signed with the endpoint secret (`Stripe-Signature`); stored once per "
+        "event id and processed by the worker.",
+        security=[],
+        responses={
+            400: ResponseSpec(
+                Problem, description="Bad or stale signature", media_type=PROBLEM_MEDIA_TYPE
+            )
+        },
+    )
+    async def receive(self, request: Request[Any, Any, Any], settings: Settings) -> dict[str, Any]:
+        secret = settings.stripe.webhook_secret
+        if not secret:
+            raise BadWebhook("no STRIPE_WEBHOOK_SECRET is configured; events cannot be verified")
+        payload = await request.body()
+        try:
+            verify_signature(
+                payload,
+                request.headers.get("stripe-signature"),
+                secret,
+                settings.stripe.webhook_tolerance_seconds,
+            )
+        except SignatureVerificationError:
+            log.warning("stripe_webhook_refused", reason="signature")
+            raise BadWebhook("the Stripe-Signature header does not verify") from None
+        try:
+            event_id, is_new = await inbox.store(payload)
+        except inbox.MalformedEvent as error:
+            raise BadWebhook(f"not a Stripe event: {error}") from None
+        if not is_new:
+            log.info("webhook_duplicate", event_id=event_id)
+        return {"received": True, "event_id": event_id, "duplicate": not is_new}

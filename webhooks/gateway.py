@@ -1,0 +1,113 @@
+"""The Stripe gateway: the one place that imports ``stripe``.
+
+It builds a ``stripe.StripeClient`` from the settings (``STRIPE_API_BASE`` points every base
+address at the local stand-in), runs the SDK's blocking calls off the event loop, and sorts
+Stripe's failures into the two kinds the outbox acts on: worth retrying (network, 429, 5xx)
+or not (a 4xx the same request will always get).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import stripe
+
+from service.settings import StripeSettings
+
+T = TypeVar("T")
+
+SignatureVerificationError = stripe.SignatureVerificationError
+
+# The SDK logs every request at INFO; the outbox logs what it sent, once, without payloads.
+logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
+class StripeFailure(Exception):
+    """A Stripe call failed; ``is_transient`` says whether the same request may succeed later."""
+
+    def __init__(
+        self, message: str, *, is_transient: bool, status: int | None, code: str | None
+    ) -> None:
+        super().__init__(message)
+        self.is_transient = is_transient
+        self.status = status
+        self.code = code
+
+
+class CardDeclined(Exception):
+    """A payment attempt was declined; Stripe reports it with ``invoice.payment_failed``."""
+
+
+class Gateway:
+    """Stripe calls with explicit idempotency keys, as plain dicts."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: StripeSettings) -> Gateway:
+        if not settings.api_key:
+            raise RuntimeError("no STRIPE_API_KEY configured")
+        # The outbox retries, across worker passes, with backoff: no retries inside a call.
+        kwargs: dict[str, Any] = {"max_network_retries": 0}
+        if settings.api_base:
+            base = settings.api_base.rstrip("/")
+            kwargs["base_addresses"] = {
+                "api": base,
+                "files": base,
+                "connect": base,
+                "meter_events": base,
+            }
+        return cls(stripe.StripeClient(settings.api_key, **kwargs))
+
+    async def call(self, fn: Callable[..., Any], *args: Any, key: str, **params: Any) -> Any:
+        """Run ``fn(*args, params=..., options={"idempotency_key": key})`` in a thread."""
+
+        def run() -> Any:
+            options = {"idempotency_key": key}
+            if params:
+                return fn(*args, params=params, options=options)
+            return fn(*args, options=options)
+
+        try:
+            return await asyncio.to_thread(run)
+        except stripe.CardError as error:
+            raise CardDeclined(str(error.user_message or error)) from error
+        except stripe.APIConnectionError as error:
+            raise StripeFailure(
+                f"network: {error.user_message or error}",
+                is_transient=True,
+                status=None,
+                code=None,
+            ) from error
+        except stripe.StripeError as error:
+            status = error.http_status
+            transient = status is None or status == 429 or status >= 500 or status == 409
+            if isinstance(error, stripe.IdempotencyError):
+                transient = False
+            raise StripeFailure(
+                f"{status} {error.code or ''}: {error.user_message or error}".strip(),
+                is_transient=transient,
+                status=status,
+                code=error.code,
+            ) from error
+
+    async def retrieve(self, fn: Callable[..., Any], object_id: str) -> Any:
+        try:
+            return await asyncio.to_thread(fn, object_id)
+        except stripe.StripeError as error:
+            status = error.http_status
+            raise StripeFailure(
+                str(error.user_message or error),
+                is_transient=status is None or status == 429 or status >= 500,
+                status=status,
+                code=error.code,
+            ) from error
+
+
+def verify_signature(payload: bytes, header: str | None, secret: str, tolerance: int) -> None:
+    """Raise ``SignatureVerificationError`` unless ``header`` signs ``payload`` recently."""
+    stripe.WebhookSignature.verify_header(payload, header, secret, tolerance)

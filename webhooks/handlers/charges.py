@@ -1,0 +1,177 @@
+"""Charge events: refunds and disputes.
+
+A refund we made (from a credit note) carries our credit note id in its metadata and is matched
+to it; any other refund of one of our payments was made in the Stripe dashboard and becomes a
+credit note (reason ``stripe_refund``) and a refund here. ``refund.created``, ``refund.updated``
+and ``charge.refunded`` may all report the same refund: the unique Stripe refund id makes the
+first one count and the others only move its status forward.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from service.db.tables import CreditNote, Dispute, Invoice, Merchant, Refund
+from service.invoicing import credit_notes
+from webhooks import records
+from webhooks.handlers.lookup import NotYet, data_object, is_our_customer, payment_for
+
+log = structlog.get_logger(__name__)
+
+
+async def _refund(refund: dict[str, Any], *, event_created: int) -> str:
+    refund_id = refund["id"]
+    status = refund.get("status") or "pending"
+    if await Refund.exists().where(Refund.stripe_refund_id == refund_id):
+        await records.advance_refund_status(refund_id, status)
+        return f"refund {refund_id} known ({status})"
+    metadata = refund.get("metadata") or {}
+    note_id = metadata.get("kefu_credit_note_id")
+    if note_id:
+        note = await CreditNote.objects().where(CreditNote.id == UUID(note_id)).first()
+        if note is None:
+            raise NotYet(f"credit note {note_id} not committed yet")
+        await records.record_refund(
+            merchant_id=note.merchant_id,
+            invoice_id=note.invoice_id,
+            credit_note_id=note.id,
+            amount_minor=refund["amount"],
+            currency=note.currency,
+            status=status,
+            stripe_refund_id=refund_id,
+            origin="credit_note",
+            at=records.at(refund.get("created") or event_created),
+        )
+        return f"refund {refund_id} matched to credit note {note.number}"
+    payment = await payment_for(refund.get("payment_intent"), refund.get("charge"))
+    if payment is None:
+        customer = refund.get("customer")
+        if customer is None or await is_our_customer(customer):
+            raise NotYet(f"no payment recorded yet for refund {refund_id}")
+        return "not ours"
+    if status in ("failed", "canceled"):
+        return f"refund {refund_id} {status}: nothing to record"
+    at = records.at(refund.get("created") or event_created)
+    # The refund row first: a concurrent handler of the same refund waits on its unique key,
+    # then finds it recorded, so one credit note is issued, not two.
+    is_new = await records.record_refund(
+        merchant_id=payment.merchant_id,
+        invoice_id=payment.invoice_id,
+        credit_note_id=None,
+        amount_minor=refund["amount"],
+        currency=payment.currency,
+        status=status,
+        stripe_refund_id=refund_id,
+        origin="stripe_dashboard",
+        at=at,
+    )
+    if not is_new:
+        return f"refund {refund_id} known"
+    note, _ = await credit_notes.issue(
+        payment.merchant_id,
+        payment.invoice_id,
+        amount_minor=refund["amount"],
+        reason=credit_notes.Reason.STRIPE_REFUND,
+        memo=f"Refund {refund_id} made in the Stripe dashboard",
+        now=at,
+        refund_status=records.CREDIT_NOTE_REFUND_STATUS.get(status, "pending"),
+    )
+    await Refund.update({Refund.credit_note_id: note.id}).where(
+        Refund.stripe_refund_id == refund_id
+    )
+    await CreditNote.update({CreditNote.stripe_refund_id: refund_id}).where(
+        CreditNote.id == note.id
+    )
+    log.info("stripe_dashboard_refund_recorded", refund=refund_id, credit_note=note.number)
+    return f"dashboard refund {refund_id} → credit note {note.number}"
+
+
+async def refund_event(event: dict[str, Any], *, now: datetime) -> str:
+    return await _refund(data_object(event), event_created=event["created"])
+
+
+async def charge_refunded(event: dict[str, Any], *, now: datetime) -> str:
+    charge = data_object(event)
+    outcomes = []
+    for refund in (charge.get("refunds") or {}).get("data") or []:
+        refund.setdefault("customer", charge.get("customer"))
+        outcomes.append(await _refund(refund, event_created=event["created"]))
+    return "; ".join(outcomes) or "no refunds listed"
+
+
+_DISPUTE_RANK = {
+    "warning_needs_response": 1,
+    "needs_response": 1,
+    "warning_under_review": 1,
+    "under_review": 1,
+    "warning_closed": 2,
+    "won": 2,
+    "lost": 2,
+}
+
+
+async def dispute_event(event: dict[str, Any], *, now: datetime) -> str:
+    """Flag the invoice and the merchant while a dispute is open; record how it closed."""
+    dispute = data_object(event)
+    payment = await payment_for(dispute.get("payment_intent"), dispute.get("charge"))
+    if payment is None:
+        raise NotYet(f"no payment recorded yet for dispute {dispute['id']}")
+    status = dispute["status"]
+    at = records.at(event["created"])
+    row = (
+        await Dispute.objects()
+        .where(Dispute.stripe_dispute_id == dispute["id"])
+        .lock_rows("UPDATE")
+        .first()
+    )
+    if row is None:
+        await Dispute.raw(
+            "INSERT INTO disputes (merchant_id, invoice_id, stripe_dispute_id, stripe_charge_id,"
+            " amount_minor, currency, reason, status, opened_at) VALUES ({}, {}, {}, {}, {}, {},"
+            " {}, {}, {}) ON CONFLICT (stripe_dispute_id) DO NOTHING",
+            payment.merchant_id,
+            payment.invoice_id,
+            dispute["id"],
+            dispute.get("charge") or "",
+            dispute["amount"],
+            payment.currency,
+            dispute.get("reason") or "",
+            status,
+            records.at(dispute.get("created") or event["created"]),
+        )
+        row = await Dispute.objects().where(Dispute.stripe_dispute_id == dispute["id"]).first()
+        assert row is not None
+    elif _DISPUTE_RANK.get(status, 1) < _DISPUTE_RANK.get(row.status, 1):
+        return f"stale: dispute is already {row.status}"
+    is_closed = _DISPUTE_RANK.get(status, 1) == 2
+    row.status = status
+    row.closed_at = at if is_closed else None
+    await row.save([Dispute.status, Dispute.closed_at])
+    await Invoice.update({Invoice.dispute_status: status}).where(
+        (Invoice.merchant_id == payment.merchant_id) & (Invoice.id == payment.invoice_id)
+    )
+    open_disputes = await Dispute.count().where(
+        (Dispute.merchant_id == payment.merchant_id) & (Dispute.closed_at.is_null())
+    )
+    await Merchant.update({Merchant.dispute_flagged_at: at if open_disputes else None}).where(
+        Merchant.id == payment.merchant_id
+    )
+    log.info(
+        "stripe_dispute", dispute=dispute["id"], status=status, merchant_flagged=bool(open_disputes)
+    )
+    return f"dispute {dispute['id']} {status}"
+
+
+HANDLERS = {
+    "refund.created": refund_event,
+    "refund.updated": refund_event,
+    "refund.failed": refund_event,
+    "charge.refunded": charge_refunded,
+    "charge.dispute.created": dispute_event,
+    "charge.dispute.updated": dispute_event,
+    "charge.dispute.closed": dispute_event,
+}

@@ -1,0 +1,507 @@
+"""Sending the Stripe outbox: one row at a time, in order per stream, never twice in effect.
+
+A row is claimed with ``FOR UPDATE SKIP LOCKED`` only when every earlier row of its stream has
+been sent, so any number of workers keep a merchant's pushes in order (customer before invoice,
+invoice before its credit notes). Each Stripe request carries an idempotency key made from the
+row id (and the step, for pushes of several requests): after a crash or a timeout the resend is
+the same request, and Stripe answers it without doing it again. Network errors, 429 and 5xx
+are retried with exponential backoff and jitter across passes; any other 4xx parks the row
+(and the rows behind it in its stream) until someone looks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+
+from plans.charges import FlatAddon, FlatFee
+from service.catalog import store as catalog_store
+from service.db.engine import current as current_database
+from service.db.engine import transaction_connection
+from service.db.tables import CreditNote, Invoice, InvoiceLineRow, Merchant, StripeCatalogMap
+from service.stripe_outbox import Command
+from webhooks import records
+from webhooks.gateway import CardDeclined, Gateway, StripeFailure
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 900.0
+
+
+class NotReady(Exception):
+    """What this push needs is not there yet (a payment Stripe has not reported): retry later."""
+
+
+@dataclass
+class SendSummary:
+    sent: int = 0
+    retrying: int = 0
+    parked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with full-range jitter: 2 s, 4 s, 8 s ... capped at 15 minutes,
+    each drawn between half and the whole of it so that workers do not retry in step."""
+    ceiling = min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_CAP_SECONDS)
+    return timedelta(seconds=ceiling * (0.5 + 0.5 * (rng or random).random()))
+
+
+# The next row of each stream, if it is due and nothing earlier in its stream is unsent. Raw SQL:
+# SKIP LOCKED with a per-stream ordering condition is not something the ORM expresses.
+_CLAIM = """
+SELECT o.id, o.merchant_id, o.command, o.payload, o.idempotency_key, o.attempts
+FROM stripe_outbox o
+WHERE o.status = 'pending' AND o.next_attempt_at <= $1
+  AND ($2::uuid[] IS NULL OR o.merchant_id = ANY($2::uuid[])
+       OR ($3::boolean AND o.merchant_id IS NULL))
+  AND NOT EXISTS (
+      SELECT 1 FROM stripe_outbox earlier
+      WHERE earlier.stream = o.stream AND earlier.id < o.id AND earlier.status <> 'sent')
+ORDER BY o.id
+LIMIT 1
+FOR UPDATE OF o SKIP LOCKED
+"""
+
+_MARK_SENT = """
+UPDATE stripe_outbox SET status = 'sent', sent_at = $2, attempts = attempts + 1,
+    last_error = NULL, stripe_ids = $3::jsonb
+WHERE id = $1
+"""
+
+_MARK_FAILED = """
+UPDATE stripe_outbox SET status = $2, attempts = attempts + 1, next_attempt_at = $3,
+    last_error = $4
+WHERE id = $1 AND status = 'pending'
+"""
+
+
+async def send_pass(
+    gateway: Gateway,
+    *,
+    now: datetime,
+    merchant_ids: Sequence[UUID] | None = None,
+    include_catalog: bool = False,
+    limit: int = 500,
+    should_stop: Callable[[], bool] | None = None,
+) -> SendSummary:
+    """Send due rows until none is ready (or ``limit``): every stream, or only the given
+    merchants' (and the catalog's, with ``include_catalog``)."""
+    summary = SendSummary()
+    stop = should_stop or (lambda: False)
+    ids = list(merchant_ids) if merchant_ids is not None else None
+    for _ in range(limit):
+        if stop():
+            break
+        outcome = await send_one(
+            gateway, now=now, merchant_ids=ids, include_catalog=include_catalog
+        )
+        if outcome is None:
+            break
+        if outcome == "sent":
+            summary.sent += 1
+        elif outcome == "parked":
+            summary.parked += 1
+        else:
+            summary.retrying += 1
+    return summary
+
+
+async def send_one(
+    gateway: Gateway,
+    *,
+    now: datetime,
+    merchant_ids: list[UUID] | None = None,
+    include_catalog: bool = False,
+) -> str | None:
+    """Claim and send one row: ``sent``, ``retrying``, ``parked``, or None if nothing is due."""
+    database = current_database()
+    claimed: dict[str, Any] | None = None
+    try:
+        async with database.engine.transaction():
+            connection = transaction_connection()
+            record = await connection.fetchrow(_CLAIM, now, merchant_ids, include_catalog)
+            if record is None:
+                return None
+            claimed = dict(record)
+            payload = _json(claimed["payload"])
+            push = _COMMANDS[Command(claimed["command"])]
+            stripe_ids = await push(gateway, claimed, payload)
+            await connection.execute(
+                _MARK_SENT, claimed["id"], now, msgspec.json.encode(stripe_ids).decode()
+            )
+        log.info(
+            "stripe_outbox_sent",
+            outbox_id=claimed["id"],
+            command=claimed["command"],
+            stripe_ids=stripe_ids,
+        )
+        return "sent"
+    except (StripeFailure, NotReady) as error:
+        assert claimed is not None
+        is_transient = isinstance(error, NotReady) or (
+            isinstance(error, StripeFailure) and error.is_transient
+        )
+        return await _record_failure(claimed, error, is_transient=is_transient, now=now)
+    except Exception as error:  # our own bug or a database hiccup: kept, retried, visible
+        if claimed is None:
+            raise
+        log.exception("stripe_outbox_error", outbox_id=claimed["id"], command=claimed["command"])
+        return await _record_failure(claimed, error, is_transient=True, now=now)
+
+
+async def _record_failure(
+    claimed: dict[str, Any], error: Exception, *, is_transient: bool, now: datetime
+) -> str:
+    attempts = claimed["attempts"] + 1
+    status = "pending" if is_transient else "parked"
+    next_at = now + backoff(attempts) if is_transient else now
+    await current_database().pool.execute(
+        _MARK_FAILED, claimed["id"], status, next_at, str(error)[:2000]
+    )
+    if is_transient:
+        log.warning(
+            "stripe_outbox_retry",
+            outbox_id=claimed["id"],
+            command=claimed["command"],
+            attempts=attempts,
+            next_attempt_at=next_at.isoformat(),
+            error=str(error),
+        )
+        return "retrying"
+    log.error(
+        "stripe_outbox_parked",
+        outbox_id=claimed["id"],
+        command=claimed["command"],
+        error=str(error),
+    )
+    return "parked"
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str | bytes):
+        return msgspec.json.decode(value)  # type: ignore[no-any-return]
+    return dict(value)
+
+
+# -- the pushes --------------------------------------------------------------------------------
+
+Push = Callable[[Gateway, dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str) -> str:
+    merchant = await Merchant.objects().where(Merchant.id == merchant_id).first()
+    if merchant is None:
+        raise StripeFailure(
+            f"merchant {merchant_id} is gone", is_transient=False, status=None, code=None
+        )
+    if merchant.stripe_customer_id:
+        return merchant.stripe_customer_id
+    customer = await gateway.call(
+        gateway.client.v1.customers.create,
+        key=f"{key}:customer",
+        name=merchant.name,
+        email=merchant.contact_email,
+        metadata={"kefu_merchant_id": str(merchant.id)},
+    )
+    await Merchant.update({Merchant.stripe_customer_id: customer.id}).where(
+        Merchant.id == merchant.id
+    )
+    return str(customer.id)
+
+
+async def _customer_create(
+    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+) -> dict[str, Any]:
+    customer_id = await _ensure_customer(gateway, row["merchant_id"], row["idempotency_key"])
+    return {"customer": customer_id}
+
+
+async def _customer_update(
+    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+) -> dict[str, Any]:
+    key = row["idempotency_key"]
+    customer_id = await _ensure_customer(gateway, row["merchant_id"], key)
+    merchant = await Merchant.objects().where(Merchant.id == row["merchant_id"]).first()
+    assert merchant is not None
+    await gateway.call(
+        gateway.client.v1.customers.update,
+        customer_id,
+        key=f"{key}:update",
+        name=merchant.name,
+        email=merchant.contact_email,
+    )
+    return {"customer": customer_id}
+
+
+async def _catalog_plan(
+    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+) -> dict[str, Any]:
+    """A plan version's product and monthly fee price, and a product (and price, when flat)
+    for each of its add-ons; items already mapped are left alone."""
+    key = row["idempotency_key"]
+    plan = await catalog_store.plan_version(payload["code"], int(payload["version"]))
+    fee = sum(c.amount_minor for c in plan.charges if isinstance(c, FlatFee))
+    ids: dict[str, Any] = {}
+    items: list[tuple[str, str, int, str, int | None]] = [
+        ("plan", plan.code, plan.version, f"{plan.name} (v{plan.version})", fee or None)
+    ]
+    for addon in plan.addons:
+        amount = addon.charge.amount_minor if isinstance(addon.charge, FlatAddon) else None
+        items.append(("addon", addon.code, addon.version, addon.name, amount))
+    for kind, code, version, name, amount in items:
+        exists = await StripeCatalogMap.exists().where(
+            (StripeCatalogMap.item_kind == kind)
+            & (StripeCatalogMap.code == code)
+            & (StripeCatalogMap.version == version)
+        )
+        if exists:
+            continue
+        step = f"{key}:{kind}:{code}:{version}"
+        metadata = {"kefu_item": kind, "kefu_code": code, "kefu_version": str(version)}
+        product = await gateway.call(
+            gateway.client.v1.products.create,
+            key=f"{step}:product",
+            name=name,
+            metadata=metadata,
+        )
+        price_id = None
+        if amount:
+            price = await gateway.call(
+                gateway.client.v1.prices.create,
+                key=f"{step}:price",
+                product=product.id,
+                currency=plan.currency.lower(),
+                unit_amount=amount,
+                recurring={"interval": "month"},
+                metadata=metadata,
+            )
+            price_id = price.id
+        await StripeCatalogMap.raw(
+            "INSERT INTO stripe_catalog_map (item_kind, code, version, stripe_product_id,"
+            " stripe_price_id, unit_amount_minor, currency) VALUES ({}, {}, {}, {}, {}, {}, {})"
+            " ON CONFLICT (item_kind, code, version) DO NOTHING",
+            kind,
+            code,
+            version,
+            product.id,
+            price_id,
+            amount,
+            plan.currency,
+        )
+        ids[f"{kind}:{code}:{version}"] = {"product": product.id, "price": price_id}
+    return ids
+
+
+async def _invoice_push(
+    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+) -> dict[str, Any]:
+    """Create (auto_advance off), one item per line with our line id, tax as its own item,
+    finalize, then ask Stripe to collect. A declined card is not a failed push: Stripe says so
+    with ``invoice.payment_failed``, which dunning handles."""
+    key = row["idempotency_key"]
+    invoice = await Invoice.objects().where(Invoice.id == UUID(payload["invoice_id"])).first()
+    if invoice is None:
+        raise StripeFailure("invoice is gone", is_transient=False, status=None, code=None)
+    if invoice.status == "void" and invoice.stripe_invoice_id is None:
+        return {"invoice": None, "skipped": "voided before it was pushed"}
+    customer_id = await _ensure_customer(gateway, invoice.merchant_id, key)
+    v1 = gateway.client.v1
+    metadata = {
+        "kefu_invoice_id": str(invoice.id),
+        "kefu_merchant_id": str(invoice.merchant_id),
+        "kefu_number": invoice.number or "",
+    }
+    stripe_invoice = await gateway.call(
+        v1.invoices.create,
+        key=f"{key}:create",
+        customer=customer_id,
+        currency=invoice.currency.lower(),
+        auto_advance=False,
+        collection_method="charge_automatically",
+        description=f"Kefu invoice {invoice.number}",
+        metadata=metadata,
+    )
+    await Invoice.update({Invoice.stripe_invoice_id: stripe_invoice.id}).where(
+        Invoice.id == invoice.id
+    )
+    lines = (
+        await InvoiceLineRow.select(
+            InvoiceLineRow.id,
+            InvoiceLineRow.position,
+            InvoiceLineRow.description,
+            InvoiceLineRow.amount_minor,
+        )
+        .where(InvoiceLineRow.merchant_id == invoice.merchant_id)
+        .where(InvoiceLineRow.invoice_id == invoice.id)
+        .order_by(InvoiceLineRow.position)
+    )
+    items = [
+        (f"line-{line['position']}", line["description"], line["amount_minor"], str(line["id"]))
+        for line in lines
+        if line["amount_minor"] != 0
+    ]
+    if invoice.tax_minor:
+        items.append(("tax", f"Tax {invoice.tax_rate}", invoice.tax_minor, "tax"))
+    for step, description, amount, line_id in items:
+        await gateway.call(
+            v1.invoice_items.create,
+            key=f"{key}:{step}",
+            invoice=stripe_invoice.id,
+            customer=customer_id,
+            amount=amount,
+            currency=invoice.currency.lower(),
+            description=description[:500],
+            metadata={"kefu_line_id": line_id, **metadata},
+        )
+    finalized = await gateway.call(
+        v1.invoices.finalize_invoice,
+        stripe_invoice.id,
+        key=f"{key}:finalize",
+        auto_advance=False,
+    )
+    await Invoice.update(
+        {
+            Invoice.stripe_number: finalized.number,
+            Invoice.hosted_invoice_url: finalized.hosted_invoice_url,
+        }
+    ).where(Invoice.id == invoice.id)
+    outcome = await _collect(gateway, stripe_invoice.id, key=f"{key}:pay")
+    return {"invoice": stripe_invoice.id, "collection": outcome}
+
+
+async def _collect(gateway: Gateway, stripe_invoice_id: str, *, key: str) -> str:
+    try:
+        paid = await gateway.call(gateway.client.v1.invoices.pay, stripe_invoice_id, key=key)
+    except CardDeclined:
+        return "declined"
+    except StripeFailure as failure:
+        if failure.code in ("invoice_already_paid", "invoice_not_open"):
+            return failure.code
+        raise
+    return str(paid.status)
+
+
+async def _invoice_retry_payment(
+    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+) -> dict[str, Any]:
+    invoice = await Invoice.objects().where(Invoice.id == UUID(payload["invoice_id"])).first()
+    if invoice is None or not invoice.stripe_invoice_id:
+        raise StripeFailure("invoice not in Stripe", is_transient=False, status=None, code=None)
+    if invoice.status != "open":
+        return {"invoice": invoice.stripe_invoice_id, "collection": f"skipped ({invoice.status})"}
+    outcome = await _collect(gateway, invoice.stripe_invoice_id, key=row["idempotency_key"])
+    return {"invoice": invoice.stripe_invoice_id, "collection": outcome}
+
+
+async def _invoice_void(
+    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+) -> dict[str, Any]:
+    invoice = await Invoice.objects().where(Invoice.id == UUID(payload["invoice_id"])).first()
+    if invoice is None or not invoice.stripe_invoice_id:
+        return {"invoice": None}  # never pushed (nothing was due): nothing to void in Stripe
+    current = await gateway.retrieve(gateway.client.v1.invoices.retrieve, invoice.stripe_invoice_id)
+    if current.status != "void":
+        await gateway.call(
+            gateway.client.v1.invoices.void_invoice,
+            invoice.stripe_invoice_id,
+            key=row["idempotency_key"],
+        )
+    return {"invoice": invoice.stripe_invoice_id}
+
+
+_STRIPE_CREDIT_REASONS = {"duplicate": "duplicate"}
+
+
+async def _credit_note_push(
+    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+) -> dict[str, Any]:
+    """An open invoice gets a Stripe credit note; a paid one a refund (tagged with our credit
+    note, so its webhooks are recognised as ours) and a credit note linking it."""
+    key = row["idempotency_key"]
+    note = (
+        await CreditNote.objects().where(CreditNote.id == UUID(payload["credit_note_id"])).first()
+    )
+    if note is None:
+        raise StripeFailure("credit note is gone", is_transient=False, status=None, code=None)
+    if note.reason == "stripe_refund":
+        return {"credit_note": None}  # made from a Stripe refund: Stripe has it already
+    invoice = await Invoice.objects().where(Invoice.id == note.invoice_id).first()
+    assert invoice is not None
+    if not invoice.stripe_invoice_id:
+        return {"credit_note": None}  # the invoice was never pushed (nothing was due)
+    v1 = gateway.client.v1
+    stripe_invoice = await gateway.retrieve(v1.invoices.retrieve, invoice.stripe_invoice_id)
+    metadata = {
+        "kefu_credit_note_id": str(note.id),
+        "kefu_invoice_id": str(invoice.id),
+        "kefu_merchant_id": str(invoice.merchant_id),
+    }
+    extra: dict[str, Any] = {}
+    if note.reason in _STRIPE_CREDIT_REASONS:
+        extra["reason"] = _STRIPE_CREDIT_REASONS[note.reason]
+    if note.memo:
+        extra["memo"] = note.memo[:500]
+    refund_id = None
+    if stripe_invoice.status == "paid":
+        payment_intent = records.payment_intent_of(stripe_invoice)
+        if payment_intent is None:
+            raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
+        refund = await gateway.call(
+            v1.refunds.create,
+            key=f"{key}:refund",
+            payment_intent=payment_intent,
+            amount=note.amount_minor,
+            metadata=metadata,
+        )
+        refund_id = refund.id
+        extra["refunds"] = [{"refund": refund.id, "amount_refunded": note.amount_minor}]
+        await records.record_refund(
+            merchant_id=invoice.merchant_id,
+            invoice_id=invoice.id,
+            credit_note_id=note.id,
+            amount_minor=note.amount_minor,
+            currency=invoice.currency,
+            status=str(refund.status),
+            stripe_refund_id=refund.id,
+            origin="credit_note",
+            at=records.at(refund.created),
+        )
+    elif stripe_invoice.status != "open":
+        raise StripeFailure(
+            f"Stripe invoice {stripe_invoice.id} is {stripe_invoice.status}: no credit note",
+            is_transient=False,
+            status=None,
+            code=None,
+        )
+    stripe_note = await gateway.call(
+        v1.credit_notes.create,
+        key=f"{key}:credit_note",
+        invoice=invoice.stripe_invoice_id,
+        amount=note.amount_minor,
+        metadata=metadata,
+        **extra,
+    )
+    await CreditNote.update(
+        {CreditNote.stripe_credit_note_id: stripe_note.id, CreditNote.stripe_refund_id: refund_id}
+    ).where(CreditNote.id == note.id)
+    return {"credit_note": stripe_note.id, "refund": refund_id}
+
+
+_COMMANDS: dict[Command, Push] = {
+    Command.CUSTOMER_CREATE: _customer_create,
+    Command.CUSTOMER_UPDATE: _customer_update,
+    Command.CATALOG_PLAN: _catalog_plan,
+    Command.INVOICE_PUSH: _invoice_push,
+    Command.INVOICE_RETRY_PAYMENT: _invoice_retry_payment,
+    Command.INVOICE_VOID: _invoice_void,
+    Command.CREDIT_NOTE_PUSH: _credit_note_push,
+}

@@ -1,0 +1,104 @@
+"""Stripe's side of the reconciliation, read with the SDK's list calls and auto-pagination.
+
+``service.finance.reconcile`` matches it against the ledger; it gets this source from the
+composition root (app, CLI, tests), so nothing outside ``webhooks/`` touches the SDK. Every
+object comes back as a plain ``StripeItem`` (id, amounts in minor units, lower-case currency
+upper-cased, status, links).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from service.finance.reconcile import StripeItem, StripeSnapshot
+from webhooks.gateway import Gateway
+
+PAGE_SIZE = 100
+
+
+class StripeLedgerSource:
+    """Reads invoices, charges, refunds and balance transactions created in a time range."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def snapshot(self, start: datetime, end: datetime) -> StripeSnapshot:
+        return await asyncio.to_thread(self._read, start, end)
+
+    def _read(self, start: datetime, end: datetime) -> StripeSnapshot:
+        v1 = self.gateway.client.v1
+        window = {"gte": int(start.timestamp()), "lt": int(end.timestamp())}
+
+        def every(service: Any) -> Iterable[Any]:
+            listing = service.list(params={"limit": PAGE_SIZE, "created": window})
+            return listing.auto_paging_iter()
+
+        invoices = [
+            StripeItem(
+                id=obj.id,
+                amount_minor=obj.total,
+                currency=obj.currency.upper(),
+                status=obj.status or "",
+                customer=_id(obj.customer),
+                amount_paid_minor=obj.amount_paid,
+                reference=_metadata(obj).get("kefu_invoice_id", ""),
+                merchant_id=_metadata(obj).get("kefu_merchant_id", ""),
+                number=obj.number or "",
+            )
+            for obj in every(v1.invoices)
+            if obj.status not in (None, "draft")
+        ]
+        charges = [
+            StripeItem(
+                id=obj.id,
+                amount_minor=obj.amount,
+                currency=obj.currency.upper(),
+                status=obj.status,
+                customer=_id(obj.customer),
+                amount_paid_minor=obj.amount_captured,
+                link=_id(obj.payment_intent),
+                balance_transaction=_id(obj.balance_transaction),
+            )
+            for obj in every(v1.charges)
+        ]
+        refunds = [
+            StripeItem(
+                id=obj.id,
+                amount_minor=obj.amount,
+                currency=obj.currency.upper(),
+                status=obj.status or "",
+                link=_id(obj.charge),
+                balance_transaction=_id(obj.balance_transaction),
+            )
+            for obj in every(v1.refunds)
+        ]
+        transactions = [
+            StripeItem(
+                id=obj.id,
+                amount_minor=obj.amount,
+                currency=obj.currency.upper(),
+                status=obj.type,
+                link=_id(obj.source),
+                fee_minor=obj.fee,
+                net_minor=obj.net,
+            )
+            for obj in every(v1.balance_transactions)
+        ]
+        return StripeSnapshot(
+            invoices=invoices, charges=charges, refunds=refunds, transactions=transactions
+        )
+
+
+def _id(value: Any) -> str:
+    """An expandable field's id, whether Stripe sent the id or the object."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value.id)
+
+
+def _metadata(obj: Any) -> dict[str, str]:
+    metadata = getattr(obj, "metadata", None)
+    return metadata.to_dict() if metadata is not None else {}

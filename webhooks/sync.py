@@ -1,0 +1,61 @@
+"""One Stripe sync pass for the worker: queue due payment retries, send the outbox (when a
+Stripe key is configured; otherwise rows wait), process the inbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from service.settings import StripeSettings
+from webhooks import dunning, inbox, outbox
+from webhooks.gateway import Gateway
+
+
+@dataclass
+class SyncSummary:
+    retries_queued: int = 0
+    outbox: outbox.SendSummary = field(default_factory=outbox.SendSummary)
+    inbox: inbox.ProcessSummary = field(default_factory=inbox.ProcessSummary)
+
+    @property
+    def is_idle(self) -> bool:
+        return not (
+            self.retries_queued
+            or self.outbox.sent
+            or self.outbox.retrying
+            or self.outbox.parked
+            or self.inbox.processed
+            or self.inbox.retrying
+            or self.inbox.parked
+        )
+
+
+class StripeSync:
+    def __init__(self, settings: StripeSettings, gateway: Gateway | None = None) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        if gateway is None and settings.is_configured:
+            self.gateway = Gateway.from_settings(settings)
+
+    async def run_pass(
+        self,
+        *,
+        now: datetime,
+        merchant_ids: Sequence[UUID] | None = None,
+        include_catalog: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> SyncSummary:
+        summary = SyncSummary()
+        summary.inbox = await inbox.process_pass(now=now, should_stop=should_stop)
+        summary.retries_queued = await dunning.queue_due_retries(now=now)
+        if self.gateway is not None:
+            summary.outbox = await outbox.send_pass(
+                self.gateway,
+                now=now,
+                merchant_ids=merchant_ids,
+                include_catalog=include_catalog,
+                should_stop=should_stop,
+            )
+        return summary
