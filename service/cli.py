@@ -301,9 +301,13 @@ def close_periods(
                 now, grace=grace, merchant_id=merchant, limit=1_000_000
             )
             on_progress(total=len(period_ids))
+            previewed_lines: set[UUID] = set()
             for period_id in period_ids:
                 preview = await close.preview_period(
-                    period_id, system_now=now, tax_rate=settings.tax_rate
+                    period_id,
+                    system_now=now,
+                    tax_rate=settings.tax_rate,
+                    previewed_lines=previewed_lines,
                 )
                 if preview is None:
                     summary.skip("taken by another worker or already invoiced")

@@ -148,7 +148,11 @@ FOR UPDATE OF sp SKIP LOCKED
 
 
 async def close_period(
-    period_id: UUID, *, system_now: datetime, tax_rate: Decimal, dry_run: bool = False
+    period_id: UUID,
+    *,
+    system_now: datetime,
+    tax_rate: Decimal,
+    dry_run: set[UUID] | None = None,
 ) -> tuple[invoices.Finalized | None, str]:
     """Close one ended period. Returns the invoice, or None with the reason it was skipped."""
     database = current_database()
@@ -173,7 +177,7 @@ async def close_period(
 
 
 async def _close_claimed(
-    claimed: Mapping[str, Any], *, tax_rate: Decimal, dry_run: bool
+    claimed: Mapping[str, Any], *, tax_rate: Decimal, dry_run: set[UUID] | None
 ) -> invoices.Finalized:
     merchant_id, subscription_id = claimed["merchant_id"], claimed["subscription_id"]
     tz = zone(claimed["timezone"])
@@ -212,7 +216,13 @@ async def _close_claimed(
             connection=transaction_connection(),
         )
     )
-    pending_rows = await _waiting_lines(merchant_id, subscription_id)
+    waiting = await _waiting_lines(merchant_id, subscription_id)
+    if dry_run is not None:
+        # A preview counts each waiting line once in the pass, and leaves the lines billed at
+        # once to their own (immediate) invoice, as the real pass does.
+        waiting = [w for w in waiting if not w[2] and w[0] not in dry_run]
+        dry_run.update(line_id for line_id, _, _ in waiting)
+    pending_rows = [(line_id, line) for line_id, line, _ in waiting]
     late = await _late_usage(merchant_id, subscription_id, before=claimed["period_start"], tz=tz)
     sla_id, sla_report = await _sla_report(merchant_id, subscription_id, claimed["period_start"])
     balance = await _lock_credit_balance(merchant_id, claimed["currency"])
@@ -228,7 +238,7 @@ async def _close_claimed(
         tax_rate=tax_rate,
         credit_balance_minor=balance,
     )
-    if dry_run:
+    if dry_run is not None:
         raise _DryRun(draft.total_minor, draft.currency)
     invoice = await invoices.create(
         merchant_id=merchant_id,
@@ -265,11 +275,14 @@ class _DryRun(Exception):
 
 
 async def preview_period(
-    period_id: UUID, *, system_now: datetime, tax_rate: Decimal
+    period_id: UUID, *, system_now: datetime, tax_rate: Decimal, previewed_lines: set[UUID]
 ) -> tuple[int, str] | None:
-    """The total a close would invoice, computed and rolled back."""
+    """The total a close would invoice, computed and rolled back. ``previewed_lines`` carries
+    the waiting lines earlier previews of the same pass already counted."""
     try:
-        await close_period(period_id, system_now=system_now, tax_rate=tax_rate, dry_run=True)
+        await close_period(
+            period_id, system_now=system_now, tax_rate=tax_rate, dry_run=previewed_lines
+        )
     except _DryRun as preview:
         return preview.total_minor, preview.currency
     return None
@@ -436,14 +449,22 @@ async def _terms(merchant_id: UUID, plan: Any, addons: Sequence[str], at: dateti
 
 async def _waiting_lines(
     merchant_id: UUID, subscription_id: UUID
-) -> list[tuple[UUID, InvoiceLine]]:
+) -> list[tuple[UUID, InvoiceLine, bool]]:
     rows = await transaction_connection().fetch(
-        "SELECT id, line FROM pending_invoice_lines WHERE merchant_id = $1"
+        "SELECT id, line, is_invoiced_immediately FROM pending_invoice_lines"
+        " WHERE merchant_id = $1"
         " AND subscription_id = $2 AND invoice_id IS NULL ORDER BY created_at, id FOR UPDATE",
         merchant_id,
         subscription_id,
     )
-    return [(row["id"], msgspec.json.decode(row["line"], type=InvoiceLine)) for row in rows]
+    return [
+        (
+            row["id"],
+            msgspec.json.decode(row["line"], type=InvoiceLine),
+            row["is_invoiced_immediately"],
+        )
+        for row in rows
+    ]
 
 
 async def _mark_lines_invoiced(line_ids: list[UUID], invoice_id: UUID) -> None:

@@ -12,7 +12,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import Forbidden, NotFound, Unauthenticated
+from service.errors import Forbidden, Unauthenticated
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.tenancy import keys
 from service.tenancy.principal import Actor, KeyScope, Principal
@@ -100,7 +100,7 @@ def requires(scope: str) -> dict[str, str]:
     return {"scope": scope}
 
 
-def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """App-wide guard: every authenticated route needs a scope.
 
     The route's ``opt["scope"]`` when it names one (``usage:write``, ``signup``, ...), else
@@ -116,19 +116,11 @@ def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     keys.require_scope(connection.user, needed)
 
 
-def operator_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def operator_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Guard: operators only. A merchant key is told the resource does not exist for it."""
     principal: Principal = connection.user
     if not principal.is_operator:
         raise Forbidden("this endpoint is for operators")
-
-
-def merchant_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    principal: Principal = connection.user
-    if principal.is_operator:
-        raise NotFound(
-            "this endpoint acts for the calling merchant; operators use the merchant's id"
-        )
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:

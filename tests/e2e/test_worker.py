@@ -4,6 +4,7 @@ exactly once with gapless numbers; killed mid-pass and restarted, they leave no 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
@@ -13,7 +14,7 @@ from collections import defaultdict
 from httpx import AsyncClient
 
 from service.db.engine import Database
-from tests.e2e.conftest import start_worker
+from tests.e2e.conftest import BILLING, start_worker
 from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import advance, new_clock
 
@@ -124,3 +125,33 @@ async def test_worker_stops_cleanly_on_sigterm(database: Database) -> None:
     output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, output
     assert '"worker_stopped"' in output
+
+
+async def test_close_periods_command_dry_run_then_real(
+    client: AsyncClient, operator: Tenant, database: Database
+) -> None:
+    clock = await new_clock(client, operator, "2026-01-01T00:00:00+08:00")
+    tenant, _ = await signup_tenant(client, operator, plan="advanced", test_clock_id=clock)
+    await advance(client, operator, clock, "2026-03-03T00:00:00+08:00")
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [BILLING, "close-periods", "--merchant", str(tenant.merchant_id), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "DATABASE_URL": database.dsn, "BILLING_LOG_LEVEL": "WARNING"},
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    dry = run("--dry-run")
+    # January and February ended (the first month's fee is an immediate invoice, not a period).
+    assert "would make 2 invoice(s)" in dry
+    assert "¥600.00" in dry  # two months' advance fees of ¥300
+    count = "SELECT count(*) FROM invoices WHERE merchant_id = $1"
+    assert await database.pool.fetchval(count, tenant.merchant_id) == 0
+    real = run()
+    assert "made 3 invoice(s)" in real  # the immediate one too
+    assert await database.pool.fetchval(count, tenant.merchant_id) == 3
+    assert "made 0 invoice(s)" in run()
