@@ -239,8 +239,11 @@ def worker(
 ) -> None:
     """Close ended periods into invoices, send the Stripe outbox, process Stripe webhooks.
     Safe to run several side by side; SIGTERM finishes the unit in hand and exits."""
+    import faulthandler
+
     from service.worker import Worker
 
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a worker is stuck
     settings = _settings()
 
     async def work() -> None:
@@ -427,27 +430,9 @@ def reconcile_command(
 
 
 def print_reconciliation(run: dict[str, object]) -> None:
-    """A stored reconciliation run as tables: the summary per currency, then the mismatches."""
-    headers = ("currency", "billed", "collected", "refunded", "Stripe charged", "Stripe fees",
-               "Stripe net", "difference")  # fmt: skip
-    summary = RichTable(*headers, title="reconciliation")
-    for row in run["summaries"]:  # type: ignore[attr-defined]
-        currency = row["currency"]
-        summary.add_row(
-            currency,
-            *(format_minor(row[name], currency) for name in (
-                "billed_minor", "collected_minor", "refunded_minor", "stripe_charged_minor",
-                "stripe_fees_minor", "stripe_net_minor", "difference_minor")),
-        )  # fmt: skip
-    console.print(summary)
-    console.print(
-        f"{run['matched']} matched, {run['mismatch_count']} mismatch(es)  (run {run['id']})"
-    )
-    if run["mismatches"]:
-        table = RichTable("object", "kind", "reference", "what differs")
-        for item in run["mismatches"]:  # type: ignore[attr-defined]
-            table.add_row(item["object"], item["kind"], str(item["reference"]), item["detail"])
-        console.print(table)
+    from service.finance.printing import print_reconciliation as print_run
+
+    print_run(console, run)
 
 
 @app.command()
@@ -464,10 +449,9 @@ def demo() -> None:
     async def work() -> list[dict[str, object]]:
         from webhooks.demo import run as run_with_stripe  # the stand-in when no Stripe key
 
-        return await run_with_stripe(settings, console, run_demo, create_app)
+        return await run_with_stripe(settings, console, run_demo, create_app, print_invoices)
 
-    invoices = _run_with_database(settings, work, pool_max=8)
-    print_invoices(console, invoices)
+    _run_with_database(settings, work, pool_max=8)
 
 
 def main() -> None:

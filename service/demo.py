@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from plans.money import format_minor
@@ -224,8 +225,8 @@ def print_invoices(console: Console, invoices: Sequence[dict[str, Any]]) -> None
         table = RichTable(
             title=(
                 f"{invoice['number']}  {invoice['merchant_name']} ({invoice['tier']})  "
-                f"{invoice['period_start'][:10]} – {invoice['period_end'][:10]}  "
-                f"[{invoice['status']}]"
+                f"{_local(invoice['period_start'])} – {_local(invoice['period_end'])}  "
+                + escape(f"[{invoice['status']}]")
             ),
             title_justify="left",
             show_lines=False,

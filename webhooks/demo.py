@@ -12,13 +12,15 @@ import dataclasses
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
 from plans.money import format_minor
+from plans.periods import zone
+from service.clock import SYSTEM_CLOCK
 from service.db.engine import current as current_database
 from service.db.tables import CreditNote, Invoice, Refund
 from service.invoicing import credit_notes
@@ -32,10 +34,18 @@ DemoRun = Callable[[Settings, Any, Console], Awaitable[list[dict[str, Any]]]]
 
 
 async def run(
-    settings: Settings, console: Console, run_demo: DemoRun, create_app: Callable[..., Any]
+    settings: Settings,
+    console: Console,
+    run_demo: DemoRun,
+    create_app: Callable[..., Any],
+    show_invoices: Callable[[Console, list[dict[str, Any]]], None],
 ) -> list[dict[str, Any]]:
+    """The demo, with Stripe: the stand-in when no key is set. Prints the invoices, then the
+    reconciliation of the simulated months against Stripe."""
     if settings.stripe.is_configured:  # a real Stripe account: the worker pushes as usual
-        return await run_demo(settings, create_app(settings), console)
+        invoices = await run_demo(settings, create_app(settings), console)
+        show_invoices(console, invoices)
+        return invoices
     import uvicorn
 
     port = _free_port()
@@ -75,14 +85,36 @@ async def run(
             await _settle(sync, standin, merchant_ids)
         _print_agreement(console, standin, await _ledger(merchant_ids))
         statuses = {row.id: row.status for row in await _ledger_invoices(merchant_ids)}
-        return [
+        invoices = [
             {**invoice, "status": statuses.get(uuid.UUID(str(invoice["id"])), invoice["status"])}
             for invoice in invoices
         ]
+        show_invoices(console, invoices)
+        await _reconcile(sync, merchant_ids, console)
+        return invoices
     finally:
         server.should_exit = True
         await serving
         standin.stop()
+
+
+async def _reconcile(sync: StripeSync, merchant_ids: list[uuid.UUID], console: Console) -> None:
+    """Finance's check of the simulated months: this ledger against what Stripe holds. The
+    stand-in stamps its objects with today's date, so the window runs from the first simulated
+    day to today."""
+    from service.finance import reconcile
+    from service.finance.printing import print_reconciliation
+    from webhooks.reconcile_source import StripeLedgerSource
+
+    now = SYSTEM_CLOCK.now()
+    result = await reconcile.run(
+        StripeLedgerSource(sync.gateway),
+        first_day=date(2026, 9, 1),
+        last_day=now.astimezone(zone("Asia/Shanghai")).date(),
+        timezone="Asia/Shanghai",
+        merchant_ids=merchant_ids,
+    )
+    print_reconciliation(console, await reconcile.store(result, now=now))
 
 
 def _free_port() -> int:

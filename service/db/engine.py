@@ -6,15 +6,19 @@ builds is what ``service.db.piccolo_conf`` hands to Piccolo (tables and migratio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
+import structlog
 from piccolo.engine.postgres import PostgresEngine
 
 from service.db import embedded
 from service.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -37,9 +41,18 @@ class Database:
                 min_size=min_size, max_size=max_size, reset=_keep_session
             )
 
-    async def close(self) -> None:
-        if self.engine.pool is not None:
-            await self.engine.close_connection_pool()
+    async def close(self, timeout_seconds: float = 10.0) -> None:
+        """Close the pool; connections still held after the timeout are cut, so a process
+        never hangs on its way out."""
+        pool = self.engine.pool
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=timeout_seconds)
+        except TimeoutError:
+            log.warning("database_pool_close_timed_out", timeout_seconds=timeout_seconds)
+            pool.terminate()
+        self.engine.pool = None
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

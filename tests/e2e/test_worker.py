@@ -1,5 +1,6 @@
-"""Real worker processes on the test database: side by side they invoice each ended period
-exactly once with gapless numbers; killed mid-pass and restarted, they leave no half-invoice."""
+"""Real worker processes: side by side they invoice each ended period exactly once with gapless
+numbers; killed mid-pass and restarted, they leave no half-invoice. Each of these tests has a
+database of its own, set up through a real `billing serve`, so the workers see only its work."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import time
 import uuid
 from collections import defaultdict
 
+import asyncpg
 from httpx import AsyncClient
 
 from service.db.engine import Database
-from tests.e2e.conftest import BILLING, start_worker
+from tests.e2e.conftest import BILLING, printed_key, start_server, start_worker
 from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import advance, new_clock
 
@@ -26,13 +28,32 @@ def _finish(worker: subprocess.Popen[str], timeout: float = 120) -> str:
     try:
         output, _ = worker.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        worker.kill()
-        output, _ = worker.communicate()
+        worker.send_signal(signal.SIGUSR1)  # its stacks, for the report
+        try:
+            output, _ = worker.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            output, _ = worker.communicate()
         raise AssertionError(f"worker did not finish in {timeout} s:\n{output[-5000:]}") from None
     return output
 
 
 async def _merchants_with_ended_periods(
+    database_url: str, count: int
+) -> tuple[str, list[uuid.UUID]]:
+    """``count`` merchants with ten ended months each, in a fresh database at ``database_url``."""
+    server = start_server(database_url)
+    try:
+        operator = Tenant(
+            merchant_id=uuid.UUID(int=0), key=printed_key(server.output), key_id=uuid.UUID(int=0)
+        )
+        async with AsyncClient(base_url=server.base_url, timeout=60) as client:
+            return await _sign_up_and_age(client, operator, count)
+    finally:
+        server.stop()
+
+
+async def _sign_up_and_age(
     client: AsyncClient, operator: Tenant, count: int
 ) -> tuple[str, list[uuid.UUID]]:
     clock = await new_clock(client, operator, "2025-01-01T00:00:00+08:00")
@@ -51,13 +72,17 @@ async def _merchants_with_ended_periods(
     return clock, list(merchant_ids)
 
 
-async def _invoices(database: Database, merchant_ids: list[uuid.UUID]) -> list[dict]:
-    rows = await database.pool.fetch(
-        "SELECT i.merchant_id, i.kind, i.period_start, i.number, i.status,"
-        " (SELECT count(*) FROM invoice_lines l WHERE l.invoice_id = i.id) AS line_count"
-        " FROM invoices i WHERE i.merchant_id = ANY($1::uuid[])",
-        merchant_ids,
-    )
+async def _invoices(database_url: str, merchant_ids: list[uuid.UUID]) -> list[dict]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT i.merchant_id, i.kind, i.period_start, i.number, i.status,"
+            " (SELECT count(*) FROM invoice_lines l WHERE l.invoice_id = i.id) AS line_count"
+            " FROM invoices i WHERE i.merchant_id = ANY($1::uuid[])",
+            merchant_ids,
+        )
+    finally:
+        await connection.close()
     return [dict(row) for row in rows]
 
 
@@ -75,46 +100,53 @@ def _assert_each_period_once_and_numbers_gapless(invoices: list[dict], merchants
 
 
 async def test_two_workers_at_once_invoice_each_period_exactly_once(
-    client: AsyncClient, operator: Tenant, database: Database
+    fresh_database_url: str,
 ) -> None:
     merchants = 50
-    _, merchant_ids = await _merchants_with_ended_periods(client, operator, merchants)
-    workers = [start_worker(database.dsn, "--once") for _ in range(2)]
+    _, merchant_ids = await _merchants_with_ended_periods(fresh_database_url, merchants)
+    workers = [start_worker(fresh_database_url, "--once") for _ in range(2)]
     for worker in workers:
         output = _finish(worker)
         assert worker.returncode == 0, output
-    invoices = await _invoices(database, merchant_ids)
+    invoices = await _invoices(fresh_database_url, merchant_ids)
     _assert_each_period_once_and_numbers_gapless(invoices, merchants)
     # Each merchant: the first month's fee at once, then one invoice per ended month.
     assert len(invoices) == merchants * (MONTHS + 1)
 
 
 async def test_a_worker_killed_mid_pass_leaves_whole_invoices_only(
-    client: AsyncClient, operator: Tenant, database: Database
+    fresh_database_url: str,
 ) -> None:
     merchants = 30
-    _, merchant_ids = await _merchants_with_ended_periods(client, operator, merchants)
-    worker = start_worker(database.dsn, "--once")
+    _, merchant_ids = await _merchants_with_ended_periods(fresh_database_url, merchants)
+    worker = start_worker(fresh_database_url, "--once")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        made = await database.pool.fetchval(
-            "SELECT count(*) FROM invoices WHERE merchant_id = ANY($1::uuid[]) AND kind = 'period'",
-            merchant_ids,
-        )
-        if made >= 20 or worker.poll() is not None:
-            break
-        await asyncio.sleep(0.02)
+    watcher = await asyncpg.connect(fresh_database_url)
+    try:
+        while time.monotonic() < deadline:
+            made = await watcher.fetchval(
+                "SELECT count(*) FROM invoices WHERE merchant_id = ANY($1::uuid[])"
+                " AND kind = 'period'",
+                merchant_ids,
+            )
+            if made >= 20 or worker.poll() is not None:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await watcher.close()
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    partial = await _invoices(database, merchant_ids)
+    partial = await _invoices(fresh_database_url, merchant_ids)
     assert all(i["line_count"] > 0 and i["status"] != "draft" for i in partial)
     assert len([i for i in partial if i["kind"] == "period"]) < merchants * MONTHS, (
         "the worker finished before it was killed; the test proves nothing"
     )
-    again = start_worker(database.dsn, "--once")
+    again = start_worker(fresh_database_url, "--once")
     output = _finish(again)
     assert again.returncode == 0, output
-    _assert_each_period_once_and_numbers_gapless(await _invoices(database, merchant_ids), merchants)
+    _assert_each_period_once_and_numbers_gapless(
+        await _invoices(fresh_database_url, merchant_ids), merchants
+    )
 
 
 async def test_worker_stops_cleanly_on_sigterm(database: Database) -> None:
