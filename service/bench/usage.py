@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -35,6 +34,8 @@ from uuid import UUID, uuid4
 
 import msgspec
 import typer
+
+from service.bench import loadgen
 
 bench_app = typer.Typer(
     help="Benchmarks that start the real server on a fresh embedded PostgreSQL.",
@@ -152,7 +153,7 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
                     postgres_pid=server.get_pid() or 0,
                 )
                 say("driving the API from a load-generator process ...")
-                figures.update(_in_another_process(plan))
+                figures.update(loadgen.in_another_process(_load_main, plan))
                 figures.update(serve.memory())
                 figures["counted"] = _counted(serve.base_url, key)
             finally:
@@ -402,37 +403,10 @@ def _counted(base_url: str, key: str) -> int:
 # -- the load generator (its own process) ----------------------------------------------------
 
 
-def _in_another_process(plan: LoadPlan) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    receiving, sending = context.Pipe(duplex=False)
-    process = context.Process(target=_load_main, args=(asdict(plan), sending), daemon=True)
-    process.start()
-    sending.close()
-    try:
-        result: dict[str, Any] = receiving.recv()
-    except EOFError:
-        raise RuntimeError("the load generator died without a result") from None
-    finally:
-        process.join(timeout=30)
-    if "error" in result:
-        raise RuntimeError(f"load generator failed: {result['error']}")
-    return result
-
-
 def _load_main(plan_fields: dict[str, Any], sending: Any) -> None:
+    """The load generator process's entry point."""
     plan = LoadPlan(**plan_fields)
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        runner = asyncio.run
-    try:
-        sending.send(runner(_drive(plan)))
-    except Exception as error:  # reported to the parent, which raises it
-        sending.send({"error": f"{type(error).__name__}: {error}"})
-    finally:
-        sending.close()
+    loadgen.report(lambda: _drive(plan), sending)
 
 
 class _Connection:

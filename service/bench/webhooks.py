@@ -14,19 +14,19 @@ import asyncio
 import hashlib
 import hmac
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
 import typer
 
+from service.bench import loadgen
 from service.bench.usage import _Connection, _create_database, _Server, bench_app
 
 _SECRET = "whsec_bench_" + "0" * 24
@@ -70,7 +70,7 @@ def webhooks(
                     redeliveries=plan_events // 10,
                 )
                 say(f"posting {plan_events:,} signed events from a load-generator process ...")
-                figures = _in_another_process(plan)
+                figures = loadgen.in_another_process(_load_main, plan)
                 figures["stored"] = asyncio.run(_stored(socket_dir))
                 figures.update(serve.memory())
             finally:
@@ -98,37 +98,10 @@ async def _stored(socket_dir: str) -> int:
         await connection.close()
 
 
-def _in_another_process(plan: IntakePlan) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    receiving, sending = context.Pipe(duplex=False)
-    process = context.Process(target=_load_main, args=(asdict(plan), sending), daemon=True)
-    process.start()
-    sending.close()
-    try:
-        result: dict[str, Any] = receiving.recv()
-    except EOFError:
-        raise RuntimeError("the load generator died without a result") from None
-    finally:
-        process.join(timeout=30)
-    if "error" in result:
-        raise RuntimeError(f"load generator failed: {result['error']}")
-    return result
-
-
 def _load_main(plan_fields: dict[str, Any], sending: Any) -> None:
+    """The load generator process's entry point."""
     plan = IntakePlan(**plan_fields)
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        runner = asyncio.run
-    try:
-        sending.send(runner(_drive(plan)))
-    except Exception as error:  # reported to the parent, which raises it
-        sending.send({"error": f"{type(error).__name__}: {error}"})
-    finally:
-        sending.close()
+    loadgen.report(lambda: _drive(plan), sending)
 
 
 def _event(n: int, created: int) -> bytes:
