@@ -133,7 +133,7 @@ def _worker(dsn: str) -> subprocess.Popen[str]:
     )
 
 
-async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dict[str, float]:
+async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dict[str, float | int]:
     from service.catalog import store as catalog_store
     from service.db import engine as db_engine
     from service.db.migrate import migrate
@@ -161,7 +161,7 @@ async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dic
         total = await connection.fetchval("SELECT count(*) FROM usage_events")
     finally:
         await connection.close()
-    return {"setup_seconds": time.perf_counter() - started, "events": float(total)}
+    return {"setup_seconds": time.perf_counter() - started, "events": int(total)}
 
 
 async def _count(dsn: str) -> int:

@@ -1,0 +1,16 @@
+"""`billing bench close` runs with one command and prints its figures (a small run here)."""
+
+import subprocess
+
+from tests.e2e.conftest import BILLING
+
+
+def test_close_benchmark_prints_its_figures() -> None:
+    done = subprocess.run(
+        [BILLING, "bench", "close", "--subscriptions", "200", "--events", "20000"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "setup: 200 subscriptions, 20,000 usage events" in done.stdout
+    assert "close: 200 period invoices by 2 worker process(es)" in done.stdout
+    assert "one invoice per period: yes" in done.stdout
