@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 from uuid import UUID
@@ -239,14 +240,13 @@ def worker(
 ) -> None:
     """Close ended periods into invoices, send the Stripe outbox, process Stripe webhooks.
     Safe to run several side by side; SIGTERM finishes the unit in hand and exits."""
-    import faulthandler
-
     from service.worker import Worker
 
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a worker is stuck
     settings = _settings()
 
     async def work() -> None:
+        # `kill -USR1 <pid>` prints every task's stack: where a worker waits, if it ever does.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_task_stacks)
         runner = Worker(settings)
         if once:
             await runner.run_once()
@@ -254,6 +254,11 @@ def worker(
             await runner.run(interval_seconds=interval)
 
     _run_with_database(settings, work, pool_max=settings.database.pool_max)
+
+
+def _print_task_stacks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 @app.command("close-periods")

@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -106,17 +108,49 @@ def printed_key(output: list[str]) -> str:
 from tests.integration.conftest import app, client, operator  # noqa: E402, F401
 
 
-def start_worker(database_url: str, *args: str) -> subprocess.Popen[str]:
+@dataclass
+class WorkerProcess:
+    """A `billing worker` whose output goes to a file, not a pipe: a pipe nobody reads fills up
+    and blocks the worker mid-transaction (two workers read one after the other once did)."""
+
+    process: subprocess.Popen[str]
+    log: IO[str]
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def finish(self, timeout: float = 120) -> str:
+        """Its output once it exits; a worker that hangs prints its task stacks, is killed."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"worker did not finish in {timeout} s:\n{self.output()[-5000:]}"
+            ) from None
+        return self.output()
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+
+def start_worker(database_url: str, *args: str) -> WorkerProcess:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "BILLING_ENV": "test",
         "BILLING_LOG_FORMAT": "json",
     }
-    return subprocess.Popen(
-        [BILLING, "worker", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [BILLING, "worker", *args], stdout=log, stderr=subprocess.STDOUT, text=True, env=env
     )
+    return WorkerProcess(process=process, log=log)

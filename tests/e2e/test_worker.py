@@ -23,21 +23,6 @@ from tests.integration.invoicing_helpers import advance, new_clock
 MONTHS = 10
 
 
-def _finish(worker: subprocess.Popen[str], timeout: float = 120) -> str:
-    """The worker's output once it exits; a worker that hangs is killed and its output shown."""
-    try:
-        output, _ = worker.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        worker.send_signal(signal.SIGUSR1)  # its stacks, for the report
-        try:
-            output, _ = worker.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            output, _ = worker.communicate()
-        raise AssertionError(f"worker did not finish in {timeout} s:\n{output[-5000:]}") from None
-    return output
-
-
 async def _merchants_with_ended_periods(
     database_url: str, count: int
 ) -> tuple[str, list[uuid.UUID]]:
@@ -106,7 +91,7 @@ async def test_two_workers_at_once_invoice_each_period_exactly_once(
     _, merchant_ids = await _merchants_with_ended_periods(fresh_database_url, merchants)
     workers = [start_worker(fresh_database_url, "--once") for _ in range(2)]
     for worker in workers:
-        output = _finish(worker)
+        output = worker.finish()
         assert worker.returncode == 0, output
     invoices = await _invoices(fresh_database_url, merchant_ids)
     _assert_each_period_once_and_numbers_gapless(invoices, merchants)
@@ -134,15 +119,15 @@ async def test_a_worker_killed_mid_pass_leaves_whole_invoices_only(
             await asyncio.sleep(0.02)
     finally:
         await watcher.close()
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait()
     partial = await _invoices(fresh_database_url, merchant_ids)
     assert all(i["line_count"] > 0 and i["status"] != "draft" for i in partial)
     assert len([i for i in partial if i["kind"] == "period"]) < merchants * MONTHS, (
         "the worker finished before it was killed; the test proves nothing"
     )
     again = start_worker(fresh_database_url, "--once")
-    output = _finish(again)
+    output = again.finish()
     assert again.returncode == 0, output
     _assert_each_period_once_and_numbers_gapless(
         await _invoices(fresh_database_url, merchant_ids), merchants
@@ -152,9 +137,9 @@ async def test_a_worker_killed_mid_pass_leaves_whole_invoices_only(
 async def test_worker_stops_cleanly_on_sigterm(database: Database) -> None:
     worker = start_worker(database.dsn, "--interval", "0.5")
     await asyncio.sleep(3)  # started, migrated, at least one pass done
-    assert worker.poll() is None, worker.communicate()[0]
-    worker.send_signal(signal.SIGTERM)
-    output, _ = worker.communicate(timeout=30)
+    assert worker.poll() is None, worker.output()
+    worker.process.send_signal(signal.SIGTERM)
+    output = worker.finish(timeout=30)
     assert worker.returncode == 0, output
     assert '"worker_stopped"' in output
 
