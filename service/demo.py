@@ -168,7 +168,7 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
         )
 
         await api.advance(clock["id"], "2026-10-03T00:00:00+08:00")  # past the grace window
-        await _close(merchants)
+        await _close(merchants, settings)
         await api.advance(clock["id"], "2026-10-16T00:00:00+08:00")
         await api.call(
             "POST",
@@ -197,7 +197,7 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
         )
         console.print("October usage, and 500 September orders that arrive late for custom")
         await api.advance(clock["id"], "2026-11-03T00:00:00+08:00")
-        await _close(merchants)
+        await _close(merchants, settings)
 
         invoices = []
         for plan, merchant in merchants.items():
@@ -208,13 +208,12 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
         return invoices
 
 
-async def _close(merchants: dict[str, dict[str, Any]]) -> None:
-    settings_grace = timedelta(hours=48)
+async def _close(merchants: dict[str, dict[str, Any]], settings: Settings) -> None:
     for merchant in merchants.values():
         await close.run_pass(
             system_now=datetime.now(UTC),
-            grace=settings_grace,
-            tax_rate=Settings.from_env().tax_rate,
+            grace=timedelta(hours=settings.usage_grace_hours),
+            tax_rate=settings.tax_rate,
             merchant_id=uuid.UUID(merchant["merchant_id"]),
         )
 

@@ -100,7 +100,7 @@ class Settings:
             port=_int(env, "BILLING_PORT", 8000),
             log_format=log_format,
             log_level=env.get("BILLING_LOG_LEVEL", "INFO").upper(),
-            key_cache_seconds=float(_int(env, "BILLING_KEY_CACHE_SECONDS", 3)),
+            key_cache_seconds=_seconds(env, "BILLING_KEY_CACHE_SECONDS", 3.0),
             usage_grace_hours=_int(env, "BILLING_USAGE_GRACE_HOURS", 48),
             max_body_bytes=_int(env, "BILLING_MAX_BODY_BYTES", 8 * 1024 * 1024),
             tax_rate=_rate(env, "BILLING_TAX_RATE"),
@@ -122,6 +122,20 @@ def _rate(env: Mapping[str, str], name: str) -> Decimal:
         ) from None
     if not Decimal(0) <= value < Decimal(1):
         raise SettingsError(f"{name} must be at least 0 and below 1, not {raw!r}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration in seconds (``0.5`` allowed); not money, so a float is the right type."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, not {raw!r}")
     return value
 
 

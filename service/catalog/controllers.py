@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from litestar import Controller, get, post
 
+from plans.catalog import PlanVersion
 from plans.charges import UsageAggregate
 from plans.compare import compare_plans
 from plans.periods import calendar_period_containing, zone
@@ -21,8 +22,8 @@ from service.subscriptions.schemas import LineOut
 QUOTE_TIMEZONE = "Asia/Shanghai"
 
 
-def _out(plan: object) -> PlanOut:
-    return PlanOut(plan=plan, fingerprint=plan.fingerprint)  # type: ignore[arg-type,attr-defined]
+def _out(plan: PlanVersion) -> PlanOut:
+    return PlanOut(plan=plan, fingerprint=plan.fingerprint)
 
 
 class PlanController(Controller):

@@ -75,7 +75,7 @@ LIMIT $2
 """
 
 _MERCHANT_NOW = """
-SELECT coalesce(tc.frozen_time, $2) AS now, m.timezone
+SELECT coalesce(tc.frozen_time, $2) AS now
 FROM merchants m LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id WHERE m.id = $1
 """
 
@@ -126,7 +126,8 @@ async def roll_due_subscriptions(
 
 
 async def _merchant_now(merchant_id: UUID, system_now: datetime) -> datetime:
-    row = await current_database().pool.fetchrow(_MERCHANT_NOW, merchant_id, system_now)
+    """The merchant's now (its test clock's, or the system's), read in the open transaction."""
+    row = await transaction_connection().fetchrow(_MERCHANT_NOW, merchant_id, system_now)
     return row["now"] if row else system_now
 
 
@@ -330,7 +331,7 @@ async def _invoice_immediate_once(
         if not rows:
             return None
         sub = await lifecycle.get(merchant_id, subscription_id)
-        now = (await database.pool.fetchrow(_MERCHANT_NOW, merchant_id, system_now))["now"]
+        now = await _merchant_now(merchant_id, system_now)
         lines = [msgspec.json.decode(row["line"], type=InvoiceLine) for row in rows]
         tz = zone(sub.timezone)
         start = min(line.period_start for line in lines).astimezone(tz)

@@ -29,7 +29,7 @@ from service.subscriptions import clocks
 from service.tenancy import merchants
 from service.tenancy.auth import operator_only
 from service.tenancy.principal import Actor
-from service.tenancy.scope import TenantScope
+from service.tenancy.scope import TenantScope, scoped
 
 _INVOICE_REF = re.compile(r"^([0-9a-fA-F-]{36})(\.html)?$")
 InvoiceStatus = Annotated[
@@ -53,10 +53,11 @@ class InvoiceController(Controller):
     ) -> list[InvoiceOut]:
         """Invoices, newest period first; ``period`` (YYYY-MM) matches periods that start in
         that month (Asia/Shanghai); operators may filter by ``merchant_id``."""
-        query = tenant.objects(Invoice).order_by(Invoice.period_start, ascending=False)
-        narrowed = tenant.narrowed(merchant_id)
-        if narrowed is not None:
-            query = query.where(Invoice.merchant_id == narrowed)
+        query = scoped(
+            Invoice.objects().order_by(Invoice.period_start, ascending=False),
+            Invoice,
+            tenant.narrowed(merchant_id),
+        )
         if status is not None:
             query = query.where(Invoice.status == status)
         if period is not None:
@@ -164,12 +165,13 @@ class CreditNoteController(Controller):
         limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 100,
     ) -> list[CreditNoteOut]:
         """Credit notes, newest first (operators may filter by ``merchant_id``)."""
-        query = tenant.objects(CreditNote).order_by(
-            CreditNote.created_at, CreditNote.number, ascending=False
+        query = scoped(
+            CreditNote.objects().order_by(
+                CreditNote.created_at, CreditNote.number, ascending=False
+            ),
+            CreditNote,
+            tenant.narrowed(merchant_id),
         )
-        narrowed = tenant.narrowed(merchant_id)
-        if narrowed is not None:
-            query = query.where(CreditNote.merchant_id == narrowed)
         return [CreditNoteOut.from_row(row) for row in await query.limit(limit)]
 
 

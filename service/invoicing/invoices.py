@@ -16,8 +16,7 @@ from service.db.tables import Invoice, InvoiceLineRow
 from service.errors import Conflict, NotFound
 from service.invoicing import numbering
 from service.stripe_outbox import Command, enqueue
-
-FINAL_STATES = frozenset({"paid", "void", "uncollectible"})
+from service.tenancy.scope import scoped
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +127,7 @@ async def create(
 
 async def get(merchant_id: UUID | None, invoice_id: UUID, *, lock: bool = False) -> Invoice:
     """An invoice inside the merchant's scope (``None``: operator)."""
-    query = Invoice.objects().where(Invoice.id == invoice_id)
-    if merchant_id is not None:
-        query = query.where(Invoice.merchant_id == merchant_id)
+    query = scoped(Invoice.objects().where(Invoice.id == invoice_id), Invoice, merchant_id)
     if lock:
         query = query.lock_rows("UPDATE")
     invoice = await query.first()

@@ -11,6 +11,7 @@ import msgspec
 
 from service.db.tables import CreditNote, Invoice
 from service.invoicing.credit_notes import Reason
+from service.subscriptions.schemas import LineOut
 from service.wire import Input, Output
 
 Fraction = Annotated[
@@ -18,19 +19,10 @@ Fraction = Annotated[
 ]
 
 
-class InvoiceLineOut(Output):
+class InvoiceLineOut(LineOut):
+    """A line as stored on a finalized invoice: the rated line plus its position."""
+
     position: int
-    kind: str
-    charge_code: str
-    description: str
-    quantity: Decimal
-    unit_price: Decimal | None
-    rate: Decimal | None
-    amount_minor: int
-    currency: str
-    period_start: datetime
-    period_end: datetime
-    explanation: str
 
 
 class CreditNoteOut(Output):

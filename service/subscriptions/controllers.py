@@ -11,7 +11,6 @@ from litestar.params import FromQuery, Parameter
 from service.clock import SYSTEM_CLOCK
 from service.db.engine import current as current_database
 from service.db.tables import Subscription
-from service.errors import NotFound
 from service.idempotency import check_key
 from service.problems import responses
 from service.settings import Settings
@@ -34,7 +33,7 @@ from service.subscriptions.schemas import (
 )
 from service.tenancy.auth import operator_only, requires
 from service.tenancy.principal import Actor, KeyScope
-from service.tenancy.scope import TenantScope
+from service.tenancy.scope import TenantScope, scoped
 
 IdempotencyKey = Annotated[
     str | None,
@@ -82,10 +81,11 @@ class SubscriptionController(Controller):
         self, tenant: TenantScope, merchant_id: FromQuery[UUID | None] = None
     ) -> list[SubscriptionOut]:
         """The merchant's subscriptions (operators: every merchant's, or one's)."""
-        query = Subscription.objects().order_by(Subscription.created_at, ascending=False)
-        merchant = tenant.narrowed(merchant_id)
-        if merchant is not None:
-            query = query.where(Subscription.merchant_id == merchant)
+        query = scoped(
+            Subscription.objects().order_by(Subscription.created_at, ascending=False),
+            Subscription,
+            tenant.narrowed(merchant_id),
+        )
         return [await _out(sub) for sub in await query.limit(500)]
 
     @get("/{subscription_id:uuid}", responses=responses(401, 404))
@@ -232,6 +232,4 @@ class TestClockController(Controller):
         """Move the clock forward; trial ends, period ends and scheduled changes fire."""
         await actions.advance_clock(clock_id, data.frozen_time, actor)
         clock = await clocks.get(clock_id)
-        if clock is None:  # pragma: no cover - checked inside
-            raise NotFound(f"test clock {clock_id} not found")
         return TestClockOut.from_row(clock, await clocks.attached_merchants(clock_id))

@@ -22,7 +22,7 @@ import structlog
 from plans.catalog import PlanVersion
 from plans.contracts import AddonNotAllowedError, OverrideError, Terms, resolve_terms
 from plans.lines import InvoiceLine
-from plans.periods import Period, next_period, period_containing
+from plans.periods import Period, next_period, period_containing, zone
 from plans.proration import prorate_terms, prorated_amount
 from plans.rating import recurring_lines
 from service.catalog import store as catalog_store
@@ -36,6 +36,7 @@ from service.db.tables import (
 from service.errors import ConcurrentChange, Conflict, CurrencyMismatch, InvalidInput, NotFound
 from service.subscriptions.states import Status, check_changeable, check_transition
 from service.tenancy.principal import SYSTEM_ACTOR, Actor
+from service.tenancy.scope import scoped
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +47,7 @@ log = structlog.get_logger(__name__)
 async def get(merchant_id: UUID | None, subscription_id: UUID) -> Subscription:
     """A subscription inside the merchant's scope (``None``: operator, any merchant)."""
     query = Subscription.objects().where(Subscription.id == subscription_id)
-    if merchant_id is not None:
-        query = query.where(Subscription.merchant_id == merchant_id)
-    row = await query.first()
+    row = await scoped(query, Subscription, merchant_id).first()
     if row is None:
         raise NotFound(f"subscription {subscription_id} not found")
     return row
@@ -61,10 +60,8 @@ async def lock_for_change(merchant_id: UUID | None, subscription_id: UUID) -> Su
         .where(Subscription.id == subscription_id)
         .lock_rows("UPDATE", nowait=True)
     )
-    if merchant_id is not None:
-        query = query.where(Subscription.merchant_id == merchant_id)
     try:
-        row = await query.first()
+        row = await scoped(query, Subscription, merchant_id).first()
     except asyncpg.LockNotAvailableError:
         raise ConcurrentChange(
             f"subscription {subscription_id} is being changed by another request; retry"
@@ -114,15 +111,9 @@ def full_period(sub: Subscription, at: datetime) -> Period:
 
 def current_period(sub: Subscription) -> Period:
     return Period(
-        sub.current_period_start.astimezone(_zone(sub)),
-        sub.current_period_end.astimezone(_zone(sub)),
+        sub.current_period_start.astimezone(zone(sub.timezone)),
+        sub.current_period_end.astimezone(zone(sub.timezone)),
     )
-
-
-def _zone(sub: Subscription) -> Any:
-    from plans.periods import zone
-
-    return zone(sub.timezone)
 
 
 async def terms_of(

@@ -25,6 +25,7 @@ from service.tenancy.principal import (
     Principal,
     Role,
 )
+from service.tenancy.scope import scoped
 
 _PREFIX_LENGTH = 12
 
@@ -105,10 +106,7 @@ async def list_keys(merchant_id: UUID | None, *, operators: bool = False) -> lis
 
 async def revoke(key_id: UUID, *, merchant_id: UUID | None, actor: Actor, now: datetime) -> ApiKey:
     """Revoke a key; ``merchant_id`` limits it to that merchant's keys (None: operator)."""
-    query = ApiKey.objects().where(ApiKey.id == key_id)
-    if merchant_id is not None:
-        query = query.where(ApiKey.merchant_id == merchant_id)
-    row = await query.first()
+    row = await scoped(ApiKey.objects().where(ApiKey.id == key_id), ApiKey, merchant_id).first()
     if row is None:
         raise NotFound(f"api key {key_id} not found")
     if row.revoked_at is None:

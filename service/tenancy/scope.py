@@ -1,8 +1,8 @@
 """The one place that scopes merchant-reachable queries.
 
-A ``TenantScope`` is built from the caller's key. For a merchant key every query it builds is
-filtered by that merchant; for an operator it sees every merchant, optionally narrowed to one.
-Ids from URLs are looked up through ``get``, so another merchant's id is "not found", never 403.
+A ``TenantScope`` is built from the caller's key: its ``merchant_id`` is the merchant a key is
+limited to (``None`` for an operator, who may narrow to one). Domain lookups take that id and
+filter through ``scoped``, so another merchant's id is "not found", never 403.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from uuid import UUID
 from piccolo.query import Objects, Select
 from piccolo.table import Table
 
-from service.errors import Forbidden, NotFound
+from service.errors import Forbidden
 from service.tenancy.principal import Principal
 
-T = TypeVar("T", bound=Table)
+Q = TypeVar("Q", Objects[Any], Select)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +40,15 @@ class TenantScope:
         """The merchant filter to apply when an operator may ask for one merchant."""
         return self.merchant_id if self.merchant_id is not None else merchant_id
 
-    def select(self, table: type[T], *columns: Any) -> Select:
-        query = table.select(*columns)
-        if self.merchant_id is not None:
-            query = query.where(_merchant_column(table) == self.merchant_id)
-        return query
 
-    def objects(self, table: type[T]) -> Objects[T]:
-        query = table.objects()
-        if self.merchant_id is not None:
-            query = query.where(_merchant_column(table) == self.merchant_id)
-        return query
+def scoped(query: Q, table: type[Table], merchant_id: UUID | None) -> Q:
+    """``query`` limited to one merchant's rows; ``None`` (an operator) leaves it whole.
 
-    async def get(self, table: type[T], row_id: UUID, *, label: str | None = None) -> T:
-        row = await self.objects(table).where(table._meta.primary_key == row_id).first()
-        if row is None:
-            raise NotFound(f"{label or table._meta.tablename.rstrip('s')} {row_id} not found")
-        return row
+    Every lookup a merchant's key can reach goes through here, so the filter cannot be
+    forgotten in one place and remembered in another."""
+    if merchant_id is None:
+        return query
+    return query.where(_merchant_column(table) == merchant_id)  # type: ignore[no-any-return]
 
 
 def _merchant_column(table: type[Table]) -> Any:
