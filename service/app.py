@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
@@ -41,7 +41,6 @@ from service.tenancy.auth import (
     provide_actor,
     provide_principal,
     provide_tenant,
-    scope_guard,
 )
 from service.tenancy.controllers import ApiKeyController, MerchantController
 from service.tenancy.principal import Actor, Principal
@@ -89,9 +88,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if owns_connection:
                 await database.close()
 
-    prometheus = PrometheusConfig(
-        app_name="kefu_billing", prefix="billing", group_path=True, exclude=["^/metrics"]
-    )
     static_prefix = "/static/swagger"
     # Finance reads Stripe's side of a reconciliation through this (None without a Stripe key).
     stripe_ledger = (
@@ -129,7 +125,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[database_lifespan],
         middleware=[
             RequestContextMiddleware,
-            prometheus.middleware,
             ApiKeyAuthentication,
         ],
         dependencies={
@@ -146,7 +141,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "Request": Request,
             "Settings": Settings,
         },
-        guards=[scope_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

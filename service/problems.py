@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import Scope, Send
 
 from service.errors import PROBLEM_BASE, BillingError
 
@@ -34,6 +37,82 @@ class Problem(dict[str, Any]):
     """Documentation shape of a problem document (the body is a plain JSON object)."""
 
 
+def problem_document(
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    instance: str,
+    request_id: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The body of every problem answer, whichever layer sends it."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    if request_id:
+        body["request_id"] = request_id
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+def error_document(error: BillingError, *, instance: str, request_id: str | None) -> dict[str, Any]:
+    """The problem document of a domain error."""
+    return problem_document(
+        status=error.status,
+        slug=error.slug,
+        title=error.title,
+        detail=error.detail,
+        instance=instance,
+        request_id=request_id,
+        **error.extra,
+    )
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    media_type: str = "application/json",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer from plain ASGI code (middleware, the single-event hot path)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", media_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(
+    scope: Scope, send: Send, error: BillingError, *, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer a domain error from plain ASGI code, with the body the exception handler sends."""
+    document = error_document(
+        error, instance=scope["path"], request_id=scope.get("state", {}).get("request_id")
+    )
+    await send_json(
+        send,
+        error.status,
+        msgspec.json.encode(document),
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
 def _problem(
     request: Request[Any, Any, Any],
     *,
@@ -43,17 +122,15 @@ def _problem(
     detail: str,
     **extra: Any,
 ) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    request_id = request.scope.get("state", {}).get("request_id")
-    if request_id:
-        body["request_id"] = request_id
-    body.update({k: v for k, v in extra.items() if v is not None})
+    body = problem_document(
+        status=status,
+        slug=slug,
+        title=title,
+        detail=detail,
+        instance=request.url.path,
+        request_id=request.scope.get("state", {}).get("request_id"),
+        **extra,
+    )
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 

@@ -6,24 +6,39 @@ Keys whose names look secret are masked before anything is rendered.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 
 _SECRET_NAMES = ("key", "secret", "authorization", "password", "token", "signature")
 _configured = False
 
 
+@functools.cache
+def _is_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in _SECRET_NAMES) and not lowered.endswith(
+        ("_id", "_prefix", "key_ids")
+    )
+
+
 def _mask_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    for name in list(event_dict):
-        lowered = name.lower()
-        if any(part in lowered for part in _SECRET_NAMES) and not lowered.endswith(
-            ("_id", "_prefix", "key_ids")
-        ):
-            event_dict[name] = "***"
+    for name in [name for name in event_dict if _is_secret(name)]:
+        event_dict[name] = "***"
     return event_dict
+
+
+_encode_json = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+def _json_dumps(event_dict: dict[str, Any], **_: Any) -> str:
+    """structlog's JSON renderer, through msgspec: a quarter of the stdlib encoder's cost on a
+    request line. Anything msgspec cannot encode is written as its ``repr``."""
+    return _encode_json(event_dict).decode()
 
 
 def configure(
@@ -35,7 +50,7 @@ def configure(
     numeric_level = logging.getLevelNamesMapping().get(level, logging.INFO)
     stream = stream or sys.stderr
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_dumps)
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )

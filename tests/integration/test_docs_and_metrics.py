@@ -1,10 +1,11 @@
 """API docs work offline (assets served here) and Prometheus metrics are exposed."""
 
 import re
+from uuid import uuid4
 
 from httpx import AsyncClient
 
-from tests.integration.conftest import Tenant
+from tests.integration.conftest import Tenant, make_tenant
 
 
 async def test_openapi_document_lists_the_api(client: AsyncClient) -> None:
@@ -40,3 +41,24 @@ async def test_metrics_count_requests_by_route_and_status(
     )
     assert re.search(r'billing_requests_total\{[^}]*status_code="401"', metrics)
     assert "billing_request_duration_seconds_bucket" in metrics
+
+
+async def test_metrics_label_routes_by_template_and_count_refusals(client: AsyncClient) -> None:
+    reader = await make_tenant("Metrics reader", scopes=["billing:read"])
+    missing = uuid4()
+    assert (await client.get(f"/v1/invoices/{missing}", headers=reader.headers)).status_code == 404
+    refused = await client.post("/v1/usage/events", json={}, headers=reader.headers)
+    assert refused.status_code == 403  # no usage:write: refused by the key check
+    assert refused.headers["x-request-id"]
+    metrics = (await client.get("/metrics")).text
+    assert str(missing) not in metrics  # ids never become label values
+    assert re.search(
+        r'billing_requests_total\{method="GET",path="/v1/invoices/\{[^"]+\}",status_code="404"\}',
+        metrics,
+    )
+    assert re.search(
+        r'billing_requests_total\{method="POST",path="/v1/usage/events",status_code="403"\} '
+        r"[1-9]",
+        metrics,
+    )
+    assert re.search(r'billing_request_duration_seconds_count\{method="POST"', metrics)

@@ -3,6 +3,7 @@
 import io
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from httpx import AsyncClient
@@ -47,3 +48,17 @@ def test_secret_looking_fields_are_masked(json_logs: io.StringIO) -> None:
     assert line["api_key"] == "***"
     assert line["webhook_secret"] == "***"
     assert line["key_id"] == "k-1"
+
+
+def test_values_json_cannot_hold_are_written_as_their_repr(json_logs: io.StringIO) -> None:
+    import structlog
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque 7>"
+
+    structlog.get_logger("t").info("probe", thing=Opaque(), amount=Decimal("12.30"), tags={"a"})
+    line = json.loads(json_logs.getvalue().splitlines()[-1])
+    assert line["thing"] == "<opaque 7>"
+    assert line["amount"] == "12.30"
+    assert line["tags"] == ["a"]
