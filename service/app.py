@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -123,6 +124,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         ],
         lifespan=[database_lifespan],
+        # Plain-ASGI code (the single-event hot path) reads the settings here.
+        state=State({"settings": settings}),
         middleware=[
             RequestContextMiddleware,
             ApiKeyAuthentication,

@@ -9,7 +9,6 @@ from litestar import Controller, Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-from service.errors import Conflict, InvalidInput
 from service.problems import responses
 from service.settings import Settings
 from service.subscriptions import clocks
@@ -17,7 +16,7 @@ from service.subscriptions.schemas import LineOut
 from service.tenancy.auth import requires
 from service.tenancy.principal import KeyScope
 from service.tenancy.scope import TenantScope
-from service.usage import ingest, summary, upcoming, voids
+from service.usage import ingest, single, summary, upcoming, voids
 from service.usage.schemas import (
     MAX_BATCH,
     BatchOut,
@@ -109,6 +108,7 @@ class UsageController(Controller):
     @post(
         "/events",
         opt=requires(KeyScope.USAGE_WRITE),
+        middleware=[single.SingleEventHotPath],
         status_code=201,
         description=_SINGLE,
         responses={
@@ -123,34 +123,10 @@ class UsageController(Controller):
         self, data: UsageEventIn, request: Request[Any, Any, Any], settings: Settings
     ) -> Response[EventOut]:
         """Record one usage event (201 accepted, 200 duplicate, 409 conflict, 422 rejected)."""
-        outcome, placed = await ingest.record_one(
-            _merchant_of(request),
-            data,
-            future_skew_seconds=settings.usage_future_skew_seconds,
+        answer = await single.record(
+            _merchant_of(request), data, future_skew_seconds=settings.usage_future_skew_seconds
         )
-        if outcome.status == "rejected":
-            raise InvalidInput(
-                outcome.detail or "usage event rejected", field=outcome.field, reason=outcome.reason
-            )
-        if outcome.status == "conflict":
-            raise Conflict(
-                outcome.detail or "transaction_id reused",
-                field=outcome.field,
-                reason=outcome.reason,
-            )
-        if outcome.status == "duplicate":
-            return Response(
-                EventOut(transaction_id=data.transaction_id, status="duplicate"), status_code=200
-            )
-        return Response(
-            EventOut(
-                transaction_id=data.transaction_id,
-                status="accepted",
-                subscription_id=placed.subscription_id if placed else None,
-                period_start=placed.start if placed else None,
-            ),
-            status_code=201,
-        )
+        return Response(answer, status_code=single.status_of(answer))
 
     @post(
         "/events/batch",

@@ -1,0 +1,121 @@
+"""``POST /v1/usage/events``, the order pipeline's hottest request, kept lean.
+
+The answer to one event is decided once, by `record`, whichever layer serves the request. The
+route's own middleware, `SingleEventHotPath`, serves it as plain ASGI: it decodes the body with
+exactly the conversion Litestar applies to a handler's ``data``, records the event and sends the
+answer, skipping the framework's per-request machinery (signature model, dependency resolution,
+response object), which on this request cost more than the event's own work. A body it cannot
+decode, or one over the size limit, goes to the Litestar handler beneath it, which answers the
+400 or 413 exactly as for any other route. Authentication, the request log line and metrics
+wrap both, as for every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import BillingError, Conflict, InvalidInput
+from service.problems import send_error, send_json
+from service.tenancy.scope import TenantScope
+from service.usage import ingest
+from service.usage.schemas import EventOut, UsageEventIn
+
+
+async def record(merchant_id: UUID, event: UsageEventIn, *, future_skew_seconds: int) -> EventOut:
+    """Record one event: its answer (status ``accepted`` → 201, ``duplicate`` → 200), or a
+    `BillingError` for a rejected (422) or conflicting (409) event."""
+    outcome, placed = await ingest.record_one(
+        merchant_id, event, future_skew_seconds=future_skew_seconds
+    )
+    if outcome.status == "rejected":
+        raise InvalidInput(
+            outcome.detail or "usage event rejected", field=outcome.field, reason=outcome.reason
+        )
+    if outcome.status == "conflict":
+        raise Conflict(
+            outcome.detail or "transaction_id reused", field=outcome.field, reason=outcome.reason
+        )
+    if outcome.status == "duplicate":
+        return EventOut(transaction_id=event.transaction_id, status="duplicate")
+    return EventOut(
+        transaction_id=event.transaction_id,
+        status="accepted",
+        subscription_id=placed.subscription_id if placed else None,
+        period_start=placed.start if placed else None,
+    )
+
+
+def status_of(answer: EventOut) -> int:
+    return 201 if answer.status == "accepted" else 200
+
+
+class SingleEventHotPath:
+    """Route middleware of ``POST /v1/usage/events`` (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        litestar_app: Any = scope["litestar_app"]
+        limit: int | None = litestar_app.request_max_body_size
+        if _declared_length(scope) > (limit or float("inf")):
+            await self.app(scope, receive, send)  # the handler answers 413
+            return
+        body = await _read_body(receive, limit)
+        if limit is not None and len(body) > limit:
+            await self.app(scope, _replay(body), send)  # the handler answers 413
+            return
+        try:
+            event = msgspec.convert(
+                msgspec.json.decode(body), UsageEventIn, strict=False, str_keys=True
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            await self.app(scope, _replay(body), send)  # the handler answers the 400
+            return
+        try:
+            answer = await record(
+                TenantScope(scope["user"]).require_merchant(),
+                event,
+                future_skew_seconds=litestar_app.state.settings.usage_future_skew_seconds,
+            )
+        except BillingError as error:
+            await send_error(scope, send, error)
+            return
+        await send_json(send, status_of(answer), msgspec.json.encode(answer))
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+async def _read_body(receive: Receive, limit: int | None) -> bytes:
+    """The whole body, or its first chunks once they pass ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # the client went away: an empty body, which the handler refuses
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False) or (limit is not None and size > limit):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[Message]]:
+    """A ``receive`` that hands the already-read body to the handler beneath."""
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
