@@ -15,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
+from service import runtime
 from service.audit.controllers import AuditController
 from service.catalog.controllers import PlanController
 from service.db import engine as db_engine
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await database.start_pool(
             min_size=settings.database.pool_min, max_size=settings.database.pool_max
         )
+        runtime.settle_after_startup()
         try:
             yield
         finally:
