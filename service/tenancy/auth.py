@@ -1,4 +1,4 @@
-"""Authentication (every route needs a key unless it opts out) and the role and scope guards."""
+"""Authentication: every route needs a key unless it opts out; the key's scope; operator guard."""
 
 from __future__ import annotations
 
