@@ -32,9 +32,18 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
+    """A `billing serve` whose output goes to a file: a pipe nobody reads would fill up and
+    block the server (see `WorkerProcess`)."""
+
     process: subprocess.Popen[str]
     base_url: str
-    output: list[str]
+    log: IO[str]
+
+    @property
+    def output(self) -> list[str]:
+        """Every line it has printed so far."""
+        self.log.seek(0)
+        return self.log.readlines()
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -56,33 +65,26 @@ def start_server(database_url: str, *, extra_env: dict[str, str] | None = None) 
         "BILLING_LOG_FORMAT": "json",
         **(extra_env or {}),
     }
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the test's server
     process = subprocess.Popen(
         [BILLING, "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
-    output: list[str] = []
-    base_url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(process=process, base_url=f"http://127.0.0.1:{port}", log=log)
     deadline = time.monotonic() + 60
-    assert process.stdout is not None
-    os.set_blocking(process.stdout.fileno(), False)
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line:
-            output.append(line)
         if process.poll() is not None:
-            raise AssertionError("server exited early:\n" + "".join(output))
+            raise AssertionError("server exited early:\n" + "".join(server.output))
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                time.sleep(0.2)
-                output.extend(process.stdout.readlines())
-                return ServerProcess(process=process, base_url=base_url, output=output)
+            if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+                return server
         except httpx.HTTPError:
             time.sleep(0.1)
     process.kill()
-    raise AssertionError("server did not become ready:\n" + "".join(output))
+    raise AssertionError("server did not become ready:\n" + "".join(server.output))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 
@@ -23,7 +22,6 @@ MERCHANTS = 4
 @pytest.fixture
 def stripe_world(fresh_database_url: str) -> Iterator[tuple[ServerProcess, StandIn, list]]:
     server = start_server(fresh_database_url, extra_env={"STRIPE_WEBHOOK_SECRET": SECRET})
-    threading.Thread(target=_drain, args=(server,), daemon=True).start()
     standin = StandIn.start(
         port=0, webhook_url=f"{server.base_url}/webhooks/stripe", webhook_secret=SECRET
     )
@@ -52,15 +50,6 @@ def stripe_world(fresh_database_url: str) -> Iterator[tuple[ServerProcess, Stand
         worker.wait(timeout=15)
     standin.stop()
     server.stop()
-
-
-def _drain(server: ServerProcess) -> None:
-    """Keep reading the server's log so a full pipe never blocks it."""
-    stream = server.process.stdout
-    assert stream is not None
-    os.set_blocking(stream.fileno(), True)
-    for line in stream:
-        server.output.append(line)
 
 
 def test_two_workers_push_each_invoice_once_and_webhooks_mark_it_paid(
