@@ -86,7 +86,9 @@ class SubscriptionController(Controller):
             Subscription,
             tenant.narrowed(merchant_id),
         )
-        return [await _out(sub) for sub in await query.limit(500)]
+        subs = await query.limit(500)
+        pending = await lifecycle.pending_lines_of(subs)
+        return [SubscriptionOut.from_row(sub, pending=pending[sub.id]) for sub in subs]
 
     @get("/{subscription_id:uuid}", responses=responses(401, 404))
     async def get_subscription(self, tenant: TenantScope, subscription_id: UUID) -> SubscriptionOut:

@@ -197,6 +197,25 @@ async def pending_lines(merchant_id: UUID, subscription_id: UUID) -> list[Invoic
     return [msgspec.json.decode(row["line"], type=InvoiceLine) for row in rows]
 
 
+async def pending_lines_of(subs: Sequence[Subscription]) -> dict[UUID, list[InvoiceLine]]:
+    """`pending_lines` of many subscriptions in one query, by subscription id."""
+    by_subscription: dict[UUID, list[InvoiceLine]] = {sub.id: [] for sub in subs}
+    if not subs:
+        return by_subscription
+    rows = (
+        await PendingLine.select(PendingLine.subscription_id, PendingLine.line)
+        .where(PendingLine.merchant_id.is_in(list({sub.merchant_id for sub in subs})))
+        .where(PendingLine.subscription_id.is_in(list(by_subscription)))
+        .where(PendingLine.invoice_id.is_null())
+        .order_by(PendingLine.created_at)
+    )
+    for row in rows:
+        by_subscription[row["subscription_id"]].append(
+            msgspec.json.decode(row["line"], type=InvoiceLine)
+        )
+    return by_subscription
+
+
 async def _save(sub: Subscription, now: datetime, *columns: Any) -> None:
     sub.lock_version += 1
     sub.updated_at = now

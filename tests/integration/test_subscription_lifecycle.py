@@ -168,3 +168,34 @@ async def test_upgrade_then_downgrade_now_nets_to_what_was_used(
     total = sum(line["amount_minor"] for line in down.json()["pending_lines"])
     # Used: basic for 20 days, advanced for 10: 9,900 × 20/30 + 30,000 × 10/30 = 6,600 + 10,000.
     assert total == 16_600
+
+
+async def test_the_list_shows_each_subscription_its_own_waiting_lines(
+    client: AsyncClient, operator: Tenant
+) -> None:
+    clock_id = await _clock(client, operator, "2026-01-24T00:00:00")
+    upgraded, upgraded_sub = await signup_tenant(
+        client, operator, plan="basic", test_clock_id=clock_id, name="Upgrades"
+    )
+    plain, plain_sub = await signup_tenant(
+        client, operator, plan="basic", test_clock_id=clock_id, name="Stays"
+    )
+    await _advance(client, operator, clock_id, "2026-01-27T12:00:00")
+    changed = await client.post(
+        f"/v1/subscriptions/{upgraded_sub['id']}/change-plan",
+        json={"plan": "advanced"},
+        headers=upgraded.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    listed = await client.get("/v1/subscriptions", headers=operator.headers)
+    assert listed.status_code == 200
+    by_id = {sub["id"]: sub for sub in listed.json()}
+    for tenant, sub_id, lines in (
+        (upgraded, upgraded_sub["id"], 3),  # first period, then the upgrade's credit and charge
+        (plain, plain_sub["id"], 1),  # first period only
+    ):
+        alone = await _get(client, tenant, sub_id)
+        assert len(alone["pending_lines"]) == lines
+        assert by_id[sub_id]["pending_lines"] == alone["pending_lines"]
+    merchant_view = await client.get("/v1/subscriptions", headers=plain.headers)
+    assert [sub["id"] for sub in merchant_view.json()] == [plain_sub["id"]]
