@@ -4,6 +4,8 @@ uncollectible. An invoice only moves forward: once paid, void or uncollectible, 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +25,23 @@ RETRY_SCHEDULE = (timedelta(days=3), timedelta(days=5), timedelta(days=7))
 """Dunning: after the n-th failed attempt, Stripe is asked to collect again this much later."""
 DUNNING_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 """After this many failed attempts the subscription is suspended."""
+
+
+def _on_our_invoice(
+    handle: Callable[[Invoice, dict[str, Any], dict[str, Any]], Awaitable[str]],
+) -> Callable[..., Awaitable[str]]:
+    """A handler of an event about one of our invoices: it gets the invoice, locked, with the
+    event and its Stripe invoice; an invoice that is not ours is noted as such."""
+
+    @functools.wraps(handle)
+    async def handler(event: dict[str, Any], *, now: datetime) -> str:
+        obj = data_object(event)
+        invoice = await our_invoice(obj)
+        if invoice is None:
+            return "not ours"
+        return await handle(invoice, event, obj)
+
+    return handler
 
 
 async def _note_event(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> None:
@@ -64,31 +83,22 @@ async def _move_subscription(invoice: Invoice, target: Status, *, reason: str, a
     return f"; subscription {sub.status}"
 
 
-async def finalized(event: dict[str, Any], *, now: datetime) -> str:
-    obj = data_object(event)
-    invoice = await our_invoice(obj)
-    if invoice is None:
-        return "not ours"
+@_on_our_invoice
+async def finalized(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> str:
     await _note_event(invoice, event, obj)
     return f"number {obj.get('number')}"
 
 
-async def updated(event: dict[str, Any], *, now: datetime) -> str:
-    obj = data_object(event)
-    invoice = await our_invoice(obj)
-    if invoice is None:
-        return "not ours"
+@_on_our_invoice
+async def updated(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> str:
     if event["created"] < invoice.stripe_event_created:
         return "stale: older than what we hold"
     await _note_event(invoice, event, obj)
     return "noted"
 
 
-async def paid(event: dict[str, Any], *, now: datetime) -> str:
-    obj = data_object(event)
-    invoice = await our_invoice(obj)
-    if invoice is None:
-        return "not ours"
+@_on_our_invoice
+async def paid(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> str:
     await _note_event(invoice, event, obj)
     paid_at = records.at((obj.get("status_transitions") or {}).get("paid_at") or event["created"])
     inserted = await Payment.raw(
@@ -137,11 +147,8 @@ async def _restore_if_settled(invoice: Invoice, *, at: datetime) -> str:
     return await _move_subscription(invoice, Status.ACTIVE, reason="invoice paid", at=at)
 
 
-async def payment_failed(event: dict[str, Any], *, now: datetime) -> str:
-    obj = data_object(event)
-    invoice = await our_invoice(obj)
-    if invoice is None:
-        return "not ours"
+@_on_our_invoice
+async def payment_failed(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> str:
     await _note_event(invoice, event, obj)
     if invoice.status != "open":
         return f"ignored: invoice is {invoice.status}"
@@ -161,11 +168,8 @@ async def payment_failed(event: dict[str, Any], *, now: datetime) -> str:
     return f"attempt {attempts} failed{moved}"
 
 
-async def voided(event: dict[str, Any], *, now: datetime) -> str:
-    obj = data_object(event)
-    invoice = await our_invoice(obj)
-    if invoice is None:
-        return "not ours"
+@_on_our_invoice
+async def voided(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> str:
     await _note_event(invoice, event, obj)
     if invoice.status != "open" or invoice.amount_paid_minor:
         return f"ignored: invoice is {invoice.status}"
@@ -173,11 +177,8 @@ async def voided(event: dict[str, Any], *, now: datetime) -> str:
     return "voided"
 
 
-async def marked_uncollectible(event: dict[str, Any], *, now: datetime) -> str:
-    obj = data_object(event)
-    invoice = await our_invoice(obj)
-    if invoice is None:
-        return "not ours"
+@_on_our_invoice
+async def marked_uncollectible(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> str:
     await _note_event(invoice, event, obj)
     if invoice.status != "open":
         return f"ignored: invoice is {invoice.status}"
