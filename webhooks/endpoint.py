@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from litestar import Controller, Request, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK
 
@@ -48,7 +49,9 @@ class StripeWebhookController(Controller):
             )
         },
     )
-    async def receive(self, request: Request[Any, Any, Any], settings: Settings) -> dict[str, Any]:
+    async def receive(
+        self, request: Request[Any, Any, Any], settings: NamedDependency[Settings]
+    ) -> dict[str, Any]:
         secret = settings.stripe.webhook_secret
         if not secret:
             raise BadWebhook("no STRIPE_WEBHOOK_SECRET is configured; events cannot be verified")

@@ -7,7 +7,7 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, get
-from litestar.params import FromQuery, Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from service.audit import log as audit
 from service.audit.schemas import AuditEntryOut, AuditPage
@@ -27,7 +27,7 @@ class AuditController(Controller):
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
         before_id: FromQuery[int | None] = None,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=1000)] = 100,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
     ) -> AuditPage:
         """Who changed what, newest first; filter by merchant and time (since <= at < until)."""
         rows = await audit.entries(

@@ -6,6 +6,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from plans.catalog import PlanVersion
 from plans.charges import UsageAggregate
@@ -37,7 +39,7 @@ class PlanController(Controller):
         return [_out(plan) for plan in catalog.latest_plans()]
 
     @get("/{code:str}", responses=responses(401, 404))
-    async def get_plan(self, code: str) -> PlanVersionsOut:
+    async def get_plan(self, code: FromPath[str]) -> PlanVersionsOut:
         """One plan: its current version and every published one."""
         current = await store.plan_version(code)
         catalog = await store.current()
@@ -48,7 +50,9 @@ class PlanController(Controller):
         )
 
     @post("/quote", status_code=200, responses=responses(400, 401, 422))
-    async def quote(self, data: QuoteRequest, settings: Settings) -> QuoteOut:
+    async def quote(
+        self, data: JSONBody[QuoteRequest], settings: NamedDependency[Settings]
+    ) -> QuoteOut:
         """Rate the same month of usage under every plan, cheapest first, with break-even points."""
         at = SYSTEM_CLOCK.now()
         if data.month is not None:

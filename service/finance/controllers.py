@@ -9,8 +9,9 @@ from uuid import UUID
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from plans.money import minor_to_major
@@ -28,8 +29,8 @@ from service.tenancy import keys
 from service.tenancy.auth import PUBLIC, operator_only, requires
 from service.tenancy.principal import KeyScope, Principal
 
-Timezone = Annotated[str, Parameter(query="timezone", max_length=64)]
-MonthParam = Annotated[str, Parameter(query="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+Timezone = Annotated[str, QueryParameter(name="timezone", max_length=64)]
+MonthParam = Annotated[str, QueryParameter(name="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 
 
 def _zone_checked(timezone: str) -> str:
@@ -87,15 +88,15 @@ class FinanceController(Controller):
     )
     async def export(
         self,
-        kind: str,
-        first_day: Annotated[date, Parameter(query="from")],
-        last_day: Annotated[date, Parameter(query="to")],
+        kind: FromPath[str],
+        first_day: Annotated[date, QueryParameter(name="from")],
+        last_day: Annotated[date, QueryParameter(name="to")],
         export_format: Annotated[
-            str, Parameter(query="format", pattern="^(csv|parquet|xlsx)$")
+            str, QueryParameter(name="format", pattern="^(csv|parquet|xlsx)$")
         ] = "csv",
-        merchant_id: Annotated[UUID | None, Parameter(query="merchant_id")] = None,
+        merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
         timezone: Timezone = "Asia/Shanghai",
-        bom: Annotated[bool, Parameter(query="bom")] = False,
+        bom: Annotated[bool, QueryParameter(name="bom")] = False,
     ) -> Stream:
         """A finance export as a streamed download: ``kind`` is one of invoices,
         invoice_lines, payments, refunds, usage, revenue, mrr, reconciliation; ``from`` and
@@ -106,7 +107,9 @@ class FinanceController(Controller):
         )
 
     @post("/reconciliations", status_code=201, responses=responses(400, 401, 403, 409))
-    async def reconcile_now(self, data: ReconciliationCreate, stripe_ledger: Any) -> dict[str, Any]:
+    async def reconcile_now(
+        self, data: JSONBody[ReconciliationCreate], stripe_ledger: NamedDependency[Any]
+    ) -> dict[str, Any]:
         """Reconcile this ledger against Stripe for a range of accounting dates (optionally one
         merchant); the run is stored and returned: per-currency summary and every mismatch
         with both sides."""
@@ -138,7 +141,7 @@ class FinanceController(Controller):
         return found
 
     @get("/reconciliations/{reconciliation_id:uuid}", responses=responses(401, 403, 404))
-    async def get_reconciliation(self, reconciliation_id: UUID) -> dict[str, Any]:
+    async def get_reconciliation(self, reconciliation_id: FromPath[UUID]) -> dict[str, Any]:
         """A stored reconciliation run."""
         found = await reconcile.stored(reconciliation_id)
         if found is None:
@@ -148,9 +151,9 @@ class FinanceController(Controller):
     @get("/mrr", responses=responses(400, 401, 403))
     async def mrr(
         self,
-        on: Annotated[date, Parameter(query="on")],
+        on: Annotated[date, QueryParameter(name="on")],
         timezone: Timezone = "Asia/Shanghai",
-        merchant_id: Annotated[UUID | None, Parameter(query="merchant_id")] = None,
+        merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
     ) -> MrrOut:
         """MRR per tier as ``on`` ends in ``timezone`` (active and past-due subscriptions)."""
         tiers = await revenue.mrr_on(on, _zone_checked(timezone), merchant_id)
@@ -184,7 +187,7 @@ class FinanceController(Controller):
 
 # -- the finance page --------------------------------------------------------------------------
 
-FormatParam = Annotated[str, Parameter(query="format", pattern="^(csv|parquet|xlsx)$")]
+FormatParam = Annotated[str, QueryParameter(name="format", pattern="^(csv|parquet|xlsx)$")]
 
 
 async def _viewer(request: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
@@ -246,7 +249,7 @@ class FinancePageController(Controller):
         self,
         request: Request[Any, Any, Any],
         month: Annotated[
-            str | None, Parameter(query="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+            str | None, QueryParameter(name="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
         ] = None,
         timezone: Timezone = "Asia/Shanghai",
     ) -> Response[str]:
@@ -314,13 +317,13 @@ class FinancePageController(Controller):
     @get("/exports/{kind:str}", guards=[_session_required])
     async def download(
         self,
-        kind: str,
-        first_day: Annotated[date, Parameter(query="from")],
-        last_day: Annotated[date, Parameter(query="to")],
+        kind: FromPath[str],
+        first_day: Annotated[date, QueryParameter(name="from")],
+        last_day: Annotated[date, QueryParameter(name="to")],
         export_format: FormatParam = "csv",
-        merchant_id: Annotated[UUID | None, Parameter(query="merchant_id")] = None,
+        merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
         timezone: Timezone = "Asia/Shanghai",
-        bom: Annotated[bool, Parameter(query="bom")] = False,
+        bom: Annotated[bool, QueryParameter(name="bom")] = False,
     ) -> Stream:
         """The page's download links: the same exports, authorized by the session."""
         return _export_response(

@@ -8,7 +8,8 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, MediaType, Response, get, post
-from litestar.params import FromQuery, Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from plans.periods import calendar_period_containing, zone
 from plans.sla import FaultRecord
@@ -33,9 +34,9 @@ from service.tenancy.scope import TenantScope, scoped
 
 _INVOICE_REF = re.compile(r"^([0-9a-fA-F-]{36})(\.html)?$")
 InvoiceStatus = Annotated[
-    str | None, Parameter(query="status", pattern="^(draft|open|paid|void|uncollectible)$")
+    str | None, QueryParameter(name="status", pattern="^(draft|open|paid|void|uncollectible)$")
 ]
-PeriodMonth = Annotated[str | None, Parameter(query="period", pattern=r"^\d{4}-\d{2}$")]
+PeriodMonth = Annotated[str | None, QueryParameter(name="period", pattern=r"^\d{4}-\d{2}$")]
 
 
 class InvoiceController(Controller):
@@ -45,11 +46,11 @@ class InvoiceController(Controller):
     @get("/", responses=responses(400, 401))
     async def list_invoices(
         self,
-        tenant: TenantScope,
+        tenant: NamedDependency[TenantScope],
         status: InvoiceStatus = None,
         period: PeriodMonth = None,
         merchant_id: FromQuery[UUID | None] = None,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 100,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 100,
     ) -> list[InvoiceOut]:
         """Invoices, newest period first; ``period`` (YYYY-MM) matches periods that start in
         that month (Asia/Shanghai); operators may filter by ``merchant_id``."""
@@ -77,7 +78,9 @@ class InvoiceController(Controller):
         responses=responses(401, 404),
         description="`{id}` answers JSON with lines and credit notes; `{id}.html` the document.",
     )
-    async def get_invoice(self, tenant: TenantScope, invoice_ref: str) -> Response[object]:
+    async def get_invoice(
+        self, tenant: NamedDependency[TenantScope], invoice_ref: FromPath[str]
+    ) -> Response[object]:
         """One invoice with its lines (``/v1/invoices/{id}.html``: the printable document)."""
         match = _INVOICE_REF.match(invoice_ref)
         if match is None:
@@ -102,7 +105,9 @@ class InvoiceController(Controller):
         guards=[operator_only],
         responses=responses(401, 403, 404, 409),
     )
-    async def void_invoice(self, invoice_id: UUID, actor: Actor) -> InvoiceOut:
+    async def void_invoice(
+        self, invoice_id: FromPath[UUID], actor: NamedDependency[Actor]
+    ) -> InvoiceOut:
         """Void an open invoice with no payments (operators)."""
         async with current_database().engine.transaction():
             invoice = await invoices.get(None, invoice_id)
@@ -124,7 +129,10 @@ class InvoiceController(Controller):
         responses=responses(400, 401, 403, 404, 409, 422),
     )
     async def create_credit_note(
-        self, invoice_id: UUID, data: CreditNoteCreate, actor: Actor
+        self,
+        invoice_id: FromPath[UUID],
+        data: JSONBody[CreditNoteCreate],
+        actor: NamedDependency[Actor],
     ) -> CreditNoteOut:
         """Credit part or all of a finalized invoice; on a paid invoice it becomes a refund."""
         async with current_database().engine.transaction():
@@ -160,9 +168,9 @@ class CreditNoteController(Controller):
     @get("/", responses=responses(401))
     async def list_credit_notes(
         self,
-        tenant: TenantScope,
+        tenant: NamedDependency[TenantScope],
         merchant_id: FromQuery[UUID | None] = None,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 100,
+        limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 100,
     ) -> list[CreditNoteOut]:
         """Credit notes, newest first (operators may filter by ``merchant_id``)."""
         query = scoped(
@@ -181,7 +189,9 @@ class SlaReportController(Controller):
     guards = [operator_only]
 
     @post("/", responses=responses(400, 401, 403, 404, 409, 422))
-    async def submit(self, data: SlaReportCreate, actor: Actor) -> SlaReportOut:
+    async def submit(
+        self, data: JSONBody[SlaReportCreate], actor: NamedDependency[Actor]
+    ) -> SlaReportOut:
         """A merchant's service figures for one period; they become SLA credits."""
         try:
             faults = [

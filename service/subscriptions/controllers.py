@@ -6,7 +6,8 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Response, get, post, put
-from litestar.params import FromQuery, Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 
 from service.clock import SYSTEM_CLOCK
 from service.db.engine import current as current_database
@@ -37,8 +38,8 @@ from service.tenancy.scope import TenantScope, scoped
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         description="Retry with the same key: the first answer is returned, nothing is made twice.",
     ),
 ]
@@ -51,7 +52,10 @@ class SignupController(Controller):
 
     @post("/", opt=requires(KeyScope.SIGNUP), responses=responses(400, 401, 403, 404, 409, 422))
     async def signup(
-        self, data: SignupRequest, actor: Actor, idempotency_key: IdempotencyKey = None
+        self,
+        data: JSONBody[SignupRequest],
+        actor: NamedDependency[Actor],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[SignupOut]:
         """Create a merchant, its first API key (shown once) and its subscription."""
         result = await signup.signup(
@@ -78,7 +82,7 @@ class SubscriptionController(Controller):
 
     @get("/", responses=responses(401))
     async def list_subscriptions(
-        self, tenant: TenantScope, merchant_id: FromQuery[UUID | None] = None
+        self, tenant: NamedDependency[TenantScope], merchant_id: FromQuery[UUID | None] = None
     ) -> list[SubscriptionOut]:
         """The merchant's subscriptions (operators: every merchant's, or one's)."""
         query = scoped(
@@ -91,7 +95,9 @@ class SubscriptionController(Controller):
         return [SubscriptionOut.from_row(sub, pending=pending[sub.id]) for sub in subs]
 
     @get("/{subscription_id:uuid}", responses=responses(401, 404))
-    async def get_subscription(self, tenant: TenantScope, subscription_id: UUID) -> SubscriptionOut:
+    async def get_subscription(
+        self, tenant: NamedDependency[TenantScope], subscription_id: FromPath[UUID]
+    ) -> SubscriptionOut:
         """One subscription with its event history and the lines waiting for an invoice."""
         sub = await lifecycle.get(tenant.merchant_id, subscription_id)
         return await _out(sub, with_events=True)
@@ -102,7 +108,11 @@ class SubscriptionController(Controller):
         responses=responses(400, 401, 404, 409, 422),
     )
     async def change_plan(
-        self, tenant: TenantScope, subscription_id: UUID, data: PlanChangeRequest, actor: Actor
+        self,
+        tenant: NamedDependency[TenantScope],
+        subscription_id: FromPath[UUID],
+        data: JSONBody[PlanChangeRequest],
+        actor: NamedDependency[Actor],
     ) -> SubscriptionOut:
         """Upgrade now (prorated) or downgrade at period end (``when`` overrides the choice)."""
         sub = await actions.change_plan(tenant.merchant_id, subscription_id, data, actor)
@@ -116,10 +126,10 @@ class SubscriptionController(Controller):
     )
     async def change_quote(
         self,
-        tenant: TenantScope,
-        subscription_id: UUID,
-        data: PlanChangeRequest,
-        settings: Settings,
+        tenant: NamedDependency[TenantScope],
+        subscription_id: FromPath[UUID],
+        data: JSONBody[PlanChangeRequest],
+        settings: NamedDependency[Settings],
     ) -> ChangeQuoteOut:
         """What the change costs now and what the next invoice would be. Changes nothing."""
         quote = await actions.quote(
@@ -140,7 +150,11 @@ class SubscriptionController(Controller):
         "/{subscription_id:uuid}/cancel", status_code=200, responses=responses(400, 401, 404, 409)
     )
     async def cancel(
-        self, tenant: TenantScope, subscription_id: UUID, data: CancelRequest, actor: Actor
+        self,
+        tenant: NamedDependency[TenantScope],
+        subscription_id: FromPath[UUID],
+        data: JSONBody[CancelRequest],
+        actor: NamedDependency[Actor],
     ) -> SubscriptionOut:
         """Cancel now (unused fee credited) or at period end (``at_period_end``, the default)."""
         sub = await actions.cancel(
@@ -154,14 +168,20 @@ class SubscriptionController(Controller):
 
     @post("/{subscription_id:uuid}/pause", status_code=200, responses=responses(401, 404, 409))
     async def pause(
-        self, tenant: TenantScope, subscription_id: UUID, actor: Actor
+        self,
+        tenant: NamedDependency[TenantScope],
+        subscription_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
     ) -> SubscriptionOut:
         """Pause an active subscription."""
         return await _out(await actions.pause(tenant.merchant_id, subscription_id, actor))
 
     @post("/{subscription_id:uuid}/resume", status_code=200, responses=responses(401, 404, 409))
     async def resume(
-        self, tenant: TenantScope, subscription_id: UUID, actor: Actor
+        self,
+        tenant: NamedDependency[TenantScope],
+        subscription_id: FromPath[UUID],
+        actor: NamedDependency[Actor],
     ) -> SubscriptionOut:
         """Resume a paused subscription, or take back a cancellation scheduled for period end."""
         return await _out(await actions.resume(tenant.merchant_id, subscription_id, actor))
@@ -172,7 +192,11 @@ class SubscriptionController(Controller):
         responses=responses(400, 401, 404, 409, 422),
     )
     async def set_addons(
-        self, tenant: TenantScope, subscription_id: UUID, data: AddonsRequest, actor: Actor
+        self,
+        tenant: NamedDependency[TenantScope],
+        subscription_id: FromPath[UUID],
+        data: JSONBody[AddonsRequest],
+        actor: NamedDependency[Actor],
     ) -> SubscriptionOut:
         """Set the add-ons (the full list); the change takes effect now, prorated."""
         sub = await actions.set_addons(tenant.merchant_id, subscription_id, data.addons, actor)
@@ -186,7 +210,10 @@ class ContractController(Controller):
 
     @put("/", responses=responses(400, 401, 403, 404, 422))
     async def set_contract(
-        self, merchant_id: UUID, data: ContractRequest, actor: Actor
+        self,
+        merchant_id: FromPath[UUID],
+        data: JSONBody[ContractRequest],
+        actor: NamedDependency[Actor],
     ) -> ContractOut:
         """Set a custom-tier merchant's negotiated prices from ``effective_from`` on."""
         async with current_database().engine.transaction():
@@ -211,26 +238,35 @@ class TestClockController(Controller):
     guards = [operator_only]
 
     @post("/", responses=responses(400, 401, 403))
-    async def create_clock(self, data: TestClockCreate, actor: Actor) -> TestClockOut:
+    async def create_clock(
+        self, data: JSONBody[TestClockCreate], actor: NamedDependency[Actor]
+    ) -> TestClockOut:
         """A clock frozen at ``frozen_time``; attach merchants, then advance it."""
         async with current_database().engine.transaction():
             clock = await clocks.create(data.name, data.frozen_time)
         return TestClockOut.from_row(clock)
 
     @get("/{clock_id:uuid}", responses=responses(401, 403, 404))
-    async def get_clock(self, clock_id: UUID) -> TestClockOut:
+    async def get_clock(self, clock_id: FromPath[UUID]) -> TestClockOut:
         clock = await clocks.get(clock_id)
         return TestClockOut.from_row(clock, await clocks.attached_merchants(clock_id))
 
     @post("/{clock_id:uuid}/merchants", status_code=200, responses=responses(401, 403, 404, 409))
-    async def attach(self, clock_id: UUID, data: TestClockAttach) -> TestClockOut:
+    async def attach(
+        self, clock_id: FromPath[UUID], data: JSONBody[TestClockAttach]
+    ) -> TestClockOut:
         """Put a merchant (before it subscribes) on this clock."""
         async with current_database().engine.transaction():
             await clocks.attach(clock_id, data.merchant_id)
         return await self.get_clock.fn(self, clock_id)
 
     @post("/{clock_id:uuid}/advance", status_code=200, responses=responses(400, 401, 403, 404))
-    async def advance(self, clock_id: UUID, data: TestClockAdvance, actor: Actor) -> TestClockOut:
+    async def advance(
+        self,
+        clock_id: FromPath[UUID],
+        data: JSONBody[TestClockAdvance],
+        actor: NamedDependency[Actor],
+    ) -> TestClockOut:
         """Move the clock forward; trial ends, period ends and scheduled changes fire."""
         await actions.advance_clock(clock_id, data.frozen_time, actor)
         clock = await clocks.get(clock_id)

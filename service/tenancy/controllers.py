@@ -5,7 +5,8 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, delete, get, patch, post
-from litestar.params import FromQuery
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from service.clock import SYSTEM_CLOCK
 from service.db.engine import current as current_database
@@ -30,7 +31,9 @@ class MerchantController(Controller):
     tags = ["merchants"]
 
     @post("/", guards=[operator_only], responses=responses(400, 401, 403, 422))
-    async def create_merchant(self, data: MerchantCreate, actor: Actor) -> MerchantOut:
+    async def create_merchant(
+        self, data: JSONBody[MerchantCreate], actor: NamedDependency[Actor]
+    ) -> MerchantOut:
         """Create a merchant (operator). Signup normally goes through ``POST /v1/signup``."""
         async with current_database().engine.transaction():
             row = await merchants.create(
@@ -43,13 +46,16 @@ class MerchantController(Controller):
         return MerchantOut.from_row(row)
 
     @get("/me", responses=responses(401, 404))
-    async def get_me(self, tenant: TenantScope) -> MerchantOut:
+    async def get_me(self, tenant: NamedDependency[TenantScope]) -> MerchantOut:
         """The calling merchant."""
         return MerchantOut.from_row(await merchants.get(tenant.require_merchant()))
 
     @patch("/me", responses=responses(400, 401, 403, 422))
     async def update_me(
-        self, data: MerchantUpdate, tenant: TenantScope, actor: Actor
+        self,
+        data: JSONBody[MerchantUpdate],
+        tenant: NamedDependency[TenantScope],
+        actor: NamedDependency[Actor],
     ) -> MerchantOut:
         """Edit the calling merchant's name, contact email or timezone."""
         async with current_database().engine.transaction():
@@ -59,7 +65,7 @@ class MerchantController(Controller):
         return MerchantOut.from_row(row)
 
     @get("/{merchant_id:uuid}", guards=[operator_only], responses=responses(401, 403, 404))
-    async def get_merchant(self, merchant_id: UUID) -> MerchantOut:
+    async def get_merchant(self, merchant_id: FromPath[UUID]) -> MerchantOut:
         """Any merchant (operator)."""
         return MerchantOut.from_row(await merchants.get(merchant_id))
 
@@ -70,7 +76,10 @@ class ApiKeyController(Controller):
 
     @post("/", responses=responses(400, 401, 403, 422))
     async def create_key(
-        self, data: ApiKeyCreate, principal: Principal, actor: Actor
+        self,
+        data: JSONBody[ApiKeyCreate],
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
     ) -> ApiKeyIssuedOut:
         """Mint a key. The answer holds the key itself, shown this once."""
         role, merchant_id = _target_of(data, principal)
@@ -84,7 +93,7 @@ class ApiKeyController(Controller):
 
     @get("/", responses=responses(401))
     async def list_keys(
-        self, tenant: TenantScope, merchant_id: FromQuery[UUID | None] = None
+        self, tenant: NamedDependency[TenantScope], merchant_id: FromQuery[UUID | None] = None
     ) -> list[ApiKeyOut]:
         """Own keys; operators see operator keys, or one merchant's with ``merchant_id``."""
         target = tenant.narrowed(merchant_id)
@@ -92,7 +101,12 @@ class ApiKeyController(Controller):
         return [ApiKeyOut.from_row(row) for row in rows]
 
     @delete("/{key_id:uuid}", status_code=200, responses=responses(401, 404))
-    async def revoke_key(self, key_id: UUID, tenant: TenantScope, actor: Actor) -> ApiKeyOut:
+    async def revoke_key(
+        self,
+        key_id: FromPath[UUID],
+        tenant: NamedDependency[TenantScope],
+        actor: NamedDependency[Actor],
+    ) -> ApiKeyOut:
         """Revoke a key: it stops working on every process within a few seconds."""
         async with current_database().engine.transaction():
             row = await keys.revoke(

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.problems import responses
 from service.settings import Settings
@@ -93,8 +94,8 @@ def _merchant_of(request: Request[Any, Any, Any]) -> UUID:
 
 Period = Annotated[
     str,
-    Parameter(
-        query="period",
+    QueryParameter(
+        name="period",
         pattern=r"^(current|\d{4}-(0[1-9]|1[0-2]))$",
         description="`current` or a calendar month `YYYY-MM`",
     ),
@@ -120,7 +121,10 @@ class UsageController(Controller):
         },
     )
     async def record_event(
-        self, data: UsageEventIn, request: Request[Any, Any, Any], settings: Settings
+        self,
+        data: JSONBody[UsageEventIn],
+        request: Request[Any, Any, Any],
+        settings: NamedDependency[Settings],
     ) -> Response[EventOut]:
         """Record one usage event (201 accepted, 200 duplicate, 409 conflict, 422 rejected)."""
         answer = await single.record(
@@ -136,7 +140,10 @@ class UsageController(Controller):
         responses=responses(400, 401, 403, 409, 413),
     )
     async def record_batch(
-        self, data: UsageBatchIn, request: Request[Any, Any, Any], settings: Settings
+        self,
+        data: JSONBody[UsageBatchIn],
+        request: Request[Any, Any, Any],
+        settings: NamedDependency[Settings],
     ) -> BatchOut:
         """Record up to 10,000 usage events; 200 with a result per event."""
         result = await ingest.ingest(
@@ -162,7 +169,9 @@ class UsageController(Controller):
         description=_VOID,
         responses=responses(401, 403, 404),
     )
-    async def void_event(self, transaction_id: str, tenant: TenantScope) -> VoidOut:
+    async def void_event(
+        self, transaction_id: FromPath[str], tenant: NamedDependency[TenantScope]
+    ) -> VoidOut:
         """Void a recorded event: subtracted from its period once; voiding again is a no-op."""
         merchant_id = tenant.require_merchant()
         now = (await clocks.clock_for_merchant(merchant_id)).now()
@@ -175,7 +184,7 @@ class UsageController(Controller):
 
     @get("/summary", description=_SUMMARY, responses=responses(400, 401, 403, 404))
     async def usage_summary(
-        self, tenant: TenantScope, period: Period = "current"
+        self, tenant: NamedDependency[TenantScope], period: Period = "current"
     ) -> UsageSummaryOut:
         """Usage per metric for the current period or a month."""
         result = await summary.summarize(tenant.require_merchant(), period)
@@ -207,7 +216,9 @@ class UpcomingInvoiceController(Controller):
     tags = ["invoices"]
 
     @get("/upcoming", responses=responses(401, 403, 404))
-    async def upcoming_invoice(self, tenant: TenantScope, settings: Settings) -> UpcomingInvoiceOut:
+    async def upcoming_invoice(
+        self, tenant: NamedDependency[TenantScope], settings: NamedDependency[Settings]
+    ) -> UpcomingInvoiceOut:
         """The invoice the open period would get if it closed now: next period's fee in
         advance, this period's usage so far (rated by the plan), lines waiting, tax."""
         result = await upcoming.upcoming(tenant.require_merchant(), tax_rate=settings.tax_rate)
