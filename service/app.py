@@ -81,10 +81,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await db_engine.ensure_database_exists(dsn)
             db_engine.connect(dsn, is_embedded=is_embedded)
         database = db_engine.current()
+        # Before the pool: connections the pool later replaces must not be frozen.
+        runtime.settle_after_startup()
         await database.start_pool(
             min_size=settings.database.pool_min, max_size=settings.database.pool_max
         )
-        runtime.settle_after_startup()
         try:
             yield
         finally:

@@ -102,7 +102,7 @@ async def send_error(
 ) -> None:
     """Answer a domain error from plain ASGI code, with the body the exception handler sends."""
     document = error_document(
-        error, instance=scope["path"], request_id=scope.get("state", {}).get("request_id")
+        error, instance=_instance(scope), request_id=scope.get("state", {}).get("request_id")
     )
     await send_json(
         send,
@@ -111,6 +111,20 @@ async def send_error(
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
+
+
+async def send_internal_error(scope: Scope, send: Send, error: Exception) -> None:
+    """`internal_error` from plain ASGI code: logged with its traceback, answered 500."""
+    _log_unhandled(_instance(scope), error)
+    document = problem_document(
+        **_INTERNAL, instance=_instance(scope), request_id=scope.get("state", {}).get("request_id")
+    )
+    await send_json(send, 500, msgspec.json.encode(document), media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _instance(scope: Scope) -> str:
+    """The request's path, as ``request.url.path`` gives it."""
+    return str(scope.get("root_path", "")) + str(scope["path"])
 
 
 def _problem(
@@ -194,15 +208,21 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     )
 
 
+_INTERNAL: dict[str, Any] = {
+    "status": 500,
+    "slug": "internal-error",
+    "title": "Internal error",
+    "detail": "The service failed to answer. Quote the request_id when you report it.",
+}
+
+
+def _log_unhandled(path: str, error: Exception) -> None:
+    log.exception("unhandled_error", path=path, error_type=type(error).__name__)
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-    return _problem(
-        request,
-        status=500,
-        slug="internal-error",
-        title="Internal error",
-        detail="The service failed to answer. Quote the request_id when you report it.",
-    )
+    _log_unhandled(request.url.path, exc)
+    return _problem(request, **_INTERNAL)
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {

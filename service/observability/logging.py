@@ -78,7 +78,12 @@ def configure(
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A library's exception (uvicorn, asyncpg) keeps its traceback in JSON lines.
+                *([structlog.processors.format_exc_info] if log_format == "json" else []),
+                renderer,
+            ],
             foreign_pre_chain=shared,
         )
     )

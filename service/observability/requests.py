@@ -27,7 +27,7 @@ REQUESTS: Final = Counter(
 )
 DURATION: Final = Histogram(
     "billing_request_duration_seconds",
-    "Time from a request's arrival to its response's start, by method and route template",
+    "Time from a request's arrival to its answer's end, by method and route template",
     ["method", "path"],
 )
 IN_PROGRESS: Final = Gauge(
@@ -92,7 +92,6 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
-                duration.observe(time.perf_counter() - started)
             await send(message)
 
         try:
@@ -102,14 +101,16 @@ class RequestContextMiddleware:
             status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
             raise
         finally:
+            seconds = time.perf_counter() - started
             in_progress.dec()
+            duration.observe(seconds)
             _series.count(method, route, status)
             log.info(
                 "request",
                 method=method,
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
 

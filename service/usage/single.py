@@ -20,7 +20,7 @@ import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import BillingError, Conflict, InvalidInput
-from service.problems import send_error, send_json
+from service.problems import send_error, send_internal_error, send_json
 from service.tenancy.scope import TenantScope
 from service.usage import ingest
 from service.usage.schemas import EventOut, UsageEventIn
@@ -63,19 +63,22 @@ class SingleEventHotPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         litestar_app: Any = scope["litestar_app"]
         limit: int | None = litestar_app.request_max_body_size
-        if _declared_length(scope) > (limit or float("inf")):
-            await self.app(scope, receive, send)  # the handler answers 413
+        declared = _declared_length(scope)
+        if declared is None or (limit is not None and declared > limit):
+            await self.app(scope, receive, send)  # the handler answers the 400 or 413
             return
         body = await _read_body(receive, limit)
+        if body is None:
+            return  # the client went away before its body ended: nothing recorded, no answer
         if limit is not None and len(body) > limit:
-            await self.app(scope, _replay(body), send)  # the handler answers 413
+            await self.app(scope, _replay(body), send)  # the handler answers the 413
             return
         try:
             event = msgspec.convert(
                 msgspec.json.decode(body), UsageEventIn, strict=False, str_keys=True
             )
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            await self.app(scope, _replay(body), send)  # the handler answers the 400
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            await self.app(scope, _replay(body), send)  # the handler answers as for any body
             return
         try:
             answer = await record(
@@ -86,30 +89,36 @@ class SingleEventHotPath:
         except BillingError as error:
             await send_error(scope, send, error)
             return
+        except Exception as error:
+            # Litestar answers a handler's unexpected error beneath the route's middleware, with
+            # the request's id still bound; above it, it would not be. Answer it here the same way.
+            await send_internal_error(scope, send, error)
+            return
         await send_json(send, status_of(answer), msgspec.json.encode(answer))
 
 
-def _declared_length(scope: Scope) -> int:
+def _declared_length(scope: Scope) -> int | None:
+    """The declared Content-Length (0 when none); None when it is not a number."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            return int(value) if value.isdigit() else 0
+            return int(value) if value.isdigit() else None
     return 0
 
 
-async def _read_body(receive: Receive, limit: int | None) -> bytes:
-    """The whole body, or its first chunks once they pass ``limit``."""
+async def _read_body(receive: Receive, limit: int | None) -> bytes | None:
+    """The whole body, or its first chunks once they pass ``limit``; None if the client went
+    away before the body ended."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break  # the client went away: an empty body, which the handler refuses
+            return None
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
         if not message.get("more_body", False) or (limit is not None and size > limit):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _replay(body: bytes) -> Callable[[], Awaitable[Message]]:

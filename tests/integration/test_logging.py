@@ -62,3 +62,16 @@ def test_values_json_cannot_hold_are_written_as_their_repr(json_logs: io.StringI
     assert line["thing"] == "<opaque 7>"
     assert line["amount"] == "12.30"
     assert line["tags"] == ["a"]
+
+
+def test_a_library_exception_keeps_its_traceback_in_json(json_logs: io.StringIO) -> None:
+    import logging
+
+    try:
+        raise ConnectionResetError("peer went away")
+    except ConnectionResetError:
+        logging.getLogger("asyncpg.pool").exception("connection lost")
+    line = json.loads(json_logs.getvalue().splitlines()[-1])
+    assert line["event"] == "connection lost"
+    assert "Traceback" in line["exception"]
+    assert "peer went away" in line["exception"]

@@ -3,13 +3,17 @@ Litestar handler beneath it; what the hot path cannot decode still gets the fram
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
+from litestar import Litestar
+from litestar.types import Message
 
+from service.observability import logging as billing_logging
 from service.usage import single
 from tests.integration.conftest import Tenant
 from tests.integration.usage_helpers import advance, at, event, merchant_on_clock
@@ -117,3 +121,98 @@ async def test_an_oversize_event_is_a_413_declared_or_streamed(
     # Neither was recorded: the id is still free.
     fresh = await client.post("/v1/usage/events", json=event("big-1", WHEN), headers=shop.headers)
     assert fresh.status_code == 201, fresh.text
+
+
+async def _call_asgi(
+    app: Litestar, tenant: Tenant, headers: list[tuple[bytes, bytes]], messages: list[Message]
+) -> list[Message]:
+    """Drive the app as a server would, with ``messages`` as what the client sends."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/usage/events",
+        "raw_path": b"/v1/usage/events",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {tenant.key}".encode()),
+            *headers,
+        ],
+        "state": {},
+    }
+    incoming = iter(messages)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(incoming, {"type": "http.disconnect"})
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent
+
+
+async def test_a_client_gone_before_its_body_ended_records_nothing(
+    app: Litestar, client: AsyncClient, shop: Tenant
+) -> None:
+    body = json.dumps(event("gone-1", WHEN)).encode()  # a whole event, but more was announced
+    sent = await _call_asgi(
+        app,
+        shop,
+        [(b"content-type", b"application/json")],
+        [{"type": "http.request", "body": body, "more_body": True}, {"type": "http.disconnect"}],
+    )
+    assert sent == []  # nobody to answer
+    again = await client.post("/v1/usage/events", json=event("gone-1", WHEN), headers=shop.headers)
+    assert again.status_code == 201, again.text  # the id was never taken
+
+
+async def test_a_content_length_that_is_not_a_number_is_refused(
+    app: Litestar, client: AsyncClient, shop: Tenant
+) -> None:
+    body = json.dumps(event("odd-length-1", WHEN)).encode()
+    sent = await _call_asgi(
+        app,
+        shop,
+        [(b"content-type", b"application/json"), (b"content-length", b"12x")],
+        [{"type": "http.request", "body": body, "more_body": False}],
+    )
+    assert sent[0]["status"] == 400
+    again = await client.post(
+        "/v1/usage/events", json=event("odd-length-1", WHEN), headers=shop.headers
+    )
+    assert again.status_code == 201, again.text
+
+
+async def test_an_unexpected_failure_is_a_500_problem_that_names_the_request(
+    client: AsyncClient, shop: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(single, "record", broken)
+    logged = io.StringIO()
+    billing_logging.configure(log_format="json", force=True, stream=logged)
+    try:
+        response = await client.post(
+            "/v1/usage/events", json=event("boom-1", WHEN), headers=shop.headers
+        )
+    finally:
+        billing_logging.configure(log_format="console", force=True)
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/problem+json")
+    request_id = response.headers["x-request-id"]
+    assert response.json()["request_id"] == request_id
+    assert "database went away" not in response.text  # the cause is logged, not shown
+    lines = [json.loads(line) for line in logged.getvalue().splitlines() if line.startswith("{")]
+    failure = next(line for line in lines if line["event"] == "unhandled_error")
+    assert failure["request_id"] == request_id
+    assert failure["merchant_id"] == str(shop.merchant_id)
+    assert "the database went away" in failure["exception"]
