@@ -76,36 +76,48 @@ class Gateway:
             return await asyncio.to_thread(run)
         except stripe.CardError as error:
             raise CardDeclined(str(error.user_message or error)) from error
-        except stripe.APIConnectionError as error:
-            raise StripeFailure(
-                f"network: {error.user_message or error}",
-                is_transient=True,
-                status=None,
-                code=None,
-            ) from error
         except stripe.StripeError as error:
-            status = error.http_status
-            transient = status is None or status == 429 or status >= 500 or status == 409
-            if isinstance(error, stripe.IdempotencyError):
-                transient = False
-            raise StripeFailure(
-                f"{status} {error.code or ''}: {error.user_message or error}".strip(),
-                is_transient=transient,
-                status=status,
-                code=error.code,
-            ) from error
+            raise _failure(error) from error
 
     async def retrieve(self, fn: Callable[..., Any], object_id: str) -> Any:
         try:
             return await asyncio.to_thread(fn, object_id)
         except stripe.StripeError as error:
-            status = error.http_status
-            raise StripeFailure(
-                str(error.user_message or error),
-                is_transient=status is None or status == 429 or status >= 500,
-                status=status,
-                code=error.code,
-            ) from error
+            raise _failure(error) from error
+
+    async def list_all(self, fn: Callable[..., Any], **params: Any) -> list[Any]:
+        """Every object of a listing (``fn`` a service's ``list``), all its pages."""
+
+        def run() -> list[Any]:
+            return list(fn(params={"limit": 100, **params}).auto_paging_iter())
+
+        try:
+            return await asyncio.to_thread(run)
+        except stripe.StripeError as error:
+            raise _failure(error) from error
+
+
+def metadata_of(obj: Any) -> dict[str, str]:
+    """A Stripe object's metadata as a plain dict (empty when it has none)."""
+    metadata = getattr(obj, "metadata", None)
+    return metadata.to_dict() if metadata is not None else {}
+
+
+def _failure(error: stripe.StripeError) -> StripeFailure:
+    if isinstance(error, stripe.APIConnectionError):
+        return StripeFailure(
+            f"network: {error.user_message or error}", is_transient=True, status=None, code=None
+        )
+    status = error.http_status
+    transient = status is None or status == 429 or status >= 500 or status == 409
+    if isinstance(error, stripe.IdempotencyError):
+        transient = False
+    return StripeFailure(
+        f"{status} {error.code or ''}: {error.user_message or error}".strip(),
+        is_transient=transient,
+        status=status,
+        code=error.code,
+    )
 
 
 def verify_signature(payload: bytes, header: str | None, secret: str, tolerance: int) -> None:

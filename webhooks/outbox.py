@@ -28,7 +28,7 @@ from service.db.engine import transaction_connection
 from service.db.tables import CreditNote, Invoice, InvoiceLineRow, Merchant, StripeCatalogMap
 from service.stripe_outbox import Command
 from webhooks import records
-from webhooks.gateway import CardDeclined, Gateway, StripeFailure
+from webhooks.gateway import CardDeclined, Gateway, StripeFailure, metadata_of
 
 log = structlog.get_logger(__name__)
 
@@ -205,13 +205,18 @@ async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str) -> str
         )
     if merchant.stripe_customer_id:
         return merchant.stripe_customer_id
-    customer = await gateway.call(
-        gateway.client.v1.customers.create,
-        key=f"{key}:customer",
-        name=merchant.name,
-        email=merchant.contact_email,
-        metadata={"kefu_merchant_id": str(merchant.id)},
+    customer = _made_for(
+        await gateway.list_all(gateway.client.v1.customers.list, email=merchant.contact_email),
+        {"kefu_merchant_id": str(merchant.id)},
     )
+    if customer is None:
+        customer = await gateway.call(
+            gateway.client.v1.customers.create,
+            key=f"{key}:customer",
+            name=merchant.name,
+            email=merchant.contact_email,
+            metadata={"kefu_merchant_id": str(merchant.id)},
+        )
     await Merchant.update({Merchant.stripe_customer_id: customer.id}).where(
         Merchant.id == merchant.id
     )
@@ -305,8 +310,9 @@ async def _invoice_push(
     gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
 ) -> dict[str, Any]:
     """Create (auto_advance off), one item per line with our line id, tax as its own item,
-    finalize, then ask Stripe to collect. A declined card is not a failed push: Stripe says so
-    with ``invoice.payment_failed``, which dunning handles."""
+    finalize, then ask Stripe to collect. What an earlier attempt already made in Stripe (found
+    by our ids in its metadata) is taken as it is, not made again. A declined card is not a
+    failed push: Stripe says so with ``invoice.payment_failed``, which dunning handles."""
     key = row["idempotency_key"]
     invoice = await Invoice.objects().where(Invoice.id == UUID(payload["invoice_id"])).first()
     if invoice is None:
@@ -320,16 +326,25 @@ async def _invoice_push(
         "kefu_merchant_id": str(invoice.merchant_id),
         "kefu_number": invoice.number or "",
     }
-    stripe_invoice = await gateway.call(
-        v1.invoices.create,
-        key=f"{key}:create",
-        customer=customer_id,
-        currency=invoice.currency.lower(),
-        auto_advance=False,
-        collection_method="charge_automatically",
-        description=f"Kefu invoice {invoice.number}",
-        metadata=metadata,
+    stripe_invoice = _made_for(
+        await gateway.list_all(v1.invoices.list, customer=customer_id),
+        {"kefu_invoice_id": str(invoice.id)},
     )
+    on_stripe: set[str] = set()  # our line ids that are items of it already
+    if stripe_invoice is not None:
+        items_there = await gateway.list_all(v1.invoice_items.list, invoice=stripe_invoice.id)
+        on_stripe = {metadata_of(item).get("kefu_line_id", "") for item in items_there}
+    else:
+        stripe_invoice = await gateway.call(
+            v1.invoices.create,
+            key=f"{key}:create",
+            customer=customer_id,
+            currency=invoice.currency.lower(),
+            auto_advance=False,
+            collection_method="charge_automatically",
+            description=f"Kefu invoice {invoice.number}",
+            metadata=metadata,
+        )
     await Invoice.update({Invoice.stripe_invoice_id: stripe_invoice.id}).where(
         Invoice.id == invoice.id
     )
@@ -352,6 +367,8 @@ async def _invoice_push(
     if invoice.tax_minor:
         items.append(("tax", f"Tax {invoice.tax_rate}", invoice.tax_minor, "tax"))
     for step, description, amount, line_id in items:
+        if line_id in on_stripe:
+            continue
         await gateway.call(
             v1.invoice_items.create,
             key=f"{key}:{step}",
@@ -362,20 +379,35 @@ async def _invoice_push(
             description=description[:500],
             metadata={"kefu_line_id": line_id, **metadata},
         )
-    finalized = await gateway.call(
-        v1.invoices.finalize_invoice,
-        stripe_invoice.id,
-        key=f"{key}:finalize",
-        auto_advance=False,
-    )
+    finalized = stripe_invoice
+    if stripe_invoice.status == "draft":
+        finalized = await gateway.call(
+            v1.invoices.finalize_invoice,
+            stripe_invoice.id,
+            key=f"{key}:finalize",
+            auto_advance=False,
+        )
     await Invoice.update(
         {
             Invoice.stripe_number: finalized.number,
             Invoice.hosted_invoice_url: finalized.hosted_invoice_url,
         }
     ).where(Invoice.id == invoice.id)
+    if finalized.status != "open":
+        return {"invoice": stripe_invoice.id, "collection": f"skipped ({finalized.status})"}
     outcome = await _collect(gateway, stripe_invoice.id, key=f"{key}:pay")
     return {"invoice": stripe_invoice.id, "collection": outcome}
+
+
+def _made_for(candidates: Sequence[Any], tags: dict[str, str]) -> Any | None:
+    """The Stripe object an earlier attempt made for our row: the one tagged with ``tags`` in
+    its metadata.
+
+    Every request of a push carries an idempotency key, which makes a retry safe by itself
+    only while Stripe keeps the key: 24 hours. A push retried later (a worker down for a day,
+    Stripe down for longer) first looks for what it made before, so it never makes it twice.
+    """
+    return next((obj for obj in candidates if tags.items() <= metadata_of(obj).items()), None)
 
 
 async def _collect(gateway: Gateway, stripe_invoice_id: str, *, key: str) -> str:
@@ -425,7 +457,8 @@ async def _credit_note_push(
     gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
 ) -> dict[str, Any]:
     """An open invoice gets a Stripe credit note; a paid one a refund (tagged with our credit
-    note, so its webhooks are recognised as ours) and a credit note linking it."""
+    note, so its webhooks are recognised as ours) and a credit note linking it. A refund or
+    credit note an earlier attempt made is found by that tag, never made twice."""
     key = row["idempotency_key"]
     note = (
         await CreditNote.objects().where(CreditNote.id == UUID(payload["credit_note_id"])).first()
@@ -455,13 +488,18 @@ async def _credit_note_push(
         payment_intent = records.payment_intent_of(stripe_invoice)
         if payment_intent is None:
             raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
-        refund = await gateway.call(
-            v1.refunds.create,
-            key=f"{key}:refund",
-            payment_intent=payment_intent,
-            amount=note.amount_minor,
-            metadata=metadata,
+        refund = _made_for(
+            await gateway.list_all(v1.refunds.list, payment_intent=payment_intent),
+            {"kefu_credit_note_id": str(note.id)},
         )
+        if refund is None:
+            refund = await gateway.call(
+                v1.refunds.create,
+                key=f"{key}:refund",
+                payment_intent=payment_intent,
+                amount=note.amount_minor,
+                metadata=metadata,
+            )
         refund_id = refund.id
         extra["refunds"] = [{"refund": refund.id, "amount_refunded": note.amount_minor}]
         await records.record_refund(
@@ -482,14 +520,19 @@ async def _credit_note_push(
             status=None,
             code=None,
         )
-    stripe_note = await gateway.call(
-        v1.credit_notes.create,
-        key=f"{key}:credit_note",
-        invoice=invoice.stripe_invoice_id,
-        amount=note.amount_minor,
-        metadata=metadata,
-        **extra,
+    stripe_note = _made_for(
+        await gateway.list_all(v1.credit_notes.list, invoice=invoice.stripe_invoice_id),
+        {"kefu_credit_note_id": str(note.id)},
     )
+    if stripe_note is None:
+        stripe_note = await gateway.call(
+            v1.credit_notes.create,
+            key=f"{key}:credit_note",
+            invoice=invoice.stripe_invoice_id,
+            amount=note.amount_minor,
+            metadata=metadata,
+            **extra,
+        )
     await CreditNote.update(
         {CreditNote.stripe_credit_note_id: stripe_note.id, CreditNote.stripe_refund_id: refund_id}
     ).where(CreditNote.id == note.id)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from service.finance.reconcile import StripeItem, StripeSnapshot
-from webhooks.gateway import Gateway
+from webhooks.gateway import Gateway, metadata_of
 
 PAGE_SIZE = 100
 
@@ -44,8 +44,8 @@ class StripeLedgerSource:
                 status=obj.status or "",
                 customer=_id(obj.customer),
                 amount_paid_minor=obj.amount_paid,
-                reference=_metadata(obj).get("kefu_invoice_id", ""),
-                merchant_id=_metadata(obj).get("kefu_merchant_id", ""),
+                reference=metadata_of(obj).get("kefu_invoice_id", ""),
+                merchant_id=metadata_of(obj).get("kefu_merchant_id", ""),
                 number=obj.number or "",
             )
             for obj in every(v1.invoices)
@@ -97,8 +97,3 @@ def _id(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value.id)
-
-
-def _metadata(obj: Any) -> dict[str, str]:
-    metadata = getattr(obj, "metadata", None)
-    return metadata.to_dict() if metadata is not None else {}

@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
-from service.db.tables import Invoice, StripeOutbox
+from service.db.tables import CreditNote, Invoice, Refund, StripeOutbox
 from tests.integration.conftest import Tenant
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
@@ -19,7 +20,8 @@ from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     stripe_settings,
     sync,
 )
-from tests.integration.test_stripe_sync import invoiced_merchant
+from tests.integration.test_stripe_sync import invoiced_merchant, paid_invoice
+from webhooks import outbox
 from webhooks.outbox import backoff
 
 
@@ -95,3 +97,76 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert 2 <= waits[1] <= 4
     assert 4 <= waits[2] <= 8
     assert max(waits) <= 900
+
+
+async def test_a_push_retried_after_stripes_24_hours_makes_nothing_twice(
+    stripe_client: httpx.AsyncClient,
+    operator: Tenant,
+    sync: Sync,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Idempotency keys make a retry safe only while Stripe keeps them (24 hours). A worker that
+    made objects in Stripe and died before recording them, and came back a day later, must find
+    them instead of making them again: a second invoice would charge the merchant twice."""
+    tenant, invoice = await invoiced_merchant(stripe_client, operator, sync)
+    now = datetime.now(UTC)
+    # The customer is made in Stripe, then recording the row fails: as if the worker died.
+    monkeypatch.setattr(outbox, "_MARK_SENT", "SELECT no_such_function()")
+    summary = await sync.stripe_sync.run_pass(now=now, merchant_ids=sync.merchant_ids)
+    assert summary.outbox.sent == 0
+    assert len(stripe_objects(sync.standin, "customer", tenant.merchant_id)) == 1
+    monkeypatch.undo()
+    sync.standin.forget_idempotency_keys()
+
+    # A day later the customer row goes through; the invoice is made with its items, and its
+    # finalization fails: again nothing of the push is recorded on our side.
+    sync.standin.fail_next(1, status=500, method="POST", path_prefix="/v1/invoices/")
+    await sync.stripe_sync.run_pass(now=now + timedelta(hours=25), merchant_ids=sync.merchant_ids)
+    unrecorded = await Invoice.objects().where(Invoice.id == invoice.id).first()
+    assert unrecorded is not None
+    assert unrecorded.stripe_invoice_id is None
+    (draft,) = stripe_objects(sync.standin, "invoice", tenant.merchant_id)
+    assert draft["status"] == "draft"
+    items_made = len(stripe_objects(sync.standin, "invoiceitem", tenant.merchant_id))
+    assert items_made > 0
+    sync.standin.forget_idempotency_keys()
+
+    await sync.settle(now=now + timedelta(hours=50))
+    assert len(stripe_objects(sync.standin, "customer", tenant.merchant_id)) == 1
+    (pushed,) = stripe_objects(sync.standin, "invoice", tenant.merchant_id)
+    assert (pushed["id"], pushed["status"]) == (draft["id"], "paid")
+    items = stripe_objects(sync.standin, "invoiceitem", tenant.merchant_id)
+    assert len(items) == items_made
+    assert sum(item["amount"] for item in items) == invoice.total_minor
+    paid = await Invoice.objects().where(Invoice.id == invoice.id).first()
+    assert paid is not None
+    assert (paid.status, paid.stripe_invoice_id) == ("paid", draft["id"])
+
+
+async def test_a_refund_retried_after_stripes_24_hours_refunds_once(
+    stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
+) -> None:
+    tenant, invoice = await paid_invoice(stripe_client, operator, sync)
+    response = await stripe_client.post(
+        f"/v1/invoices/{invoice.id}/credit-notes",
+        json={"amount_minor": 1000, "reason": "sla_credit", "memo": "outage"},
+        headers=operator.headers,
+    )
+    assert response.status_code == 201, response.text
+    # The refund is made; the credit note after it fails, so the push records nothing.
+    sync.standin.fail_next(1, status=500, method="POST", path_prefix="/v1/credit_notes")
+    now = datetime.now(UTC)
+    await sync.stripe_sync.run_pass(now=now, merchant_ids=sync.merchant_ids)
+    assert len(stripe_objects(sync.standin, "refund", tenant.merchant_id)) == 1
+    assert stripe_objects(sync.standin, "credit_note", tenant.merchant_id) == []
+    sync.standin.forget_idempotency_keys()
+
+    await sync.settle(now=now + timedelta(hours=25))
+    [refund] = stripe_objects(sync.standin, "refund", tenant.merchant_id)
+    assert refund["amount"] == 1000
+    [stripe_note] = stripe_objects(sync.standin, "credit_note", tenant.merchant_id)
+    assert stripe_note["refunds"][0]["refund"] == refund["id"]
+    [ours] = await Refund.objects().where(Refund.merchant_id == tenant.merchant_id)
+    assert (ours.stripe_refund_id, ours.amount_minor) == (refund["id"], 1000)
+    [note] = await CreditNote.objects().where(CreditNote.merchant_id == tenant.merchant_id)
+    assert (note.stripe_refund_id, note.stripe_credit_note_id) == (refund["id"], stripe_note["id"])

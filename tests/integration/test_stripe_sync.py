@@ -145,7 +145,7 @@ async def test_every_failed_retry_ends_in_suspension(
     assert await _sub_status(tenant.merchant_id) == "suspended"
 
 
-async def _paid_invoice(
+async def paid_invoice(
     client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> tuple[Tenant, Invoice]:
     tenant, invoice = await invoiced_merchant(client, operator, sync)
@@ -158,7 +158,7 @@ async def _paid_invoice(
 async def test_credit_note_on_a_paid_invoice_is_refunded_once(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenant, invoice = await _paid_invoice(stripe_client, operator, sync)
+    tenant, invoice = await paid_invoice(stripe_client, operator, sync)
     response = await stripe_client.post(
         f"/v1/invoices/{invoice.id}/credit-notes",
         json={"amount_minor": 1000, "reason": "sla_credit", "memo": "outage"},
@@ -189,7 +189,7 @@ async def test_credit_note_on_a_paid_invoice_is_refunded_once(
 async def test_refund_made_in_the_dashboard_becomes_a_credit_note(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenant, invoice = await _paid_invoice(stripe_client, operator, sync)
+    tenant, invoice = await paid_invoice(stripe_client, operator, sync)
     [payment] = await Payment.objects().where(Payment.merchant_id == tenant.merchant_id)
     intent = sync.standin.sdk_client().v1.payment_intents.retrieve(payment.stripe_payment_intent_id)
     sync.standin.dashboard.refund_charge(intent.latest_charge, amount=2000)
@@ -213,7 +213,7 @@ async def test_refund_made_in_the_dashboard_becomes_a_credit_note(
 async def test_dispute_flags_invoice_and_merchant_until_closed(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenant, invoice = await _paid_invoice(stripe_client, operator, sync)
+    tenant, invoice = await paid_invoice(stripe_client, operator, sync)
     [payment] = await Payment.objects().where(Payment.merchant_id == tenant.merchant_id)
     intent = sync.standin.sdk_client().v1.payment_intents.retrieve(payment.stripe_payment_intent_id)
     dispute = sync.standin.dashboard.open_dispute(intent.latest_charge)

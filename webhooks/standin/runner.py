@@ -135,6 +135,10 @@ class StandIn:
     def end_outage(self) -> None:
         self.faults.end_outage()
 
+    def forget_idempotency_keys(self) -> None:
+        """As if 24 hours had passed: Stripe no longer knows any idempotency key used so far."""
+        self._server.ledger.forget()
+
     # -- observation --------------------------------------------------------------------------
 
     def count(self, kind: str) -> int:

@@ -220,6 +220,10 @@ class IdempotencyLedger:
     def record(self, account: str, key: str, fingerprint: str, answer: _Answer) -> None:
         self._entries[(account, key)] = (fingerprint, answer)
 
+    def forget(self) -> None:
+        """Stripe prunes a key after 24 hours: from then on, the same key makes a new object."""
+        self._entries.clear()
+
 
 class StandInHTTPServer(ThreadingHTTPServer):
     daemon_threads = True

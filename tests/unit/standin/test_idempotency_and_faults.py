@@ -22,6 +22,17 @@ def test_same_key_same_params_replays_the_first_answer(
     assert len(standin.events("customer.created")) == 1
 
 
+def test_a_key_stripe_has_forgotten_makes_a_new_object(
+    standin: StandIn, client: stripe.StripeClient
+) -> None:
+    params = {"name": "A day later"}
+    first = client.v1.customers.create(params=params, options={"idempotency_key": "day-1"})
+    standin.forget_idempotency_keys()  # Stripe keeps keys for 24 hours
+    again = client.v1.customers.create(params=params, options={"idempotency_key": "day-1"})
+    assert again.id != first.id
+    assert standin.count("customer") == 2
+
+
 def test_replay_is_marked_with_idempotent_replayed_header(standin: StandIn) -> None:
     headers = {"Authorization": "Bearer sk_test_x", "Idempotency-Key": "raw-1"}
     with httpx.Client(base_url=standin.base_url, trust_env=False) as http:
