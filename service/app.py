@@ -171,4 +171,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security=[{"apiKey": []}],
         ),
         debug=False,
+        # Logging is configured once, by service.observability.logging (structlog, JSON in
+        # production); Litestar's default would replace the root logger's handler with its own.
+        logging_config=None,
     )

@@ -8,7 +8,9 @@ from decimal import Decimal
 import pytest
 from httpx import AsyncClient
 
+from service.app import create_app
 from service.observability import logging as billing_logging
+from service.settings import Settings
 from tests.integration.conftest import Tenant
 
 
@@ -75,3 +77,14 @@ def test_a_library_exception_keeps_its_traceback_in_json(json_logs: io.StringIO)
     assert line["event"] == "connection lost"
     assert "Traceback" in line["exception"]
     assert "peer went away" in line["exception"]
+
+
+def test_making_the_app_leaves_library_logs_in_our_format(
+    json_logs: io.StringIO, settings: Settings
+) -> None:
+    import logging
+
+    create_app(settings)  # Litestar would configure the root logger its own way
+    logging.getLogger("uvicorn.error").info("Application startup complete.")
+    line = json.loads(json_logs.getvalue().splitlines()[-1])
+    assert (line["event"], line["level"]) == ("Application startup complete.", "info")
