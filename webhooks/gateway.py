@@ -97,6 +97,13 @@ class Gateway:
             raise _failure(error) from error
 
 
+def id_of(value: Any) -> str:
+    """An expandable field's id, whether Stripe sent the id or the object ("" for none)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value.id)
+
+
 def metadata_of(obj: Any) -> dict[str, str]:
     """A Stripe object's metadata as a plain dict (empty when it has none)."""
     metadata = getattr(obj, "metadata", None)

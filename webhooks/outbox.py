@@ -28,7 +28,7 @@ from service.db.engine import transaction_connection
 from service.db.tables import CreditNote, Invoice, InvoiceLineRow, Merchant, StripeCatalogMap
 from service.stripe_outbox import Command
 from webhooks import records
-from webhooks.gateway import CardDeclined, Gateway, StripeFailure, metadata_of
+from webhooks.gateway import CardDeclined, Gateway, StripeFailure, id_of, metadata_of
 
 log = structlog.get_logger(__name__)
 
@@ -393,10 +393,48 @@ async def _invoice_push(
             Invoice.hosted_invoice_url: finalized.hosted_invoice_url,
         }
     ).where(Invoice.id == invoice.id)
+    if finalized.status == "open":
+        finalized = await _credit_before_payment(gateway, invoice, finalized, key=key)
     if finalized.status != "open":
         return {"invoice": stripe_invoice.id, "collection": f"skipped ({finalized.status})"}
     outcome = await _collect(gateway, stripe_invoice.id, key=f"{key}:pay")
     return {"invoice": stripe_invoice.id, "collection": outcome}
+
+
+async def _credit_before_payment(
+    gateway: Gateway, invoice: Invoice, stripe_invoice: Any, *, key: str
+) -> Any:
+    """Credit notes we issued while the invoice waited for its push lower what Stripe collects:
+    each becomes a Stripe credit note before payment, rather than a charge then a refund. Its
+    own push later finds it by its tag and does nothing more. The Stripe invoice, as it is now.
+    """
+    notes = (
+        await CreditNote.objects()
+        .where(CreditNote.merchant_id == invoice.merchant_id)
+        .where(CreditNote.invoice_id == invoice.id)
+        .where(CreditNote.kind == "pre_payment")
+        .order_by(CreditNote.created_at)
+    )
+    if not notes:
+        return stripe_invoice
+    v1 = gateway.client.v1
+    made = await gateway.list_all(v1.credit_notes.list, invoice=stripe_invoice.id)
+    for note in notes:
+        tags, extra = _credit_note_fields(note, invoice)
+        stripe_note = _made_for(made, {"kefu_credit_note_id": tags["kefu_credit_note_id"]})
+        if stripe_note is None:
+            stripe_note = await gateway.call(
+                v1.credit_notes.create,
+                key=f"{key}:credit_note:{note.id}",
+                invoice=stripe_invoice.id,
+                amount=note.amount_minor,
+                metadata=tags,
+                **extra,
+            )
+        await CreditNote.update({CreditNote.stripe_credit_note_id: stripe_note.id}).where(
+            CreditNote.id == note.id
+        )
+    return await gateway.retrieve(v1.invoices.retrieve, stripe_invoice.id)
 
 
 def _made_for(candidates: Sequence[Any], tags: dict[str, str]) -> Any | None:
@@ -457,8 +495,9 @@ async def _credit_note_push(
     gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
 ) -> dict[str, Any]:
     """An open invoice gets a Stripe credit note; a paid one a refund (tagged with our credit
-    note, so its webhooks are recognised as ours) and a credit note linking it. A refund or
-    credit note an earlier attempt made is found by that tag, never made twice."""
+    note, so its webhooks are recognised as ours) and a credit note linking it. A credit note
+    already in Stripe (made by the invoice's own push, or by an earlier attempt) or a refund an
+    earlier attempt made is found by that tag, never made twice."""
     key = row["idempotency_key"]
     note = (
         await CreditNote.objects().where(CreditNote.id == UUID(payload["credit_note_id"])).first()
@@ -472,36 +511,50 @@ async def _credit_note_push(
     if not invoice.stripe_invoice_id:
         return {"credit_note": None}  # the invoice was never pushed (nothing was due)
     v1 = gateway.client.v1
-    stripe_invoice = await gateway.retrieve(v1.invoices.retrieve, invoice.stripe_invoice_id)
-    metadata = {
-        "kefu_credit_note_id": str(note.id),
-        "kefu_invoice_id": str(invoice.id),
-        "kefu_merchant_id": str(invoice.merchant_id),
-    }
-    extra: dict[str, Any] = {}
-    if note.reason in _STRIPE_CREDIT_REASONS:
-        extra["reason"] = _STRIPE_CREDIT_REASONS[note.reason]
-    if note.memo:
-        extra["memo"] = note.memo[:500]
-    refund_id = None
-    if stripe_invoice.status == "paid":
-        payment_intent = records.payment_intent_of(stripe_invoice)
-        if payment_intent is None:
-            raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
-        refund = _made_for(
-            await gateway.list_all(v1.refunds.list, payment_intent=payment_intent),
-            {"kefu_credit_note_id": str(note.id)},
-        )
-        if refund is None:
-            refund = await gateway.call(
-                v1.refunds.create,
-                key=f"{key}:refund",
-                payment_intent=payment_intent,
-                amount=note.amount_minor,
-                metadata=metadata,
+    tags, extra = _credit_note_fields(note, invoice)
+    stripe_note = _made_for(
+        await gateway.list_all(v1.credit_notes.list, invoice=invoice.stripe_invoice_id),
+        {"kefu_credit_note_id": str(note.id)},
+    )
+    refund: Any = None
+    if stripe_note is not None:
+        refund_id = next((id_of(item.refund) for item in stripe_note.refunds or ()), None)
+        if refund_id is not None:
+            refund = await gateway.retrieve(v1.refunds.retrieve, refund_id)
+    else:
+        stripe_invoice = await gateway.retrieve(v1.invoices.retrieve, invoice.stripe_invoice_id)
+        if stripe_invoice.status == "paid":
+            payment_intent = records.payment_intent_of(stripe_invoice)
+            if payment_intent is None:
+                raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
+            refund = _made_for(
+                await gateway.list_all(v1.refunds.list, payment_intent=payment_intent), tags
             )
-        refund_id = refund.id
-        extra["refunds"] = [{"refund": refund.id, "amount_refunded": note.amount_minor}]
+            if refund is None:
+                refund = await gateway.call(
+                    v1.refunds.create,
+                    key=f"{key}:refund",
+                    payment_intent=payment_intent,
+                    amount=note.amount_minor,
+                    metadata=tags,
+                )
+            extra["refunds"] = [{"refund": refund.id, "amount_refunded": note.amount_minor}]
+        elif stripe_invoice.status != "open":
+            raise StripeFailure(
+                f"Stripe invoice {stripe_invoice.id} is {stripe_invoice.status}: no credit note",
+                is_transient=False,
+                status=None,
+                code=None,
+            )
+        stripe_note = await gateway.call(
+            v1.credit_notes.create,
+            key=f"{key}:credit_note",
+            invoice=invoice.stripe_invoice_id,
+            amount=note.amount_minor,
+            metadata=tags,
+            **extra,
+        )
+    if refund is not None:
         await records.record_refund(
             merchant_id=invoice.merchant_id,
             invoice_id=invoice.id,
@@ -513,30 +566,29 @@ async def _credit_note_push(
             origin="credit_note",
             at=records.at(refund.created),
         )
-    elif stripe_invoice.status != "open":
-        raise StripeFailure(
-            f"Stripe invoice {stripe_invoice.id} is {stripe_invoice.status}: no credit note",
-            is_transient=False,
-            status=None,
-            code=None,
-        )
-    stripe_note = _made_for(
-        await gateway.list_all(v1.credit_notes.list, invoice=invoice.stripe_invoice_id),
-        {"kefu_credit_note_id": str(note.id)},
-    )
-    if stripe_note is None:
-        stripe_note = await gateway.call(
-            v1.credit_notes.create,
-            key=f"{key}:credit_note",
-            invoice=invoice.stripe_invoice_id,
-            amount=note.amount_minor,
-            metadata=metadata,
-            **extra,
-        )
+    refund_id = refund.id if refund is not None else None
     await CreditNote.update(
         {CreditNote.stripe_credit_note_id: stripe_note.id, CreditNote.stripe_refund_id: refund_id}
     ).where(CreditNote.id == note.id)
     return {"credit_note": stripe_note.id, "refund": refund_id}
+
+
+def _credit_note_fields(
+    note: CreditNote, invoice: Invoice
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A Stripe credit note's tags (its metadata, naming our credit note) and its reason and
+    memo."""
+    tags = {
+        "kefu_credit_note_id": str(note.id),
+        "kefu_invoice_id": str(invoice.id),
+        "kefu_merchant_id": str(invoice.merchant_id),
+    }
+    extra: dict[str, Any] = {}
+    if note.reason in _STRIPE_CREDIT_REASONS:
+        extra["reason"] = _STRIPE_CREDIT_REASONS[note.reason]
+    if note.memo:
+        extra["memo"] = note.memo[:500]
+    return tags, extra
 
 
 _COMMANDS: dict[Command, Push] = {

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from service.finance.reconcile import StripeItem, StripeSnapshot
-from webhooks.gateway import Gateway, metadata_of
+from webhooks.gateway import Gateway, id_of, metadata_of
 
 PAGE_SIZE = 100
 
@@ -42,7 +42,7 @@ class StripeLedgerSource:
                 amount_minor=obj.total,
                 currency=obj.currency.upper(),
                 status=obj.status or "",
-                customer=_id(obj.customer),
+                customer=id_of(obj.customer),
                 amount_paid_minor=obj.amount_paid,
                 reference=metadata_of(obj).get("kefu_invoice_id", ""),
                 merchant_id=metadata_of(obj).get("kefu_merchant_id", ""),
@@ -57,10 +57,10 @@ class StripeLedgerSource:
                 amount_minor=obj.amount,
                 currency=obj.currency.upper(),
                 status=obj.status,
-                customer=_id(obj.customer),
+                customer=id_of(obj.customer),
                 amount_paid_minor=obj.amount_captured,
-                link=_id(obj.payment_intent),
-                balance_transaction=_id(obj.balance_transaction),
+                link=id_of(obj.payment_intent),
+                balance_transaction=id_of(obj.balance_transaction),
             )
             for obj in every(v1.charges)
         ]
@@ -70,8 +70,8 @@ class StripeLedgerSource:
                 amount_minor=obj.amount,
                 currency=obj.currency.upper(),
                 status=obj.status or "",
-                link=_id(obj.charge),
-                balance_transaction=_id(obj.balance_transaction),
+                link=id_of(obj.charge),
+                balance_transaction=id_of(obj.balance_transaction),
             )
             for obj in every(v1.refunds)
         ]
@@ -81,7 +81,7 @@ class StripeLedgerSource:
                 amount_minor=obj.amount,
                 currency=obj.currency.upper(),
                 status=obj.type,
-                link=_id(obj.source),
+                link=id_of(obj.source),
                 fee_minor=obj.fee,
                 net_minor=obj.net,
             )
@@ -90,10 +90,3 @@ class StripeLedgerSource:
         return StripeSnapshot(
             invoices=invoices, charges=charges, refunds=refunds, transactions=transactions
         )
-
-
-def _id(value: Any) -> str:
-    """An expandable field's id, whether Stripe sent the id or the object."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value.id)

@@ -186,6 +186,49 @@ async def test_credit_note_on_a_paid_invoice_is_refunded_once(
     assert (ours.status, note.refund_status) == ("failed", "failed")
 
 
+async def test_credit_note_issued_before_the_push_lowers_what_stripe_collects(
+    stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
+) -> None:
+    tenant, invoice = await invoiced_merchant(stripe_client, operator, sync)
+    response = await stripe_client.post(  # Stripe has not heard of the invoice yet
+        f"/v1/invoices/{invoice.id}/credit-notes",
+        json={"amount_minor": 1000, "reason": "sla_credit", "memo": "outage"},
+        headers=operator.headers,
+    )
+    assert response.status_code == 201, response.text
+    await sync.settle()
+
+    [stripe_invoice] = stripe_objects(sync.standin, "invoice", tenant.merchant_id)
+    assert stripe_invoice["status"] == "paid"
+    assert stripe_invoice["amount_paid"] == invoice.total_minor - 1000  # charged net, once
+    [stripe_note] = stripe_objects(sync.standin, "credit_note", tenant.merchant_id)
+    assert (stripe_note["type"], stripe_note["amount"]) == ("pre_payment", 1000)
+    assert stripe_objects(sync.standin, "refund", tenant.merchant_id) == []
+    [note] = await CreditNote.objects().where(CreditNote.merchant_id == tenant.merchant_id)
+    assert note.stripe_credit_note_id == stripe_note["id"]
+    assert await Refund.objects().where(Refund.merchant_id == tenant.merchant_id) == []
+    paid = await _refresh(invoice)
+    assert (paid.status, paid.amount_paid_minor) == ("paid", invoice.total_minor - 1000)
+
+
+async def test_an_invoice_credited_in_full_before_the_push_charges_nothing(
+    stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
+) -> None:
+    tenant, invoice = await invoiced_merchant(stripe_client, operator, sync)
+    response = await stripe_client.post(
+        f"/v1/invoices/{invoice.id}/credit-notes",
+        json={"amount_minor": invoice.total_minor, "reason": "goodwill", "memo": "on us"},
+        headers=operator.headers,
+    )
+    assert response.status_code == 201, response.text
+    await sync.settle()
+    [stripe_invoice] = stripe_objects(sync.standin, "invoice", tenant.merchant_id)
+    assert (stripe_invoice["status"], stripe_invoice["amount_paid"]) == ("paid", 0)
+    assert len(stripe_objects(sync.standin, "credit_note", tenant.merchant_id)) == 1
+    assert stripe_objects(sync.standin, "refund", tenant.merchant_id) == []
+    assert (await _refresh(invoice)).status == "paid"
+
+
 async def test_refund_made_in_the_dashboard_becomes_a_credit_note(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
