@@ -35,6 +35,11 @@ log = structlog.get_logger(__name__)
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 900.0
 
+KEY_WINDOW = timedelta(hours=23)
+"""Stripe keeps an idempotency key for 24 hours. A row younger than this relies on its keys
+alone; an older one may have sent requests whose keys Stripe has forgotten, so its push first
+looks in Stripe for what it made before (see `_made_for`)."""
+
 
 class NotReady(Exception):
     """What this push needs is not there yet (a payment Stripe has not reported): retry later."""
@@ -58,7 +63,7 @@ def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
 # The next row of each stream, if it is due and nothing earlier in its stream is unsent. Raw SQL:
 # SKIP LOCKED with a per-stream ordering condition is not something the ORM expresses.
 _CLAIM = """
-SELECT o.id, o.merchant_id, o.command, o.payload, o.idempotency_key, o.attempts
+SELECT o.id, o.merchant_id, o.command, o.payload, o.idempotency_key, o.attempts, o.created_at
 FROM stripe_outbox o
 WHERE o.status = 'pending' AND o.next_attempt_at <= $1
   AND ($2::uuid[] IS NULL OR o.merchant_id = ANY($2::uuid[])
@@ -132,6 +137,7 @@ async def send_one(
             if record is None:
                 return None
             claimed = dict(record)
+            claimed["past_key_window"] = now - claimed["created_at"] >= KEY_WINDOW
             payload = _json(claimed["payload"])
             push = _COMMANDS[Command(claimed["command"])]
             stripe_ids = await push(gateway, claimed, payload)
@@ -197,7 +203,7 @@ def _json(value: Any) -> dict[str, Any]:
 Push = Callable[[Gateway, dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str) -> str:
+async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str, *, look: bool) -> str:
     merchant = await Merchant.objects().where(Merchant.id == merchant_id).first()
     if merchant is None:
         raise StripeFailure(
@@ -205,10 +211,12 @@ async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str) -> str
         )
     if merchant.stripe_customer_id:
         return merchant.stripe_customer_id
-    customer = _made_for(
-        await gateway.list_all(gateway.client.v1.customers.list, email=merchant.contact_email),
-        {"kefu_merchant_id": str(merchant.id)},
-    )
+    customer = None
+    if look:
+        customer = _made_for(
+            await gateway.list_all(gateway.client.v1.customers.list, email=merchant.contact_email),
+            {"kefu_merchant_id": str(merchant.id)},
+        )
     if customer is None:
         customer = await gateway.call(
             gateway.client.v1.customers.create,
@@ -226,7 +234,9 @@ async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str) -> str
 async def _customer_create(
     gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
 ) -> dict[str, Any]:
-    customer_id = await _ensure_customer(gateway, row["merchant_id"], row["idempotency_key"])
+    customer_id = await _ensure_customer(
+        gateway, row["merchant_id"], row["idempotency_key"], look=row["past_key_window"]
+    )
     return {"customer": customer_id}
 
 
@@ -234,7 +244,9 @@ async def _customer_update(
     gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
 ) -> dict[str, Any]:
     key = row["idempotency_key"]
-    customer_id = await _ensure_customer(gateway, row["merchant_id"], key)
+    customer_id = await _ensure_customer(
+        gateway, row["merchant_id"], key, look=row["past_key_window"]
+    )
     merchant = await Merchant.objects().where(Merchant.id == row["merchant_id"]).first()
     assert merchant is not None
     await gateway.call(
@@ -319,17 +331,21 @@ async def _invoice_push(
         raise StripeFailure("invoice is gone", is_transient=False, status=None, code=None)
     if invoice.status == "void" and invoice.stripe_invoice_id is None:
         return {"invoice": None, "skipped": "voided before it was pushed"}
-    customer_id = await _ensure_customer(gateway, invoice.merchant_id, key)
+    customer_id = await _ensure_customer(
+        gateway, invoice.merchant_id, key, look=row["past_key_window"]
+    )
     v1 = gateway.client.v1
     metadata = {
         "kefu_invoice_id": str(invoice.id),
         "kefu_merchant_id": str(invoice.merchant_id),
         "kefu_number": invoice.number or "",
     }
-    stripe_invoice = _made_for(
-        await gateway.list_all(v1.invoices.list, customer=customer_id),
-        {"kefu_invoice_id": str(invoice.id)},
-    )
+    stripe_invoice = None
+    if row["past_key_window"]:
+        stripe_invoice = _made_for(
+            await gateway.list_all(v1.invoices.list, customer=customer_id),
+            {"kefu_invoice_id": str(invoice.id)},
+        )
     on_stripe: set[str] = set()  # our line ids that are items of it already
     if stripe_invoice is not None:
         items_there = await gateway.list_all(v1.invoice_items.list, invoice=stripe_invoice.id)
@@ -394,7 +410,11 @@ async def _invoice_push(
         }
     ).where(Invoice.id == invoice.id)
     if finalized.status == "open":
-        finalized = await _credit_before_payment(gateway, invoice, finalized, key=key)
+        finalized = await _credit_before_payment(
+            gateway, invoice, finalized, key=key, look=row["past_key_window"]
+        )
+    if invoice.status == "void":  # voided meanwhile: its void row, next in line, voids it
+        return {"invoice": stripe_invoice.id, "collection": "skipped (void)"}
     if finalized.status != "open":
         return {"invoice": stripe_invoice.id, "collection": f"skipped ({finalized.status})"}
     outcome = await _collect(gateway, stripe_invoice.id, key=f"{key}:pay")
@@ -402,7 +422,7 @@ async def _invoice_push(
 
 
 async def _credit_before_payment(
-    gateway: Gateway, invoice: Invoice, stripe_invoice: Any, *, key: str
+    gateway: Gateway, invoice: Invoice, stripe_invoice: Any, *, key: str, look: bool
 ) -> Any:
     """Credit notes we issued while the invoice waited for its push lower what Stripe collects:
     each becomes a Stripe credit note before payment, rather than a charge then a refund. Its
@@ -418,7 +438,7 @@ async def _credit_before_payment(
     if not notes:
         return stripe_invoice
     v1 = gateway.client.v1
-    made = await gateway.list_all(v1.credit_notes.list, invoice=stripe_invoice.id)
+    made = await gateway.list_all(v1.credit_notes.list, invoice=stripe_invoice.id) if look else []
     for note in notes:
         tags, extra = _credit_note_fields(note, invoice)
         stripe_note = _made_for(made, {"kefu_credit_note_id": tags["kefu_credit_note_id"]})
@@ -442,10 +462,24 @@ def _made_for(candidates: Sequence[Any], tags: dict[str, str]) -> Any | None:
     its metadata.
 
     Every request of a push carries an idempotency key, which makes a retry safe by itself
-    only while Stripe keeps the key: 24 hours. A push retried later (a worker down for a day,
-    Stripe down for longer) first looks for what it made before, so it never makes it twice.
+    only while Stripe keeps the key: 24 hours. A push of a row older than `KEY_WINDOW` (a
+    worker down for a day, Stripe down for longer) first looks for what it made before, so it
+    never makes it twice; younger rows skip the lookups and their cost.
     """
-    return next((obj for obj in candidates if tags.items() <= metadata_of(obj).items()), None)
+    return next(
+        (
+            obj
+            for obj in candidates
+            if tags.items() <= metadata_of(obj).items()
+            and getattr(obj, "status", None) not in _DEAD
+        ),
+        None,
+    )
+
+
+_DEAD = frozenset({"void", "failed", "canceled"})
+"""Statuses of a Stripe object that no longer does what it was made for (a void invoice or
+credit note, a failed or canceled refund): never taken as the earlier attempt's."""
 
 
 async def _collect(gateway: Gateway, stripe_invoice_id: str, *, key: str) -> str:
@@ -510,15 +544,21 @@ async def _credit_note_push(
     assert invoice is not None
     if not invoice.stripe_invoice_id:
         return {"credit_note": None}  # the invoice was never pushed (nothing was due)
+    if note.stripe_credit_note_id:  # credited before payment by the invoice's own push
+        return {"credit_note": note.stripe_credit_note_id, "refund": note.stripe_refund_id}
     v1 = gateway.client.v1
     tags, extra = _credit_note_fields(note, invoice)
-    stripe_note = _made_for(
-        await gateway.list_all(v1.credit_notes.list, invoice=invoice.stripe_invoice_id),
-        {"kefu_credit_note_id": str(note.id)},
-    )
+    stripe_note = None
+    if row["past_key_window"]:
+        stripe_note = _made_for(
+            await gateway.list_all(v1.credit_notes.list, invoice=invoice.stripe_invoice_id),
+            {"kefu_credit_note_id": str(note.id)},
+        )
     refund: Any = None
     if stripe_note is not None:
-        refund_id = next((id_of(item.refund) for item in stripe_note.refunds or ()), None)
+        refund_id = next(
+            (found for item in stripe_note.refunds or () if (found := id_of(item.refund))), None
+        )
         if refund_id is not None:
             refund = await gateway.retrieve(v1.refunds.retrieve, refund_id)
     else:
@@ -527,9 +567,10 @@ async def _credit_note_push(
             payment_intent = records.payment_intent_of(stripe_invoice)
             if payment_intent is None:
                 raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
-            refund = _made_for(
-                await gateway.list_all(v1.refunds.list, payment_intent=payment_intent), tags
-            )
+            if row["past_key_window"]:
+                refund = _made_for(
+                    await gateway.list_all(v1.refunds.list, payment_intent=payment_intent), tags
+                )
             if refund is None:
                 refund = await gateway.call(
                     v1.refunds.create,
