@@ -227,6 +227,7 @@ async def test_an_invoice_credited_in_full_before_the_push_charges_nothing(
     assert len(stripe_objects(sync.standin, "credit_note", tenant.merchant_id)) == 1
     assert stripe_objects(sync.standin, "refund", tenant.merchant_id) == []
     assert (await _refresh(invoice)).status == "paid"
+    assert await Payment.objects().where(Payment.merchant_id == tenant.merchant_id) == []
 
 
 async def test_refund_made_in_the_dashboard_becomes_a_credit_note(

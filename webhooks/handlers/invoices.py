@@ -101,20 +101,23 @@ async def updated(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) 
 async def paid(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> str:
     await _note_event(invoice, event, obj)
     paid_at = records.at((obj.get("status_transitions") or {}).get("paid_at") or event["created"])
-    inserted = await Payment.raw(
-        "INSERT INTO payments (merchant_id, invoice_id, amount_minor, currency, stripe_invoice_id,"
-        " stripe_payment_intent_id, paid_at, stripe_event_id) VALUES ({}, {}, {}, {}, {}, {}, {},"
-        " {}) ON CONFLICT (merchant_id, invoice_id) DO NOTHING RETURNING id",
-        invoice.merchant_id,
-        invoice.id,
-        obj.get("amount_paid") or 0,
-        invoice.currency,
-        obj["id"],
-        records.payment_intent_of(obj),
-        paid_at,
-        event["id"],
-    )
-    outcome = "payment recorded" if inserted else "payment already recorded"
+    outcome = "nothing paid: credited in full"  # no money moved, so no payment row
+    if obj.get("amount_paid"):
+        inserted = await Payment.raw(
+            "INSERT INTO payments (merchant_id, invoice_id, amount_minor, currency,"
+            " stripe_invoice_id, stripe_payment_intent_id, paid_at, stripe_event_id) VALUES"
+            " ({}, {}, {}, {}, {}, {}, {}, {}) ON CONFLICT (merchant_id, invoice_id) DO NOTHING"
+            " RETURNING id",
+            invoice.merchant_id,
+            invoice.id,
+            obj["amount_paid"],
+            invoice.currency,
+            obj["id"],
+            records.payment_intent_of(obj),
+            paid_at,
+            event["id"],
+        )
+        outcome = "payment recorded" if inserted else "payment already recorded"
     if invoice.status in ("open", "uncollectible"):
         if obj.get("amount_paid") != invoice.amount_due_minor:
             log.warning(
