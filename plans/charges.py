@@ -367,6 +367,15 @@ def _tier_range(tiers: Sequence[Tier], index: int) -> str:
     return f"over {format_quantity(lower)} up to {format_quantity(upper)}"
 
 
+def _in_tier(quantity: Decimal, tier: Tier, ctx: RatingContext) -> tuple[Decimal, str]:
+    """What ``quantity`` units cost at ``tier`` (its unit price and flat fee), and how."""
+    amount = quantity * tier.unit_price + _major(tier.flat_fee_minor, ctx.exponent)
+    detail = f"{format_quantity(quantity)} × {format_price(tier.unit_price, ctx.currency)}"
+    if tier.flat_fee_minor:
+        detail += f" + {format_minor(tier.flat_fee_minor, ctx.currency)} flat"
+    return amount, detail
+
+
 class Graduated(_UsageBase, tag="graduated", frozen=True, kw_only=True):
     """Each unit priced by the tier it falls in (the first 3,000 at one price, the next ...)."""
 
@@ -384,11 +393,8 @@ class Graduated(_UsageBase, tag="graduated", frozen=True, kw_only=True):
             if used <= lower:
                 break
             upper = used if tier.up_to is None else min(used, tier.up_to)
-            in_tier = upper - lower
-            total += in_tier * tier.unit_price + _major(tier.flat_fee_minor, ctx.exponent)
-            part = f"{format_quantity(in_tier)} × {format_price(tier.unit_price, ctx.currency)}"
-            if tier.flat_fee_minor:
-                part += f" + {format_minor(tier.flat_fee_minor, ctx.currency)} flat"
+            amount, part = _in_tier(upper - lower, tier, ctx)
+            total += amount
             parts.append(part)
             lower = upper
         detail = " + ".join(parts) if parts else "nothing to charge"
@@ -429,10 +435,7 @@ class Volume(_UsageBase, tag="volume", frozen=True, kw_only=True):
                 amount_minor=0,
                 explanation=f"{_units(self.metric, used)}: nothing to charge",
             )
-        total = used * tier.unit_price + _major(tier.flat_fee_minor, ctx.exponent)
-        detail = f"{format_quantity(used)} × {format_price(tier.unit_price, ctx.currency)}"
-        if tier.flat_fee_minor:
-            detail += f" + {format_minor(tier.flat_fee_minor, ctx.currency)} flat"
+        total, detail = _in_tier(used, tier, ctx)
         return self._line(
             ctx,
             period,
