@@ -440,16 +440,10 @@ async def _credit_before_payment(
     v1 = gateway.client.v1
     made = await gateway.list_all(v1.credit_notes.list, invoice=stripe_invoice.id) if look else []
     for note in notes:
-        tags, extra = _credit_note_fields(note, invoice)
-        stripe_note = _made_for(made, {"kefu_credit_note_id": tags["kefu_credit_note_id"]})
+        stripe_note = _made_for(made, {"kefu_credit_note_id": str(note.id)})
         if stripe_note is None:
-            stripe_note = await gateway.call(
-                v1.credit_notes.create,
-                key=f"{key}:credit_note:{note.id}",
-                invoice=stripe_invoice.id,
-                amount=note.amount_minor,
-                metadata=tags,
-                **extra,
+            stripe_note = await _make_credit_note(
+                gateway, note, invoice, stripe_invoice.id, key=f"{key}:credit_note:{note.id}"
             )
         await CreditNote.update({CreditNote.stripe_credit_note_id: stripe_note.id}).where(
             CreditNote.id == note.id
@@ -547,7 +541,7 @@ async def _credit_note_push(
     if note.stripe_credit_note_id:  # credited before payment by the invoice's own push
         return {"credit_note": note.stripe_credit_note_id, "refund": note.stripe_refund_id}
     v1 = gateway.client.v1
-    tags, extra = _credit_note_fields(note, invoice)
+    tags = _credit_note_tags(note, invoice)
     stripe_note = None
     if row["past_key_window"]:
         stripe_note = _made_for(
@@ -555,6 +549,7 @@ async def _credit_note_push(
             {"kefu_credit_note_id": str(note.id)},
         )
     refund: Any = None
+    refunds: list[dict[str, Any]] = []
     if stripe_note is not None:
         refund_id = next(
             (found for item in stripe_note.refunds or () if (found := id_of(item.refund))), None
@@ -579,7 +574,7 @@ async def _credit_note_push(
                     amount=note.amount_minor,
                     metadata=tags,
                 )
-            extra["refunds"] = [{"refund": refund.id, "amount_refunded": note.amount_minor}]
+            refunds = [{"refund": refund.id, "amount_refunded": note.amount_minor}]
         elif stripe_invoice.status != "open":
             raise StripeFailure(
                 f"Stripe invoice {stripe_invoice.id} is {stripe_invoice.status}: no credit note",
@@ -587,13 +582,13 @@ async def _credit_note_push(
                 status=None,
                 code=None,
             )
-        stripe_note = await gateway.call(
-            v1.credit_notes.create,
+        stripe_note = await _make_credit_note(
+            gateway,
+            note,
+            invoice,
+            invoice.stripe_invoice_id,
             key=f"{key}:credit_note",
-            invoice=invoice.stripe_invoice_id,
-            amount=note.amount_minor,
-            metadata=tags,
-            **extra,
+            refunds=refunds,
         )
     if refund is not None:
         await records.record_refund(
@@ -614,22 +609,40 @@ async def _credit_note_push(
     return {"credit_note": stripe_note.id, "refund": refund_id}
 
 
-def _credit_note_fields(
-    note: CreditNote, invoice: Invoice
-) -> tuple[dict[str, str], dict[str, Any]]:
-    """A Stripe credit note's tags (its metadata, naming our credit note) and its reason and
-    memo."""
-    tags = {
+def _credit_note_tags(note: CreditNote, invoice: Invoice) -> dict[str, str]:
+    """The metadata naming our credit note on what Stripe makes for it (credit note, refund)."""
+    return {
         "kefu_credit_note_id": str(note.id),
         "kefu_invoice_id": str(invoice.id),
         "kefu_merchant_id": str(invoice.merchant_id),
     }
-    extra: dict[str, Any] = {}
+
+
+async def _make_credit_note(
+    gateway: Gateway,
+    note: CreditNote,
+    invoice: Invoice,
+    stripe_invoice_id: str,
+    *,
+    key: str,
+    refunds: Sequence[dict[str, Any]] = (),
+) -> Any:
+    """Our credit note as a Stripe credit note on ``stripe_invoice_id`` (linking ``refunds``)."""
+    params: dict[str, Any] = {}
     if note.reason in _STRIPE_CREDIT_REASONS:
-        extra["reason"] = _STRIPE_CREDIT_REASONS[note.reason]
+        params["reason"] = _STRIPE_CREDIT_REASONS[note.reason]
     if note.memo:
-        extra["memo"] = note.memo[:500]
-    return tags, extra
+        params["memo"] = note.memo[:500]
+    if refunds:
+        params["refunds"] = list(refunds)
+    return await gateway.call(
+        gateway.client.v1.credit_notes.create,
+        key=key,
+        invoice=stripe_invoice_id,
+        amount=note.amount_minor,
+        metadata=_credit_note_tags(note, invoice),
+        **params,
+    )
 
 
 _COMMANDS: dict[Command, Push] = {
