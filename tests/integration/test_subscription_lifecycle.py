@@ -8,31 +8,7 @@ from typing import Any
 from httpx import AsyncClient
 
 from tests.integration.conftest import Tenant, signup_tenant
-
-SHANGHAI = "+08:00"
-
-
-def at(text: str) -> str:
-    return f"{text}{SHANGHAI}"
-
-
-async def _clock(client: AsyncClient, operator: Tenant, start: str) -> str:
-    created = await client.post(
-        "/v1/test-clocks",
-        json={"frozen_time": at(start), "name": "lifecycle"},
-        headers=operator.headers,
-    )
-    assert created.status_code == 201, created.text
-    return created.json()["id"]
-
-
-async def _advance(client: AsyncClient, operator: Tenant, clock_id: str, to: str) -> None:
-    response = await client.post(
-        f"/v1/test-clocks/{clock_id}/advance",
-        json={"frozen_time": at(to)},
-        headers=operator.headers,
-    )
-    assert response.status_code == 200, response.text
+from tests.integration.usage_helpers import advance, at, new_clock
 
 
 async def _get(client: AsyncClient, tenant: Tenant, sub_id: str) -> dict[str, Any]:
@@ -48,7 +24,7 @@ def _same_instant(a: str, b: str) -> bool:
 
 
 async def test_full_lifecycle_on_a_test_clock(client: AsyncClient, operator: Tenant) -> None:
-    clock_id = await _clock(client, operator, "2026-01-10T00:00:00")
+    clock_id = await new_clock(client, operator, "2026-01-10T00:00:00")
     tenant, sub = await signup_tenant(
         client, operator, plan="basic", trial_days=14, test_clock_id=clock_id
     )
@@ -61,7 +37,7 @@ async def test_full_lifecycle_on_a_test_clock(client: AsyncClient, operator: Ten
     assert sub["pending_lines"] == []
 
     # Trial ends: active, first period Jan 24 – Feb 1 (8 of January's 31 days).
-    await _advance(client, operator, clock_id, "2026-01-24T00:00:00")
+    await advance(client, operator, clock_id, "2026-01-24T00:00:00")
     sub = await _get(client, tenant, sub_id)
     assert sub["status"] == "active"
     assert _same_instant(sub["current_period_start"], at("2026-01-24T00:00:00"))
@@ -70,7 +46,7 @@ async def test_full_lifecycle_on_a_test_clock(client: AsyncClient, operator: Ten
     assert [line["amount_minor"] for line in sub["pending_lines"]] == [2555]
 
     # Upgrade on Jan 27 at noon: 4.5 of January's 31 days remain.
-    await _advance(client, operator, clock_id, "2026-01-27T12:00:00")
+    await advance(client, operator, clock_id, "2026-01-27T12:00:00")
     quote = await client.post(
         f"/v1/subscriptions/{sub_id}/change-quote",
         json={"plan": "advanced"},
@@ -96,7 +72,7 @@ async def test_full_lifecycle_on_a_test_clock(client: AsyncClient, operator: Ten
     assert [line["amount_minor"] for line in sub["pending_lines"]] == [2555, -1437, 4355]
 
     # Downgrade back to basic: scheduled for the period end, nothing prorated.
-    await _advance(client, operator, clock_id, "2026-01-29T00:00:00")
+    await advance(client, operator, clock_id, "2026-01-29T00:00:00")
     downgraded = await client.post(
         f"/v1/subscriptions/{sub_id}/change-plan",
         json={"plan": "basic"},
@@ -110,7 +86,7 @@ async def test_full_lifecycle_on_a_test_clock(client: AsyncClient, operator: Ten
     assert len(sub["pending_lines"]) == 3
 
     # Period end: the downgrade applies, February begins.
-    await _advance(client, operator, clock_id, "2026-02-01T00:00:00")
+    await advance(client, operator, clock_id, "2026-02-01T00:00:00")
     sub = await _get(client, tenant, sub_id)
     assert sub["plan_code"] == "basic"
     assert sub["scheduled_change"] is None
@@ -126,7 +102,7 @@ async def test_full_lifecycle_on_a_test_clock(client: AsyncClient, operator: Ten
     assert canceled.status_code == 200
     assert canceled.json()["cancel_at_period_end"] is True
     assert canceled.json()["status"] == "active"
-    await _advance(client, operator, clock_id, "2026-03-01T00:00:00")
+    await advance(client, operator, clock_id, "2026-03-01T00:00:00")
     sub = await _get(client, tenant, sub_id)
     assert sub["status"] == "canceled"
     assert _same_instant(sub["canceled_at"], at("2026-03-01T00:00:00"))
@@ -149,16 +125,16 @@ async def test_full_lifecycle_on_a_test_clock(client: AsyncClient, operator: Ten
 async def test_upgrade_then_downgrade_now_nets_to_what_was_used(
     client: AsyncClient, operator: Tenant
 ) -> None:
-    clock_id = await _clock(client, operator, "2026-04-01T00:00:00")
+    clock_id = await new_clock(client, operator, "2026-04-01T00:00:00")
     tenant, sub = await signup_tenant(client, operator, plan="basic", test_clock_id=clock_id)
     sub_id = sub["id"]
     # April has 30 days. Upgrade on the 11th, downgrade (now) on the 21st.
-    await _advance(client, operator, clock_id, "2026-04-11T00:00:00")
+    await advance(client, operator, clock_id, "2026-04-11T00:00:00")
     up = await client.post(
         f"/v1/subscriptions/{sub_id}/change-plan", json={"plan": "advanced"}, headers=tenant.headers
     )
     assert up.status_code == 200
-    await _advance(client, operator, clock_id, "2026-04-21T00:00:00")
+    await advance(client, operator, clock_id, "2026-04-21T00:00:00")
     down = await client.post(
         f"/v1/subscriptions/{sub_id}/change-plan",
         json={"plan": "basic", "when": "now"},
@@ -173,14 +149,14 @@ async def test_upgrade_then_downgrade_now_nets_to_what_was_used(
 async def test_the_list_shows_each_subscription_its_own_waiting_lines(
     client: AsyncClient, operator: Tenant
 ) -> None:
-    clock_id = await _clock(client, operator, "2026-01-24T00:00:00")
+    clock_id = await new_clock(client, operator, "2026-01-24T00:00:00")
     upgraded, upgraded_sub = await signup_tenant(
         client, operator, plan="basic", test_clock_id=clock_id, name="Upgrades"
     )
     plain, plain_sub = await signup_tenant(
         client, operator, plan="basic", test_clock_id=clock_id, name="Stays"
     )
-    await _advance(client, operator, clock_id, "2026-01-27T12:00:00")
+    await advance(client, operator, clock_id, "2026-01-27T12:00:00")
     changed = await client.post(
         f"/v1/subscriptions/{upgraded_sub['id']}/change-plan",
         json={"plan": "advanced"},

@@ -10,6 +10,7 @@ from uuid import UUID
 from httpx import AsyncClient
 
 from service.db.engine import current as current_database
+from tests.integration import invoicing_helpers
 from tests.integration.conftest import Tenant, signup_tenant
 
 SHANGHAI = "+08:00"
@@ -25,22 +26,13 @@ def instant(text: str) -> datetime:
 
 
 async def new_clock(client: AsyncClient, operator: Tenant, start: str) -> str:
-    created = await client.post(
-        "/v1/test-clocks",
-        json={"frozen_time": at(start), "name": "usage"},
-        headers=operator.headers,
-    )
-    assert created.status_code == 201, created.text
-    return str(created.json()["id"])
+    """A test clock frozen at ``start`` (Shanghai wall time)."""
+    return await invoicing_helpers.new_clock(client, operator, at(start))
 
 
 async def advance(client: AsyncClient, operator: Tenant, clock_id: str, to: str) -> None:
-    moved = await client.post(
-        f"/v1/test-clocks/{clock_id}/advance",
-        json={"frozen_time": at(to)},
-        headers=operator.headers,
-    )
-    assert moved.status_code == 200, moved.text
+    """Move the clock to ``to`` (Shanghai wall time)."""
+    await invoicing_helpers.advance(client, operator, clock_id, at(to))
 
 
 async def merchant_on_clock(
