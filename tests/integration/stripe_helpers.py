@@ -5,12 +5,10 @@ worker's Stripe pass run until nothing moves."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +18,7 @@ import pytest
 from service.app import create_app
 from service.db.engine import Database
 from service.settings import Settings, StripeSettings
+from tests.webhook_receiver import Receiver, receiving
 from webhooks.gateway import Gateway
 from webhooks.standin import StandIn
 from webhooks.sync import StripeSync
@@ -27,51 +26,16 @@ from webhooks.sync import StripeSync
 WEBHOOK_SECRET = "whsec_kefu_tests"
 
 
-@dataclass
-class Relay:
-    """A loopback endpoint the stand-in posts webhooks to; it keeps them for the test to hand
-    to the app (the app runs in the test's event loop, not behind a socket)."""
-
-    url: str = ""
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self) -> list[tuple[dict[str, str], bytes]]:
-        with self.lock:
-            taken, self.received = self.received, []
-        return taken
+@pytest.fixture
+def relay() -> Iterator[Receiver]:
+    """Where the stand-in posts webhooks; `Sync.deliver` hands them to the app (the app runs in
+    the test's event loop, not behind a socket)."""
+    with receiving() as running:
+        yield running
 
 
 @pytest.fixture
-def relay() -> Iterator[Relay]:
-    state = Relay()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with state.lock:
-                state.received.append((dict(self.headers), body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def standin(relay: Relay) -> Iterator[StandIn]:
+def standin(relay: Receiver) -> Iterator[StandIn]:
     running = StandIn.start(
         port=0, webhook_url=relay.url, webhook_secret=WEBHOOK_SECRET, timeout_seconds=0.2
     )
@@ -103,7 +67,7 @@ class Sync:
     """A worker's Stripe pass against the stand-in, plus the webhook relay into the app."""
 
     standin: StandIn
-    relay: Relay
+    relay: Receiver
     client: httpx.AsyncClient
     stripe_sync: StripeSync
     merchant_ids: list[UUID] = field(default_factory=list)
@@ -115,12 +79,12 @@ class Sync:
         """Hand every webhook the stand-in sent so far to the app; each must be accepted."""
         self.standin.webhooks.wait_idle(timeout=5)
         delivered = 0
-        for headers, body in self.relay.take():
+        for webhook in self.relay.take():
             response = await self.client.post(
                 "/webhooks/stripe",
-                content=body,
+                content=webhook.body,
                 headers={
-                    "Stripe-Signature": headers["Stripe-Signature"],
+                    "Stripe-Signature": webhook.headers["Stripe-Signature"],
                     "Content-Type": "application/json",
                 },
             )
@@ -145,7 +109,7 @@ class Sync:
 
 
 @pytest.fixture
-def sync(standin: StandIn, relay: Relay, stripe_client: httpx.AsyncClient) -> Sync:
+def sync(standin: StandIn, relay: Receiver, stripe_client: httpx.AsyncClient) -> Sync:
     gateway = Gateway(standin.sdk_client())
     return Sync(
         standin=standin,

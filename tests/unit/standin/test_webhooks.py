@@ -10,10 +10,11 @@ from collections import Counter
 import pytest
 import stripe
 
+from tests.webhook_receiver import Receiver
 from webhooks.standin import StandIn
 from webhooks.standin.webhook_sender import sign
 
-from .conftest import Receiver, paid_invoice
+from .conftest import paid_invoice
 
 
 def verify(received: list, secret: str = "whsec_test") -> list[stripe.Event]:
