@@ -11,6 +11,7 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from plans.money import format_minor
@@ -98,6 +99,17 @@ async def ensure_operator_key() -> keys.IssuedKey | None:
             name="first operator key",
             actor=SYSTEM_ACTOR,
         )
+
+
+def _progress() -> Progress:
+    """A rich progress bar on the console: description, bar, done of total, time taken."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 @app.command()
@@ -272,8 +284,6 @@ def close_periods(
     exactly one invoice. Prints invoices made, totals and what was skipped and why."""
     from datetime import timedelta
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from service.invoicing import close
 
     settings = _settings()
@@ -281,13 +291,7 @@ def close_periods(
 
     async def work() -> close.CloseSummary:
         now = SYSTEM_CLOCK.now()
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with _progress() as progress:
             task = progress.add_task("closing periods", total=None)
 
             def on_progress(*, total: int | None = None, advance: int = 0) -> None:
@@ -358,8 +362,6 @@ def export_command(
     """Write a finance export to a file, streamed, with a progress bar."""
     from datetime import date
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from service.finance import exports
 
     try:
@@ -380,13 +382,7 @@ def export_command(
     async def work() -> tuple[int, int]:
         total = await exports.count_rows(request)
         rows = 0
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with _progress() as progress:
             task = progress.add_task(f"exporting {kind}", total=total)
 
             def on_rows(count: int) -> None:

