@@ -36,17 +36,17 @@ async def _report(row: StripeCatalogMap, what: str, *, at: datetime, deactivate:
     return what
 
 
+async def _mapped(column: Any, stripe_id: Any) -> StripeCatalogMap | None:
+    """Our catalog row that ``column`` maps to ``stripe_id``, locked."""
+    return await StripeCatalogMap.objects().where(column == stripe_id).lock_rows("UPDATE").first()
+
+
 async def price_event(event: dict[str, Any], *, now: datetime) -> str:
     if is_caused_by_us(event):
         return "ours"
     price = data_object(event)
     at = records.at(event["created"])
-    by_price = (
-        await StripeCatalogMap.objects()
-        .where(StripeCatalogMap.stripe_price_id == price["id"])
-        .lock_rows("UPDATE")
-        .first()
-    )
+    by_price = await _mapped(StripeCatalogMap.stripe_price_id, price["id"])
     if by_price is not None:
         if event["type"] == "price.deleted":
             return await _report(by_price, f"price {price['id']} deleted", at=at, deactivate=True)
@@ -56,12 +56,7 @@ async def price_event(event: dict[str, Any], *, now: datetime) -> str:
             )
         return "no change to report"
     product = price.get("product")
-    by_product = (
-        await StripeCatalogMap.objects()
-        .where(StripeCatalogMap.stripe_product_id == product)
-        .lock_rows("UPDATE")
-        .first()
-    )
+    by_product = await _mapped(StripeCatalogMap.stripe_product_id, product)
     if by_product is None:
         return "not ours"
     amount = price.get("unit_amount")
@@ -79,12 +74,7 @@ async def product_event(event: dict[str, Any], *, now: datetime) -> str:
         return "ours"
     product = data_object(event)
     at = records.at(event["created"])
-    row = (
-        await StripeCatalogMap.objects()
-        .where(StripeCatalogMap.stripe_product_id == product["id"])
-        .lock_rows("UPDATE")
-        .first()
-    )
+    row = await _mapped(StripeCatalogMap.stripe_product_id, product["id"])
     if row is None:
         return "not ours"
     if event["type"] == "product.deleted":
