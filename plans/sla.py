@@ -67,7 +67,7 @@ class SlaReport(msgspec.Struct, frozen=True, kw_only=True):
         _check_fraction("csat", self.csat)
         _check_fraction("first_contact_resolution", self.first_contact_resolution)
         _check_fraction("share_over_sla", self.share_over_sla)
-        Period(self.period_start, self.period_end)
+        _ = self.period  # raises unless both ends are aware and the end is after the start
 
     @property
     def period(self) -> Period:
