@@ -211,12 +211,13 @@ async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str, *, loo
         )
     if merchant.stripe_customer_id:
         return merchant.stripe_customer_id
-    customer = None
-    if look:
-        customer = _made_for(
-            await gateway.list_all(gateway.client.v1.customers.list, email=merchant.contact_email),
-            {"kefu_merchant_id": str(merchant.id)},
-        )
+    customer = await _made_before(
+        gateway,
+        look,
+        gateway.client.v1.customers.list,
+        {"kefu_merchant_id": str(merchant.id)},
+        email=merchant.contact_email,
+    )
     if customer is None:
         customer = await gateway.call(
             gateway.client.v1.customers.create,
@@ -340,12 +341,13 @@ async def _invoice_push(
         "kefu_merchant_id": str(invoice.merchant_id),
         "kefu_number": invoice.number or "",
     }
-    stripe_invoice = None
-    if row["past_key_window"]:
-        stripe_invoice = _made_for(
-            await gateway.list_all(v1.invoices.list, customer=customer_id),
-            {"kefu_invoice_id": str(invoice.id)},
-        )
+    stripe_invoice = await _made_before(
+        gateway,
+        row["past_key_window"],
+        v1.invoices.list,
+        {"kefu_invoice_id": str(invoice.id)},
+        customer=customer_id,
+    )
     on_stripe: set[str] = set()  # our line ids that are items of it already
     if stripe_invoice is not None:
         items_there = await gateway.list_all(v1.invoice_items.list, invoice=stripe_invoice.id)
@@ -451,6 +453,16 @@ async def _credit_before_payment(
     return await gateway.retrieve(v1.invoices.retrieve, stripe_invoice.id)
 
 
+async def _made_before(
+    gateway: Gateway, look: bool, listing: Callable[..., Any], tags: dict[str, str], **filters: Any
+) -> Any | None:
+    """What an earlier attempt made, from Stripe's ``listing`` (see `_made_for`); None without
+    asking when ``look`` is false (the row is inside `KEY_WINDOW`: its keys are enough)."""
+    if not look:
+        return None
+    return _made_for(await gateway.list_all(listing, **filters), tags)
+
+
 def _made_for(candidates: Sequence[Any], tags: dict[str, str]) -> Any | None:
     """The Stripe object an earlier attempt made for our row: the one tagged with ``tags`` in
     its metadata.
@@ -542,12 +554,13 @@ async def _credit_note_push(
         return {"credit_note": note.stripe_credit_note_id, "refund": note.stripe_refund_id}
     v1 = gateway.client.v1
     tags = _credit_note_tags(note, invoice)
-    stripe_note = None
-    if row["past_key_window"]:
-        stripe_note = _made_for(
-            await gateway.list_all(v1.credit_notes.list, invoice=invoice.stripe_invoice_id),
-            {"kefu_credit_note_id": str(note.id)},
-        )
+    stripe_note = await _made_before(
+        gateway,
+        row["past_key_window"],
+        v1.credit_notes.list,
+        {"kefu_credit_note_id": str(note.id)},
+        invoice=invoice.stripe_invoice_id,
+    )
     refund: Any = None
     refunds: list[dict[str, Any]] = []
     if stripe_note is not None:
@@ -562,10 +575,13 @@ async def _credit_note_push(
             payment_intent = records.payment_intent_of(stripe_invoice)
             if payment_intent is None:
                 raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
-            if row["past_key_window"]:
-                refund = _made_for(
-                    await gateway.list_all(v1.refunds.list, payment_intent=payment_intent), tags
-                )
+            refund = await _made_before(
+                gateway,
+                row["past_key_window"],
+                v1.refunds.list,
+                tags,
+                payment_intent=payment_intent,
+            )
             if refund is None:
                 refund = await gateway.call(
                     v1.refunds.create,
