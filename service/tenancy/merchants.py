@@ -12,6 +12,7 @@ from service.audit import log as audit
 from service.db.tables import Merchant
 from service.errors import InvalidInput, NotFound
 from service.stripe_outbox import Command, enqueue
+from service.tenancy.platform import is_platform
 from service.tenancy.principal import Actor
 
 
@@ -58,7 +59,12 @@ async def create(
 
 
 async def get(merchant_id: UUID) -> Merchant:
-    row = await Merchant.objects().where(Merchant.id == merchant_id).first()
+    """A customer merchant; the platform tenant is not one, so it is "not found" too."""
+    row = (
+        None
+        if is_platform(merchant_id)
+        else await Merchant.objects().where(Merchant.id == merchant_id).first()
+    )
     if row is None:
         raise NotFound(f"merchant {merchant_id} not found")
     return row

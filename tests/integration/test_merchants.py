@@ -45,3 +45,26 @@ async def test_merchant_key_cannot_use_operator_routes(client: AsyncClient, tena
     assert created.status_code == 403
     read = await client.get(f"/v1/merchants/{tenant.merchant_id}", headers=tenant.headers)
     assert read.status_code == 403
+
+
+async def test_the_platform_tenant_exists_but_is_no_customer(
+    client: AsyncClient, operator: Tenant
+) -> None:
+    from service.db.tables import Merchant
+    from service.tenancy.platform import PLATFORM_MERCHANT_ID
+
+    # The migration made the row that platform-owned rows hang from ...
+    assert await Merchant.exists().where(Merchant.id == PLATFORM_MERCHANT_ID)
+    # ... yet it is never shown as a merchant, nor can a key be minted for it.
+    read = await client.get(f"/v1/merchants/{PLATFORM_MERCHANT_ID}", headers=operator.headers)
+    assert read.status_code == 404
+    minted = await client.post(
+        "/v1/api-keys",
+        json={
+            "role": "merchant",
+            "merchant_id": str(PLATFORM_MERCHANT_ID),
+            "scopes": ["billing:read"],
+        },
+        headers=operator.headers,
+    )
+    assert minted.status_code == 404
