@@ -32,6 +32,7 @@ __all__ = [
 BillingPeriodKind = Literal["calendar_month", "anniversary"]
 
 _MICROSECOND = timedelta(microseconds=1)
+_SECOND = timedelta(seconds=1)
 
 
 def zone(tz_name: str) -> ZoneInfo:
@@ -78,7 +79,7 @@ class Period(msgspec.Struct, frozen=True):
     @property
     def seconds(self) -> int:
         """Whole seconds in the period (periods start and end on whole seconds in practice)."""
-        return int(self.duration.total_seconds())
+        return self.duration // _SECOND
 
     def contains(self, instant: datetime) -> bool:
         return elapsed(self.start, instant) >= timedelta(0) and elapsed(
@@ -98,6 +99,13 @@ class Period(msgspec.Struct, frozen=True):
         if part < timedelta(0):
             raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
         return Fraction(part // _MICROSECOND, self.duration // _MICROSECOND)
+
+    def seconds_between(self, start: datetime, end: datetime) -> int:
+        """Whole seconds of this period in ``[start, end)``, counting by the second: each
+        instant is measured from the period's start and cut to its whole second, so spans that
+        meet add up to exactly the seconds of their union (proration counts these)."""
+        self.fraction(start, end)  # refuses instants outside the period and end < start
+        return elapsed(self.start, end) // _SECOND - elapsed(self.start, start) // _SECOND
 
     @property
     def is_calendar_month(self) -> bool:

@@ -2,13 +2,16 @@
 
 The recurring charges billed in advance for the period (fee, add-ons, surcharges, discounts)
 are credited for the unused part under the old terms and charged for the rest of the period
-under the new terms.
+under the new terms. A charge that is the same before and after (the fee when only an add-on
+changes) would be credited and charged again for the same span: such a pair nets to zero and
+is not written.
 
-Rounding is cumulative: the amount for ``[a, b)`` of a period is ``c(b) − c(a)`` with
-``c(t) = round_half_up(amount × elapsed(start, t) / length)``. Amounts for adjacent spans
-therefore always add up to exactly the amount for their union: a full period prorates to the
-full fee, two halves sum to the whole, and an upgrade followed by a downgrade in the same
-period nets to exactly what each plan was used for.
+One rounding, at the line: the amount for ``[a, b)`` of a period is
+``round_half_up(amount × seconds(a, b) / seconds(period))``, computed exactly (a ``Fraction``),
+counting by the whole second (`Period.seconds_between`). Nothing rounded is multiplied again:
+the share shown on the line (``quantity``, six places) is for people. Each line is therefore
+within half a minor unit of its exact share, and the pieces of a period split at n instants add
+up to the whole within n/2 minor units (two halves of ¥99.99 are ¥50.00 each).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -25,10 +28,17 @@ from plans.catalog import PlanVersion
 from plans.contracts import ContractOverrides, Terms, resolve_terms
 from plans.lines import InvoiceLine
 from plans.money import CurrencyMismatchError, format_minor, round_half_up
-from plans.periods import Period, elapsed
+from plans.periods import Period
 from plans.rating import recurring_lines
 
-__all__ = ["ProrationResult", "prorate_change", "prorate_terms", "prorated_amount"]
+__all__ = [
+    "ProrationResult",
+    "billed_share",
+    "prorate_change",
+    "prorate_terms",
+    "prorated_amount",
+    "time_share",
+]
 
 _QUANTITY_PLACES = Decimal("0.000001")
 
@@ -41,14 +51,22 @@ class ProrationResult(msgspec.Struct, frozen=True, kw_only=True):
     is_invoiced_immediately: bool
 
 
-def _cumulative(amount_minor: int, period: Period, instant: datetime) -> int:
-    return round_half_up(amount_minor * period.fraction(period.start, instant))
+def time_share(period: Period, start: datetime, end: datetime) -> Fraction:
+    """The exact share of ``period`` in ``[start, end)``, by the whole second."""
+    return Fraction(period.seconds_between(start, end), period.seconds)
 
 
 def prorated_amount(amount_minor: int, period: Period, start: datetime, end: datetime) -> int:
-    """The part of a period's amount that falls in ``[start, end)``, cumulatively rounded."""
-    period.fraction(start, end)  # refuses instants outside the period and end < start
-    return _cumulative(amount_minor, period, end) - _cumulative(amount_minor, period, start)
+    """The part of a period's amount that falls in ``[start, end)``: the amount times the exact
+    share of seconds, rounded half-up once."""
+    return round_half_up(amount_minor * time_share(period, start, end))
+
+
+def billed_share(part: Period, whole: Period) -> Fraction:
+    """The share of ``whole`` (a billing period) that ``part`` (a subscription period inside
+    it: a first period that starts mid-month, a last one cut short by a cancellation) covers:
+    what was billed in advance for ``part`` is the whole period's amount times this."""
+    return time_share(whole, part.start, part.end)
 
 
 def prorate_change(
@@ -81,47 +99,60 @@ def prorate_terms(
     """`prorate_change` for terms already resolved."""
     if old.currency != new.currency:
         raise CurrencyMismatchError(old.currency, new.currency, context="plan change")
-    remaining = period.fraction(changed_at, period.end)
-    lines: list[InvoiceLine] = []
-    for terms, sign, verb in ((old, -1, "unused"), (new, 1, "remaining")):
-        for line in recurring_lines(terms, period):
-            amount = sign * prorated_amount(line.amount_minor, period, changed_at, period.end)
-            if amount == 0:
-                continue
-            lines.append(_proration_line(terms, line, amount, remaining, verb, period, changed_at))
+    span = _Span(period, changed_at, period.seconds_between(changed_at, period.end))
+    credits = [span.line(old, line, "unused") for line in recurring_lines(old, period)]
+    charges = [span.line(new, line, "remaining") for line in recurring_lines(new, period)]
+    for credit in list(credits):  # the same item, same span, credited and charged again
+        twin = next(
+            (
+                charge
+                for charge in charges
+                if charge.charge_code == credit.charge_code
+                and charge.amount_minor == -credit.amount_minor
+            ),
+            None,
+        )
+        if twin is not None:
+            credits.remove(credit)
+            charges.remove(twin)
+    lines = tuple(line for line in (*credits, *charges) if line.amount_minor != 0)
     return ProrationResult(
-        lines=tuple(lines),
+        lines=lines,
         net_minor=sum(line.amount_minor for line in lines),
         is_invoiced_immediately=new.plan.is_proration_invoiced_immediately,
     )
 
 
-def _proration_line(
-    terms: Terms,
-    line: InvoiceLine,
-    amount_minor: int,
-    remaining: Fraction,
-    verb: str,
-    period: Period,
-    changed_at: datetime,
-) -> InvoiceLine:
-    share = Decimal(remaining.numerator) / Decimal(remaining.denominator)
-    seconds_left = int(elapsed(changed_at, period.end).total_seconds())
-    plan = f"{terms.plan.code} v{terms.plan.version}"
-    action = "credit for" if amount_minor < 0 else "charge for"
-    return InvoiceLine(
-        kind="proration",
-        charge_code=line.charge_code,
-        description=f"{line.description} ({plan}, {verb} time)",
-        quantity=share.quantize(_QUANTITY_PLACES),
-        unit_price=line.unit_price if line.quantity == 1 else None,
-        rate=line.rate,
-        amount_minor=amount_minor,
-        currency=line.currency,
-        period_start=changed_at.astimezone(period.start.tzinfo),
-        period_end=period.end,
-        explanation=(
-            f"{action} {seconds_left:,} of {period.seconds:,} s of {period.label} "
-            f"({share * 100:.2f}%) × {format_minor(line.amount_minor, line.currency)}"
-        ),
-    )
+class _Span(NamedTuple):
+    """``[changed_at, period.end)``: the part of the period a change re-prices."""
+
+    period: Period
+    changed_at: datetime
+    seconds: int
+
+    def line(self, terms: Terms, line: InvoiceLine, verb: str) -> InvoiceLine:
+        """The proration line of one recurring line: credited (``unused``, under the old
+        terms) or charged (``remaining``, under the new), rounded once from the exact share."""
+        period = self.period
+        share = Fraction(self.seconds, period.seconds)
+        sign = -1 if verb == "unused" else 1
+        amount_minor = sign * round_half_up(line.amount_minor * share)
+        shown = Decimal(share.numerator) / Decimal(share.denominator)
+        plan = f"{terms.plan.code} v{terms.plan.version}"
+        action = "credit for" if amount_minor < 0 else "charge for"
+        return InvoiceLine(
+            kind="proration",
+            charge_code=line.charge_code,
+            description=f"{line.description} ({plan}, {verb} time)",
+            quantity=shown.quantize(_QUANTITY_PLACES),
+            unit_price=line.unit_price if line.quantity == 1 else None,
+            rate=line.rate,
+            amount_minor=amount_minor,
+            currency=line.currency,
+            period_start=self.changed_at.astimezone(period.start.tzinfo),
+            period_end=period.end,
+            explanation=(
+                f"{action} {self.seconds:,} of {period.seconds:,} s of {period.label} "
+                f"({shown * 100:.2f}%) × {format_minor(line.amount_minor, line.currency)}"
+            ),
+        )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Final
 
 import msgspec
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 _ZERO: Final = Decimal(0)
+_WHOLE: Final = Fraction(1)
 _NO_USAGE: Final = UsageAggregate()
 _BALANCE_APPLIED: Final = "credit_balance_applied"
 _BALANCE_CARRIED: Final = "credit_balance_carried_forward"
@@ -92,6 +94,7 @@ def rate(
     pending_lines: Sequence[InvoiceLine] = (),
     late_usage: Sequence[LateUsage] = (),
     credit_balance_minor: int = 0,
+    sla_billed_share: Fraction = _WHOLE,
 ) -> InvoiceDraft:
     """Rate one subscription period.
 
@@ -99,7 +102,8 @@ def rate(
     one, whose fee and add-ons are billed in advance (None on a final invoice).
     ``credit_balance_minor`` is the merchant's credit balance carried in (≥ 0). An SLA
     report earns credits only if the plan version has an SLA policy; the credit base is
-    what these terms bill in advance for the reported period (see `plans.sla`).
+    what these terms bill in advance for the reported period: a whole period's recurring
+    lines times ``sla_billed_share`` (see `plans.sla`).
     Late usage is rated under these terms; to rate it under an older plan version, call
     this for that version and pass its adjustment lines as ``pending_lines``.
     """
@@ -114,6 +118,7 @@ def rate(
         pending_lines=pending_lines,
         late_usage=late_usage,
         credit_balance_minor=credit_balance_minor,
+        sla_billed_share=sla_billed_share,
     )
 
 
@@ -128,6 +133,7 @@ def rate_terms(
     pending_lines: Sequence[InvoiceLine] = (),
     late_usage: Sequence[LateUsage] = (),
     credit_balance_minor: int = 0,
+    sla_billed_share: Fraction = _WHOLE,
 ) -> InvoiceDraft:
     """`rate` for terms already resolved (add-ons and overrides applied)."""
     currency = terms.currency
@@ -150,7 +156,11 @@ def rate_terms(
         fee_base = sum(line.amount_minor for line in recurring_lines(terms, sla_report.period))
         lines.extend(
             sla_credit_lines(
-                sla_report, terms.sla_policy, fee_base_minor=fee_base, currency=currency
+                sla_report,
+                terms.sla_policy,
+                fee_base_minor=fee_base,
+                currency=currency,
+                billed_share=sla_billed_share,
             )
         )
     lines.extend(pending_lines)

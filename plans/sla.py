@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Final
 
 import msgspec
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 _ONE: Final = Decimal(1)
+_WHOLE: Final = Fraction(1)
 
 
 def _check_fraction(name: str, value: Decimal | None) -> None:
@@ -156,18 +158,27 @@ class SlaPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 def sla_credit_lines(
-    report: SlaReport, policy: SlaPolicy, *, fee_base_minor: int, currency: str
+    report: SlaReport,
+    policy: SlaPolicy,
+    *,
+    fee_base_minor: int,
+    currency: str,
+    billed_share: Fraction = _WHOLE,
 ) -> list[InvoiceLine]:
     """Credit lines (negative amounts) for each rule the report breaches.
 
-    Rates add up in rule order and stop at ``max_credit_rate``. Each line is the rounded
-    cumulative credit minus the rounded cumulative credit before it, so the lines always sum
-    to exactly round(base × total rate).
+    ``fee_base_minor`` is what the terms bill in advance for a whole period and
+    ``billed_share`` the share of it billed for the reported period (a first period that
+    starts mid-month, a last one cut short; 0 for a trial): the base is their exact product,
+    never rounded before it is used. Rates add up in rule order and stop at
+    ``max_credit_rate``. Each line is the rounded cumulative credit minus the rounded
+    cumulative credit before it, so the lines always sum to exactly round(base × total rate).
     """
-    if fee_base_minor <= 0:
+    base = fee_base_minor * billed_share
+    if base <= 0:
         return []
     period = report.period
-    base = Decimal(fee_base_minor)
+    shown_base_minor = round_half_up(base)  # for people: the quantity and the explanation
     lines: list[InvoiceLine] = []
     applied_rate = Decimal(0)
     credited_minor = 0
@@ -177,7 +188,7 @@ def sla_credit_lines(
             continue
         rate = min(rule.credit_rate, policy.max_credit_rate - applied_rate)
         applied_rate += rate
-        cumulative_minor = round_half_up(base * applied_rate)
+        cumulative_minor = round_half_up(base * Fraction(applied_rate))
         amount_minor = cumulative_minor - credited_minor
         credited_minor = cumulative_minor
         capped = " (capped: credits stop at " + format_rate(policy.max_credit_rate) + ")"
@@ -186,7 +197,7 @@ def sla_credit_lines(
                 kind="credit",
                 charge_code=rule.code,
                 description=rule.description,
-                quantity=Decimal(fee_base_minor).scaleb(-exponent(currency)),
+                quantity=Decimal(shown_base_minor).scaleb(-exponent(currency)),
                 rate=rate,
                 amount_minor=-amount_minor,
                 currency=currency,
@@ -194,7 +205,7 @@ def sla_credit_lines(
                 period_end=period.end,
                 explanation=(
                     f"{reason}: {format_rate(rate)} of the "
-                    f"{format_minor(fee_base_minor, currency)} fees for {period.label}"
+                    f"{format_minor(shown_base_minor, currency)} fees for {period.label}"
                     f"{capped if rate < rule.credit_rate else ''}"
                 ),
             )

@@ -238,6 +238,13 @@ async def _close_claimed(
         late_usage=late,
         tax_rate=tax_rate,
         credit_balance_minor=balance,
+        sla_billed_share=lifecycle.fee_share(
+            usage_period,
+            is_trial=claimed["is_trial"],
+            billing_period=claimed["billing_period"],
+            timezone=claimed["timezone"],
+            anchor=claimed["billing_anchor"],
+        ),
     )
     if dry_run is not None:
         raise _DryRun(draft.total_minor, draft.currency)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from fractions import Fraction
 
 import msgspec
 
@@ -30,9 +31,11 @@ def draft(
     tax_rate: Decimal = Decimal(0),
     credit_balance_minor: int = 0,
     bill_usage: bool = True,
+    sla_billed_share: Fraction = Fraction(1),
 ) -> InvoiceDraft:
     """One invoice: ``fee_terms``/``fee_period`` None on a final invoice; ``bill_usage`` False
-    for a trial period (its usage is free)."""
+    for a trial period (its usage is free); ``sla_billed_share`` the share of a whole period's
+    fees billed for the usage period (what an SLA credit is a share of)."""
     if not bill_usage:
         usage_terms = without_usage(usage_terms)
     advance = (
@@ -50,6 +53,7 @@ def draft(
         pending_lines=[*pending, *advance],
         late_usage=late_usage,
         credit_balance_minor=credit_balance_minor,
+        sla_billed_share=sla_billed_share,
     )
 
 

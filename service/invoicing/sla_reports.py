@@ -89,10 +89,21 @@ async def submit(
     if terms.sla_policy is None:
         return row, None
     fee_base = sum(line.amount_minor for line in recurring_lines(terms, period))
+    share = lifecycle.fee_share(
+        period,
+        is_trial=period_row.is_trial,
+        billing_period=sub.billing_period,
+        timezone=sub.timezone,
+        anchor=sub.billing_anchor,
+    )
     credit = -sum(
         line.amount_minor
         for line in sla_credit_lines(
-            report, terms.sla_policy, fee_base_minor=fee_base, currency=terms.currency
+            report,
+            terms.sla_policy,
+            fee_base_minor=fee_base,
+            currency=terms.currency,
+            billed_share=share,
         )
     )
     if credit <= 0:

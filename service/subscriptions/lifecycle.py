@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +24,7 @@ from plans.catalog import PlanVersion
 from plans.contracts import AddonNotAllowedError, OverrideError, Terms, resolve_terms
 from plans.lines import InvoiceLine
 from plans.periods import Period, next_period, period_containing, zone
-from plans.proration import prorate_terms, prorated_amount
+from plans.proration import billed_share, prorate_terms, prorated_amount
 from plans.rating import recurring_lines
 from service.catalog import store as catalog_store
 from service.db.tables import (
@@ -107,6 +108,22 @@ def full_period(sub: Subscription, at: datetime) -> Period:
     """The whole billing period (of the plan's kind) containing ``at``: fees are priced on it,
     so a first period that starts mid-month is charged its share of the month."""
     return period_containing(sub.billing_period, at, sub.timezone, sub.billing_anchor)
+
+
+def fee_share(
+    period: Period, *, is_trial: bool, billing_period: str, timezone: str, anchor: datetime
+) -> Fraction:
+    """The share of a whole billing period's recurring fees billed for one subscription period:
+    1 for a whole period, the share of seconds for a first period that starts mid-period or a
+    last one cut short by a cancellation (the fee was prorated, or credited back, by exactly
+    that share), 0 for a trial. What an SLA credit of "that period's fees" is a share of."""
+    if is_trial:
+        return Fraction(0)
+    whole = period_containing(billing_period, period.start, timezone, anchor)
+    try:
+        return billed_share(period, whole)
+    except ValueError:  # not inside one billing period: priced as a whole one
+        return Fraction(1)
 
 
 def current_period(sub: Subscription) -> Period:

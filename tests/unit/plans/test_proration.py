@@ -1,9 +1,11 @@
-"""Mid-period plan changes, prorated by elapsed seconds with cumulative rounding."""
+"""Mid-period plan changes, prorated by elapsed seconds: amount × seconds / period seconds,
+exact, rounded half-up once per line."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,6 +15,7 @@ from plans import (
     CurrencyMismatchError,
     Period,
     calendar_period_containing,
+    load_catalog,
     parse_catalog,
     prorate_change,
     prorated_amount,
@@ -69,12 +72,47 @@ def test_addons_are_prorated_with_the_fee(catalog: Catalog, october: Period) -> 
         new_addons=["fast_response", "tooling_bundle"],
         old_addons=["fast_response"],
     )
-    amounts = {}
-    for line in result.lines:
-        amounts[line.charge_code] = amounts.get(line.charge_code, 0) + line.amount_minor
-    # fee and fast response are credited and recharged identically: they net to zero
-    assert amounts == {"monthly_fee": 0, "fast_response": 0, "tooling_bundle": 51_613}
-    # tooling: 100,000 − round(100,000 × 15/31) = 100,000 − round(48,387.10) = 51,613
+    # fee and fast response would be credited and charged again identically: no lines for them
+    # tooling: round(100,000 × 16/31) = round(51,612.90) = 51,613
+    assert [(line.charge_code, line.amount_minor) for line in result.lines] == [
+        ("tooling_bundle", 51_613)
+    ]
+
+
+def test_an_addon_taken_mid_period_is_prorated_from_the_exact_share_once() -> None:
+    """The issue's case: 896,400 of 2,592,000 s of ¥39.60 is exactly ¥13.695 → ¥13.70."""
+    catalog = load_catalog()
+    june = Period(datetime(2026, 6, 1, tzinfo=SHANGHAI), datetime(2026, 7, 1, tzinfo=SHANGHAI))
+    changed_at = datetime(2026, 6, 20, 15, tzinfo=SHANGHAI)  # 10 d 9 h = 896,400 s remain
+    result = prorate_change(
+        catalog.latest("basic"),
+        catalog.latest("basic"),
+        period=june,
+        changed_at=changed_at,
+        new_addons=["fast_response"],
+    )
+    (line,) = result.lines  # the monthly fee's −¥34.24 / +¥34.24 pair is not written
+    assert (line.kind, line.charge_code, line.amount_minor) == ("proration", "fast_response", 1_370)
+    assert line.quantity == Decimal("0.345833")  # shown to people; the amount uses the exact share
+    assert line.explanation == "charge for 896,400 of 2,592,000 s of 2026-06 (34.58%) × ¥39.60"
+    assert result.net_minor == 1_370
+    assert prorated_amount(3_960, june, changed_at, june.end) == 1_370
+
+
+def test_a_real_change_of_the_same_item_is_still_written(catalog: Catalog, october: Period) -> None:
+    # The custom fee renegotiated from ¥1,200 to ¥1,500: the same item, a real difference.
+    result = prorate_change(
+        catalog.latest("custom"),
+        catalog.latest("custom"),
+        period=october,
+        changed_at=datetime(2026, 10, 16, tzinfo=SHANGHAI),
+        new_overrides={"monthly_fee": {"amount_minor": 150_000}},
+    )
+    # round(120,000 × 16/31) = round(61,935.48); round(150,000 × 16/31) = round(77,419.35)
+    assert [(line.charge_code, line.amount_minor) for line in result.lines] == [
+        ("monthly_fee", -61_935),
+        ("monthly_fee", 77_419),
+    ]
 
 
 def test_upgrade_then_downgrade_nets_to_what_was_used(catalog: Catalog, october: Period) -> None:
@@ -83,19 +121,16 @@ def test_upgrade_then_downgrade_nets_to_what_was_used(catalog: Catalog, october:
     twenty_days = datetime(2026, 10, 21, tzinfo=SHANGHAI)  # 20 of 31 days elapsed
     up = prorate_change(basic, advanced, period=october, changed_at=ten_days)
     down = prorate_change(advanced, basic, period=october, changed_at=twenty_days)
+    # each line rounded once from its exact share:
+    # up:   −round(9,900 × 21/31) = −6,706; +round(30,000 × 21/31) = +20,323
+    # down: −round(30,000 × 11/31) = −10,645; +round(9,900 × 11/31) = +3,513
+    assert [line.amount_minor for line in (*up.lines, *down.lines)] == [
+        -6_706, 20_323, -10_645, 3_513,
+    ]  # fmt: skip
     paid = 9_900 + up.net_minor + down.net_minor  # basic fee billed in advance + prorations
-    # basic for days 0–10: round(9,900 × 10/31) = round(3,193.55) = 3,194
-    # advanced for days 10–20: round(30,000 × 20/31) − round(30,000 × 10/31)
-    #                          = 19,355 − 9,677 = 9,678
-    # basic for days 20–31: 9,900 − round(9,900 × 20/31) = 9,900 − 6,387 = 3,513
-    assert paid == 3_194 + 9_678 + 3_513 == 16_385
-    # exact: (9,900 × 21 + 30,000 × 10) / 31 = 16,383.87: within one fen per change
-    assert abs(paid - Decimal(9_900 * 21 + 30_000 * 10) / 31) <= 2
-    assert paid == (
-        prorated_amount(9_900, october, october.start, ten_days)
-        + prorated_amount(30_000, october, ten_days, twenty_days)
-        + prorated_amount(9_900, october, twenty_days, october.end)
-    )
+    assert paid == 16_385
+    # exact: (9,900 × 21 + 30,000 × 10) / 31 = 16,383.87; four lines, each within half a fen
+    assert abs(paid - Fraction(9_900 * 21 + 30_000 * 10, 31)) <= 2
 
 
 def test_proration_counts_real_seconds_across_dst(catalog: Catalog) -> None:
@@ -126,7 +161,16 @@ def test_full_period_and_halves(october: Period) -> None:
     middle = datetime(2026, 10, 16, 12, tzinfo=SHANGHAI)  # exactly half of 31 days
     first = prorated_amount(9_999, october, october.start, middle)
     second = prorated_amount(9_999, october, middle, october.end)
-    assert (first, second) == (5_000, 4_999)  # 4,999.5 rounds up once, the rest is the rest
+    # each half is 4,999.5 exactly and rounds up on its own: the halves make one fen more
+    assert (first, second) == (5_000, 5_000)
+
+
+def test_instants_count_by_the_whole_second(october: Period) -> None:
+    changed_at = datetime(2026, 10, 16, 0, 0, 0, 999_999, tzinfo=SHANGHAI)
+    on_the_second = changed_at.replace(microsecond=0)
+    assert prorated_amount(9_900, october, changed_at, october.end) == prorated_amount(
+        9_900, october, on_the_second, october.end
+    )
 
 
 def test_plans_in_different_currencies_cannot_be_prorated(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -61,6 +64,38 @@ def test_credits_stop_at_the_policy_cap_and_round_cumulatively(october: Period) 
     assert lines[0].explanation.startswith("fault F-2 unresolved for 26.5 h (more than 24 h)")
     assert lines[2].rate == D("0.10")
     assert lines[2].explanation.endswith("(capped: credits stop at 50%)")
+
+
+def test_a_prorated_period_is_credited_from_its_exact_share_rounded_once() -> None:
+    # A first period of 1 d 0 h 20 min (87,600 of June's 2,592,000 s) paid ¥99 × that share,
+    # exactly ¥3.3458…; 30% of it is ¥1.0037… → ¥1.00. Rounding the base first (¥3.35) would
+    # credit ¥1.01.
+    shanghai = ZoneInfo("Asia/Shanghai")
+    report = SlaReport(
+        period_start=datetime(2026, 6, 29, 23, 40, tzinfo=shanghai),
+        period_end=datetime(2026, 7, 1, tzinfo=shanghai),
+        faults=(FaultRecord(reference="F-1", unresolved_hours=D("30")),),
+    )
+    (line,) = sla_credit_lines(
+        report,
+        POLICY,
+        fee_base_minor=9_900,
+        currency="CNY",
+        billed_share=Fraction(87_600, 2_592_000),
+    )
+    assert (line.charge_code, line.amount_minor) == ("fault", -100)
+    assert line.quantity == D("3.35")  # the base as people read it
+    assert line.explanation.endswith("30% of the ¥3.35 fees for 2026-06-29 – 2026-07-01")
+
+
+def test_a_period_nothing_was_billed_for_earns_no_credit(october: Period) -> None:
+    report = make_report(october, faults=(FaultRecord(reference="F", unresolved_hours=D(48)),))
+    assert (
+        sla_credit_lines(
+            report, POLICY, fee_base_minor=9_900, currency="CNY", billed_share=Fraction(0)
+        )
+        == []
+    )
 
 
 def test_no_breach_or_no_fees_means_no_credit(october: Period) -> None:
