@@ -27,6 +27,7 @@ __all__ = [
     "format_rate",
     "major_to_minor",
     "minor_to_major",
+    "plain_decimal",
     "round_half_up",
 ]
 
@@ -151,6 +152,18 @@ def format_rate(rate: Decimal) -> str:
     if places <= 0:
         return f"{percent:,.0f}%"
     return f"{percent:,.{max(places, 2)}f}%"
+
+
+def plain_decimal(value: Decimal) -> Decimal:
+    """The same number written without an exponent, as people and files should see it.
+
+    PostgreSQL sends ``numeric`` 20000 as digits ``2`` and a weight, which asyncpg turns into
+    ``Decimal('2E+4')``; its ``str`` (what JSON and text files get) is ``'2E+4'``. This gives
+    ``Decimal('20000')``. Trailing zeros after the point are kept (``99.00`` stays ``99.00``).
+    """
+    if not value.is_finite() or _decimal_exponent(value) <= 0:
+        return value
+    return Decimal(format(value, "f"))
 
 
 def allocate(amount_minor: int, weights: Sequence[int | Decimal]) -> list[int]:

@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any, BinaryIO, Final
 from uuid import UUID
 
-from plans.money import CURRENCY_EXPONENTS, minor_to_major
+from plans.money import CURRENCY_EXPONENTS, minor_to_major, plain_decimal
 from plans.periods import zone
 from service.db import engine as db_engine
 from service.finance import revenue
@@ -343,6 +343,8 @@ def _convert(columns: Sequence[Column], record: Any, tz: Any) -> list[Any]:
         elif column.kind == "text":
             value = record[column.name]
             out.append("" if value is None else str(value))
+        elif column.kind == "decimal" and isinstance(record[column.name], Decimal):
+            out.append(plain_decimal(record[column.name]))  # 20000, never PostgreSQL's 2E+4
         else:
             out.append(record[column.name])
     return out

@@ -19,6 +19,7 @@ from plans.money import (
     format_rate,
     major_to_minor,
     minor_to_major,
+    plain_decimal,
     round_half_up,
 )
 
@@ -189,3 +190,14 @@ def test_allocate_refuses_meaningless_weights() -> None:
 
 def test_money_allocate_keeps_the_currency() -> None:
     assert Money(100, "JPY").allocate([1, 1]) == [Money(50, "JPY"), Money(50, "JPY")]
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [("2E+4", "20000"), ("1.7E+4", "17000"), ("-3E+2", "-300"), ("0E+3", "0"),
+     ("20000", "20000"), ("99.00", "99.00"), ("0.345833", "0.345833")],
+)  # fmt: skip
+def test_quantities_are_written_without_an_exponent(stored: str, shown: str) -> None:
+    value = plain_decimal(Decimal(stored))
+    assert value == Decimal(stored)
+    assert str(value) == shown
