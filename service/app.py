@@ -22,6 +22,7 @@ from service.db import engine as db_engine
 from service.finance.controllers import FinanceController, FinancePageController
 from service.health import HealthController
 from service.invoicing.controllers import (
+    CreditBalanceController,
     CreditNoteController,
     InvoiceController,
     SlaReportController,
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TestClockController,
             InvoiceController,
             CreditNoteController,
+            CreditBalanceController,
             SlaReportController,
             UsageController,
             UpcomingInvoiceController,

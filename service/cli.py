@@ -348,7 +348,8 @@ def export_command(
     kind: Annotated[
         str,
         typer.Argument(
-            help="invoices, invoice_lines, payments, refunds, usage, revenue, mrr, reconciliation"
+            help="invoices, invoice_lines, payments, refunds, usage, revenue, mrr, "
+            "reconciliation, credit_balance"
         ),
     ],
     first_day: Annotated[str, typer.Option("--from", help="First accounting date, YYYY-MM-DD.")],

@@ -656,7 +656,8 @@ async def _make_credit_note(
         key=key,
         invoice=stripe_invoice_id,
         amount=note.amount_minor,
-        metadata=_credit_note_tags(note, invoice),
+        # Stripe's reasons are its own four; ours (credit_balance, sla_credit, ...) rides along.
+        metadata={**_credit_note_tags(note, invoice), "kefu_reason": note.reason},
         **params,
     )
 

@@ -307,6 +307,23 @@ class CreditBalance(Table, tablename="credit_balances"):
     balance_minor = BigInt(default=0)
 
 
+class CreditBalanceMovement(Table, tablename="credit_balance_movements"):
+    """One amount into (carried forward) or out of (applied, credited, refunded) a merchant's
+    credit balance; ``service.invoicing.credit_balance`` writes them."""
+
+    merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is (merchant_id, id)
+    id = UUID()
+    seq = BigInt()
+    kind = Varchar(length=20)
+    amount_minor = BigInt()
+    currency = Varchar(length=3)
+    balance_after_minor = BigInt()
+    invoice_id = UUID(null=True, default=None)
+    credit_note_id = UUID(null=True, default=None)
+    memo = Varchar(length=300, default="")
+    created_at = Timestamptz()
+
+
 class UsageBilled(Table, tablename="usage_billed"):
     merchant_id = UUID(primary_key=True)  # the real key adds subscription, period, metric
     subscription_id = UUID()
@@ -442,6 +459,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     CreditNote,
     SlaReportRow,
     CreditBalance,
+    CreditBalanceMovement,
     UsageBilled,
     StripeOutbox,
     StripeInbox,

@@ -1,9 +1,11 @@
 """Finance exports: the invoice register, invoice lines, payments, refunds and credit notes,
-usage by merchant and period, revenue and MRR — as CSV, Parquet or XLSX, streamed.
+usage by merchant and period, revenue and MRR, credit balance movements — as CSV, Parquet or
+XLSX, streamed.
 
 Every export is a date range on the row's **accounting date** (invoices and their lines: when
-finalized; payments: when paid; refunds and credit notes: when made; usage: the period's start;
-revenue: the month of the invoice) in a chosen timezone, optionally for one merchant.
+finalized; payments: when paid; refunds, credit notes and credit balance movements: when made;
+usage: the period's start; revenue: the month of the invoice) in a chosen timezone, optionally
+for one merchant.
 
 - Rows come from a server-side cursor inside a read-only, repeatable-read transaction and are
   written out in fixed batches of ``BATCH_ROWS``: memory holds one batch, never the export.
@@ -55,6 +57,7 @@ class ExportKind(StrEnum):
     REVENUE = "revenue"
     MRR = "mrr"
     RECONCILIATION = "reconciliation"
+    CREDIT_BALANCE = "credit_balance"
 
 
 class ExportFormat(StrEnum):
@@ -229,6 +232,23 @@ ORDER BY a.period_start, a.merchant_id, a.subscription_id
 """
 
 
+# Every movement of the merchants' credit balances: what invoices carried in, and where it
+# went (credit notes on open invoices, lines of later invoices, refunds), in order.
+_CREDIT_BALANCE_SQL = """
+SELECT to_char(mv.created_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+       mv.merchant_id::text AS merchant_id, m.name AS merchant_name, mv.seq, mv.kind,
+       mv.amount_minor, mv.balance_after_minor, mv.currency,
+       coalesce(i.number, '') AS invoice_number, coalesce(n.number, '') AS credit_note_number,
+       mv.memo, mv.created_at, mv.id::text AS movement_id
+FROM credit_balance_movements mv
+JOIN merchants m ON m.id = mv.merchant_id
+LEFT JOIN invoices i ON i.merchant_id = mv.merchant_id AND i.id = mv.invoice_id
+LEFT JOIN credit_notes n ON n.merchant_id = mv.merchant_id AND n.id = mv.credit_note_id
+WHERE mv.created_at >= $1 AND mv.created_at < $2 AND ($4::uuid IS NULL OR mv.merchant_id = $4)
+ORDER BY mv.created_at, mv.merchant_id, mv.seq
+"""
+
+
 # Every mismatch of the reconciliation runs whose range starts in the export's range.
 _RECONCILIATION_SQL = """
 SELECT r.first_day::text AS first_day, r.last_day::text AS last_day, r.created_at,
@@ -314,6 +334,14 @@ SPECS: Final[dict[ExportKind, ExportSpec]] = {
             "object:text kind:text reference:text detail:text ours:text theirs:text"
         ),
         _RECONCILIATION_SQL,
+    ),
+    ExportKind.CREDIT_BALANCE: ExportSpec(
+        _cols(
+            "accounting_date:text merchant_id:text merchant_name:text seq:int kind:text "
+            "amount:money balance_after:money currency:text invoice_number:text "
+            "credit_note_number:text memo:text created_at:timestamp movement_id:text"
+        ),
+        _CREDIT_BALANCE_SQL,
     ),
     ExportKind.MRR: ExportSpec(
         _cols(

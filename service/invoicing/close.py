@@ -31,7 +31,7 @@ from service.db.tables import (
     PendingLine,
     Subscription,
 )
-from service.invoicing import drafts, invoices
+from service.invoicing import credit_balance, drafts, invoices
 from service.subscriptions import lifecycle
 from service.usage.aggregates import period_aggregates
 
@@ -74,6 +74,25 @@ WHERE invoice_id IS NULL AND is_invoiced_immediately
 LIMIT $2
 """
 
+# Balances with somewhere to go: an open invoice, or (nothing live) a payment to refund. The
+# settle itself decides, under the balance row's lock; this only finds candidates.
+_DUE_BALANCES = """
+SELECT b.merchant_id, b.currency FROM credit_balances b
+WHERE b.balance_minor > 0 AND ($1::uuid IS NULL OR b.merchant_id = $1)
+  AND (EXISTS (SELECT 1 FROM invoices i
+               WHERE i.merchant_id = b.merchant_id AND i.currency = b.currency
+                 AND i.status = 'open' AND i.amount_due_minor > 0)
+       OR (NOT EXISTS (SELECT 1 FROM subscriptions s
+                       WHERE s.merchant_id = b.merchant_id AND s.status <> 'canceled')
+           AND EXISTS (SELECT 1 FROM invoices i
+                       WHERE i.merchant_id = b.merchant_id AND i.currency = b.currency
+                         AND i.status = 'paid' AND i.amount_paid_minor > 0
+                         AND i.amount_credited_minor < i.total_minor
+                         AND i.dispute_status IS NULL)))
+ORDER BY b.merchant_id
+LIMIT $2
+"""
+
 _MERCHANT_NOW = """
 SELECT coalesce(tc.frozen_time, $2) AS now
 FROM merchants m LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id WHERE m.id = $1
@@ -85,6 +104,7 @@ class CloseSummary:
     invoices_made: int = 0
     total_minor_by_currency: dict[str, int] = field(default_factory=dict)
     subscriptions_rolled: int = 0
+    credit_balances_settled: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
     def add_invoice(self, invoice: invoices.Finalized) -> None:
@@ -226,7 +246,11 @@ async def _close_claimed(
     pending_rows = [(line_id, line) for line_id, line, _ in waiting]
     late = await _late_usage(merchant_id, subscription_id, before=claimed["period_start"], tz=tz)
     sla_id, sla_report = await _sla_report(merchant_id, subscription_id, claimed["period_start"])
-    balance = await _lock_credit_balance(merchant_id, claimed["currency"])
+    # The balance reaches older open invoices first; what is left is this invoice's to take.
+    if dry_run is None:
+        balance = await credit_balance.settle(merchant_id, claimed["currency"], now=now)
+    else:
+        balance = await credit_balance.left_for_next_invoice(merchant_id, claimed["currency"])
     draft = drafts.draft(
         usage_terms=usage_terms,
         usage_period=usage_period,
@@ -267,11 +291,7 @@ async def _close_claimed(
         await connection.execute(
             "UPDATE sla_reports SET invoice_id = $1 WHERE id = $2", invoice.id, sla_id
         )
-    await connection.execute(
-        "UPDATE credit_balances SET balance_minor = $2 WHERE merchant_id = $1",
-        merchant_id,
-        draft.credit_balance_carried_forward_minor,
-    )
+    await _balance_after(merchant_id, invoice.id, draft, balance_before=balance, now=now)
     return invoice
 
 
@@ -346,7 +366,7 @@ async def _invoice_immediate_once(
         if end <= start:
             end = start + timedelta(seconds=1)
         terms = await lifecycle.terms_of(sub, now)
-        balance = await _lock_credit_balance(merchant_id, sub.currency)
+        balance = await credit_balance.settle(merchant_id, sub.currency, now=now)
         draft = drafts.draft(
             usage_terms=terms,
             usage_period=Period(start, end),
@@ -369,11 +389,7 @@ async def _invoice_immediate_once(
             timezone=sub.timezone,
         )
         await _mark_lines_invoiced([row["id"] for row in rows], invoice.id)
-        await transaction_connection().execute(
-            "UPDATE credit_balances SET balance_minor = $2 WHERE merchant_id = $1",
-            merchant_id,
-            draft.credit_balance_carried_forward_minor,
-        )
+        await _balance_after(merchant_id, invoice.id, draft, balance_before=balance, now=now)
     return invoice
 
 
@@ -435,7 +451,27 @@ async def run_pass(
         await asyncio.gather(*(close_one(period_id) for period_id in period_ids))
         if stop():
             break
+    summary.credit_balances_settled = await settle_credit_balances(
+        system_now=system_now, merchant_id=merchant_id, limit=batch
+    )
     return summary
+
+
+async def settle_credit_balances(
+    *, system_now: datetime, merchant_id: UUID | None = None, limit: int = 500
+) -> int:
+    """Credit balances that can reach an open invoice, or be refunded, without waiting for an
+    invoice to be made (balances from before their movements were recorded, any a close left
+    behind), each settled in its own transaction. Returns how many balances went down."""
+    rows = await current_database().pool.fetch(_DUE_BALANCES, merchant_id, limit)
+    settled = 0
+    for row in rows:
+        async with current_database().engine.transaction():
+            now = await _merchant_now(row["merchant_id"], system_now)
+            before = await credit_balance.lock(row["merchant_id"], row["currency"])
+            after = await credit_balance.settle(row["merchant_id"], row["currency"], now=now)
+            settled += after < before
+    return settled
 
 
 # -- the pieces of a close ---------------------------------------------------------------
@@ -600,15 +636,16 @@ async def _sla_report(
     return row["id"], msgspec.json.decode(row["report"], type=SlaReport)
 
 
-async def _lock_credit_balance(merchant_id: UUID, currency: str) -> int:
-    """The merchant's credit balance, its row locked until the transaction ends."""
-    return int(
-        await transaction_connection().fetchval(
-            "INSERT INTO credit_balances (merchant_id, currency, balance_minor)"
-            " VALUES ($1, $2, 0) ON CONFLICT (merchant_id)"
-            " DO UPDATE SET balance_minor = credit_balances.balance_minor"
-            " RETURNING balance_minor",
-            merchant_id,
-            currency,
-        )
+async def _balance_after(
+    merchant_id: UUID, invoice_id: UUID, draft: Any, *, balance_before: int, now: datetime
+) -> None:
+    """Record what the new invoice did to the credit balance; a surplus it carried in goes on
+    to the open invoices (and is refunded if this was the last invoice)."""
+    await credit_balance.record_invoice(
+        merchant_id=merchant_id,
+        invoice_id=invoice_id,
+        draft=draft,
+        balance_before=balance_before,
+        now=now,
     )
+    await credit_balance.settle(merchant_id, draft.currency, now=now)

@@ -17,8 +17,9 @@ from service.audit import log as audit
 from service.db.engine import current as current_database
 from service.db.tables import CreditNote, Invoice
 from service.errors import InvalidInput, NotFound
-from service.invoicing import credit_notes, invoices, render, sla_reports
+from service.invoicing import credit_balance, credit_notes, invoices, render, sla_reports
 from service.invoicing.schemas import (
+    CreditBalanceOut,
     CreditNoteCreate,
     CreditNoteOut,
     InvoiceOut,
@@ -142,7 +143,7 @@ class InvoiceController(Controller):
                 None,
                 invoice_id,
                 amount_minor=data.amount_minor,
-                reason=data.reason,
+                reason=credit_notes.Reason(data.reason),
                 memo=data.memo,
                 now=now,
             )
@@ -181,6 +182,26 @@ class CreditNoteController(Controller):
             tenant.narrowed(merchant_id),
         )
         return [CreditNoteOut.from_row(row) for row in await query.limit(limit)]
+
+
+class CreditBalanceController(Controller):
+    path = "/v1/credit-balance"
+    tags = ["invoices"]
+
+    @get("/", responses=responses(400, 401, 404, 422))
+    async def get_credit_balance(
+        self, tenant: NamedDependency[TenantScope], merchant_id: FromQuery[UUID | None] = None
+    ) -> CreditBalanceOut:
+        """The merchant's credit balance and every movement of it: credits carried in by
+        invoices, and where they went (open invoices as credit notes, later invoices as a line,
+        refunds once nothing more is invoiced). Operators name the ``merchant_id``."""
+        target = tenant.narrowed(merchant_id)
+        if target is None:
+            raise InvalidInput("name the merchant: ?merchant_id=<id>", field="merchant_id")
+        await merchants.get(target)  # another merchant's (or an unknown) id: 404
+        async with current_database().pool.acquire() as connection:
+            balance = await credit_balance.balance_of(target, connection)
+        return CreditBalanceOut.from_balance(balance)
 
 
 class SlaReportController(Controller):

@@ -26,6 +26,9 @@ class Reason(StrEnum):
     BILLING_ERROR = "billing_error"
     DUPLICATE = "duplicate"
     STRIPE_REFUND = "stripe_refund"
+    CREDIT_BALANCE = "credit_balance"
+    """The merchant's credit balance reaching this invoice (`service.invoicing.credit_balance`
+    is the only issuer: the balance goes down by the same amount in the same transaction)."""
 
 
 async def issue(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 
 from service.db.tables import CreditNote, Invoice
-from service.invoicing.credit_notes import Reason
 from service.subscriptions.schemas import LineOut
 from service.wire import Input, Output
 
@@ -99,9 +98,13 @@ class InvoiceOut(Output):
         )
 
 
+IssuableReason = Literal["sla_credit", "goodwill", "billing_error", "duplicate", "stripe_refund"]
+"""The reasons an operator may give; ``credit_balance`` notes come from the balance alone."""
+
+
 class CreditNoteCreate(Input):
     amount_minor: Annotated[int, msgspec.Meta(gt=0)]
-    reason: Reason
+    reason: IssuableReason
     memo: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
@@ -130,3 +133,42 @@ class SlaReportOut(Output):
     applied_as: str
     """``pending`` (credit lines on the period's invoice) or ``credit_note``."""
     credit_note_id: UUID | None
+
+
+class CreditBalanceMovementOut(Output):
+    seq: int
+    """1, 2, 3… in the order the balance moved."""
+    kind: str
+    """``carried_forward`` (+: an invoice's credits beyond its charges), ``credit_note`` (−: on an
+    open invoice), ``applied_to_invoice`` (−: a line of a new invoice), ``refund`` (−: a credit
+    note with a refund on a paid invoice, once nothing more will be invoiced), ``opening``."""
+    amount_minor: int
+    balance_after_minor: int
+    currency: str
+    invoice_id: UUID | None
+    invoice_number: str | None
+    credit_note_id: UUID | None
+    credit_note_number: str | None
+    memo: str
+    created_at: datetime
+
+
+class CreditBalanceOut(Output):
+    merchant_id: UUID
+    currency: str
+    balance_minor: int
+    """What is left: it goes to the next invoice, or stays when nothing can take it."""
+    movements: list[CreditBalanceMovementOut]
+
+    @classmethod
+    def from_balance(cls, balance: Any) -> CreditBalanceOut:
+        fields = CreditBalanceMovementOut.__struct_fields__
+        return cls(
+            merchant_id=balance.merchant_id,
+            currency=balance.currency,
+            balance_minor=balance.balance_minor,
+            movements=[
+                CreditBalanceMovementOut(**{name: getattr(m, name) for name in fields})
+                for m in balance.movements
+            ],
+        )
