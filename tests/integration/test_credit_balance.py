@@ -245,16 +245,20 @@ async def test_the_database_refuses_a_movement_made_twice_or_below_zero(
             insert, tenant.merchant_id, 9, "credit_note", -4950, 0, row["invoice_id"],
             row["credit_note_id"],
         )  # fmt: skip
+    carried = await pool.fetchrow(
+        "SELECT invoice_id FROM credit_balance_movements WHERE merchant_id = $1"
+        " AND kind = 'carried_forward'",
+        tenant.merchant_id,
+    )
     with pytest.raises(asyncpg.UniqueViolationError):  # an invoice carrying credit in twice
-        carried = await pool.fetchrow(
-            "SELECT invoice_id FROM credit_balance_movements WHERE merchant_id = $1"
-            " AND kind = 'carried_forward'",
-            tenant.merchant_id,
-        )
         await pool.execute(
             insert, tenant.merchant_id, 9, "carried_forward", 4950, 4950, carried["invoice_id"],
             None,
         )  # fmt: skip
+    with pytest.raises(asyncpg.UniqueViolationError):  # a writer that skipped the lock
+        await pool.execute(
+            insert, tenant.merchant_id, 2, "applied_to_invoice", -1, 0, first["id"], None
+        )
     with pytest.raises(asyncpg.CheckViolationError):  # spending what is not there
         await pool.execute(
             insert, tenant.merchant_id, 9, "applied_to_invoice", -1, -1, first["id"], None
@@ -319,7 +323,7 @@ async def test_in_stripe_the_balance_lowers_what_an_open_invoice_collects(
 async def test_in_stripe_the_last_balance_is_refunded_against_the_latest_charge(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenant, sub, clock, first = await _invoiced_in_june(stripe_client, operator)
+    tenant, sub, clock, _ = await _invoiced_in_june(stripe_client, operator)
     sync.merchant_ids.append(tenant.merchant_id)
     await sync.settle()  # June's ¥99 charged
     await advance(stripe_client, operator, clock, MID_JUNE)
