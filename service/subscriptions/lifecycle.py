@@ -24,7 +24,7 @@ from plans.catalog import PlanVersion
 from plans.contracts import AddonNotAllowedError, OverrideError, Terms, resolve_terms
 from plans.lines import InvoiceLine
 from plans.periods import Period, next_period, period_containing, zone
-from plans.proration import billed_share, prorate_terms, prorated_amount
+from plans.proration import billed_share, prorate_terms, prorated_amount, time_share
 from plans.rating import recurring_lines
 from service.catalog import store as catalog_store
 from service.db.tables import (
@@ -288,7 +288,7 @@ async def _charge_first_period(sub: Subscription, terms: Terms, start: datetime)
         if amount == line.amount_minor:
             lines.append(msgspec.structs.replace(line, period_start=start))
             continue
-        share = whole.fraction(start, whole.end)
+        share = time_share(whole, start, whole.end)  # the share the amount was computed from
         percent = (Decimal(share.numerator * 100) / Decimal(share.denominator)).quantize(
             Decimal("0.01")
         )

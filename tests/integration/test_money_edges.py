@@ -126,3 +126,18 @@ async def test_quantities_are_plain_decimals_in_json_and_files(
         sheet = archive.read("xl/worksheets/sheet1.xml").decode()
     assert "<v>20000</v>" in sheet
     assert "E+" not in sheet
+
+
+async def test_the_first_period_after_a_trial_is_charged_its_exact_share_once(
+    client: AsyncClient, operator: Tenant
+) -> None:
+    # The trial ends 06-30 22:48: the first paid period is 4,320 of June's 2,592,000 s, and
+    # ¥99 × 4,320 / 2,592,000 is exactly ¥0.165 → ¥0.17.
+    clock = await new_clock(client, operator, "2026-06-16T22:48:00+08:00")
+    tenant, _ = await signup_tenant(
+        client, operator, plan="basic", trial_days=14, test_clock_id=clock
+    )
+    await advance(client, operator, clock, "2026-06-30T22:48:00+08:00")
+    await close_pass(tenant.merchant_id)
+    [first] = await invoices_of(client, tenant)
+    assert amounts(first) == [("fee", "monthly_fee", 17)]
