@@ -119,6 +119,8 @@ def test_every_proration_line_is_its_full_period_amount_times_the_exact_share(
         (line.charge_code, -_exact(line.amount_minor, remaining, period)) for line in old_lines
     ] + [(line.charge_code, _exact(line.amount_minor, remaining, period)) for line in new_lines]
     written = [(line.charge_code, line.amount_minor) for line in result.lines]
+    # no item is credited and charged again by the same amount: such a pair is not written
+    assert not any((code, -amount) in written for code, amount in written if amount)
     # every written line is one of the expected ones; what is left out is zero or a pair of
     # the same item that nets to zero
     left_out = list(expected)
