@@ -345,3 +345,31 @@ async def test_in_stripe_the_last_balance_is_refunded_against_the_latest_charge(
         refund["id"],
     )
     assert (await _balance(stripe_client, tenant))["balance_minor"] == 0
+
+
+async def test_only_the_balance_issues_credit_balance_notes_and_each_sees_its_own(
+    client: AsyncClient, operator: Tenant, other_tenant: Tenant
+) -> None:
+    tenant, _, _, first = await _invoiced_in_june(client, operator)
+    refused = await client.post(
+        f"/v1/invoices/{first['id']}/credit-notes",
+        json={"amount_minor": 100, "reason": "credit_balance"},
+        headers=operator.headers,
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    unnamed = await client.get("/v1/credit-balance", headers=operator.headers)
+    assert unnamed.status_code == 422
+    assert unnamed.json()["field"] == "merchant_id"
+    # a merchant key sees its own balance whatever merchant_id it sends
+    own = await client.get(
+        "/v1/credit-balance",
+        params={"merchant_id": str(tenant.merchant_id)},
+        headers=other_tenant.headers,
+    )
+    assert own.status_code == 200
+    assert own.json()["merchant_id"] == str(other_tenant.merchant_id)
+    unknown = await client.get(
+        "/v1/credit-balance", params={"merchant_id": str(uuid.uuid4())}, headers=operator.headers
+    )
+    assert unknown.status_code == 404
