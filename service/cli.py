@@ -1,93 +1,69 @@
-"""The ``billing`` command: serve the API, migrate, manage keys, and the commands added later."""
+"""The ``billing`` command: serve the API, run the worker, migrate, manage keys, close periods,
+export, reconcile, the demo and the benchmarks.
+
+Nothing heavy is imported at module level (each command imports what it uses), so
+``billing --help`` and ``billing COMMAND --help`` answer at once. A mistake of the person at the
+terminal is one line on stderr and a non-zero exit, never a traceback (see ``main``).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-from rich.table import Table as RichTable
 
-from plans.money import format_minor
 from service.bench import close as _bench_close  # noqa: F401 - registers `bench close`
 from service.bench import export as _bench_export  # noqa: F401 - registers `bench export`
 from service.bench import webhooks as _bench_webhooks  # noqa: F401 - registers `bench webhooks`
 from service.bench.usage import bench_app
-from service.catalog import store as catalog_store
-from service.clock import SYSTEM_CLOCK
-from service.db import engine as db_engine
-from service.db.migrate import migrate as apply_migrations
-from service.observability import logging as billing_logging
+from service.command import UserError, console, run_with_database, startup_warnings
+from service.command import settings as load_settings
+from service.finance.export_kinds import ExportFormat, ExportKind
 from service.settings import Settings
-from service.tenancy import keys
-from service.tenancy.principal import SYSTEM_ACTOR, Role
-from service.usage.partitions import ensure_partitions as ensure_usage_partitions
+from service.tenancy.principal import LEAST_SCOPES, KeyScope, Role
 from webhooks.commands import outbox_app, webhooks_app
+
+if TYPE_CHECKING:
+    from service.tenancy import keys
 
 app = typer.Typer(
     help="Kefu Billing: the billing backend of the Kefu customer-service SaaS.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys. Lost every operator key? "
+    "`billing keys create --role operator --all-scopes` makes a new one.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(webhooks_app, name="webhooks")
-console = Console()
 
-T = TypeVar("T")
-
-
-def _settings() -> Settings:
-    settings = Settings.from_env()
-    billing_logging.configure(log_format=settings.log_format, level=settings.log_level)
-    return settings
-
-
-def _run_with_database(
-    settings: Settings, work: Callable[[], Awaitable[T]], *, pool_max: int = 4
-) -> T:
-    """Start or reach the database, apply migrations, run ``work``, close the pool."""
-
-    async def runner() -> T:
-        database = await prepare_database(settings, pool_max=pool_max)
-        try:
-            return await work()
-        finally:
-            await database.close()
-
-    return asyncio.run(runner())
-
-
-async def prepare_database(settings: Settings, *, pool_max: int = 4) -> db_engine.Database:
-    """Connect (starting the embedded server if there is no ``DATABASE_URL``) and migrate."""
-    if db_engine.has_current():
-        database = db_engine.current()
-    else:
-        dsn, is_embedded = db_engine.resolve_dsn(settings)
-        await db_engine.ensure_database_exists(dsn)
-        database = db_engine.connect(dsn, is_embedded=is_embedded)
-    await apply_migrations(database)
-    await database.start_pool(min_size=1, max_size=pool_max)
-    await ensure_usage_partitions(months_ahead=24)
-    result = await catalog_store.publish_shipped()
-    if result.published:
-        console.print(
-            "catalog published: "
-            + ", ".join(f"{code} v{version}" for code, version in result.published)
-        )
-    return database
+# Dates typed as YYYY-MM-DD: a wrong one is refused before anything starts.
+FromDay = Annotated[
+    datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First accounting date.")
+]
+ToDay = Annotated[
+    datetime,
+    typer.Option("--to", formats=["%Y-%m-%d"], help="Last accounting date (inclusive)."),
+]
 
 
 async def ensure_operator_key() -> keys.IssuedKey | None:
     """On first start, mint an operator key so someone can use the API. ``None`` if one exists."""
+    from service.db import engine as db_engine
+    from service.tenancy import keys
+    from service.tenancy.principal import SYSTEM_ACTOR
+
     existing = [k for k in await keys.list_keys(None, operators=True) if k.revoked_at is None]
     if existing:
         return None
@@ -101,15 +77,12 @@ async def ensure_operator_key() -> keys.IssuedKey | None:
         )
 
 
-def _progress() -> Progress:
-    """A rich progress bar on the console: description, bar, done of total, time taken."""
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+def _warn_about_what_is_off(settings: Settings) -> None:
+    import structlog
+
+    for warning in startup_warnings(settings):
+        console().print(f"warning: {warning}", markup=False, highlight=False)
+        structlog.get_logger(__name__).warning("setting_off", detail=warning)
 
 
 @app.command()
@@ -122,23 +95,21 @@ def serve(
 
     from service.app import create_app
 
-    settings = _settings()
+    settings = load_settings()
     host = host or settings.host
     port = port or settings.port
-
-    async def first_start() -> keys.IssuedKey | None:
-        return await ensure_operator_key()
-
-    issued = _run_with_database(settings, first_start)
+    issued = run_with_database(settings, ensure_operator_key)
     base = f"http://{host}:{port}"
     if issued is not None:
-        console.print(
+        console().print(
             "[bold]First start: an operator API key was created. It is shown this once:[/bold]\n"
             f"  {issued.secret}\n"
-            f"API docs: {base}/schema   (send the key as 'Authorization: Bearer <key>')"
+            f"API docs: {base}/schema   (send the key as 'Authorization: Bearer <key>')\n"
+            "Lost it? `.venv/bin/billing keys create --role operator --all-scopes` makes another."
         )
     else:
-        console.print(f"API docs: {base}/schema")
+        console().print(f"API docs: {base}/schema")
+    _warn_about_what_is_off(settings)
     _exit_cleanly_on_signals()
     uvicorn.run(
         create_app(settings),
@@ -164,44 +135,72 @@ def _exit_cleanly_on_signals() -> None:
 @app.command()
 def migrate() -> None:
     """Apply database migrations (safe to run from several processes at once)."""
-    settings = _settings()
+    settings = load_settings()
 
     async def nothing() -> None:
         return None
 
-    _run_with_database(settings, nothing)
-    console.print("database is up to date")
+    run_with_database(settings, nothing)
+    console().print("database is up to date")
 
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="merchant or operator")] = "operator",
+    role: Annotated[
+        Role, typer.Option(help="merchant (acts for one merchant) or operator (staff, tools).")
+    ],
     merchant_id: Annotated[
         UUID | None, typer.Option(help="The merchant, for a merchant key.")
     ] = None,
     scope: Annotated[
-        list[str] | None, typer.Option(help="Repeat for each scope; default all.")
+        list[KeyScope] | None,
+        typer.Option(help="A scope to grant; repeat for several. Default: the role's least."),
     ] = None,
+    all_scopes: Annotated[
+        bool, typer.Option("--all-scopes", help="Every scope the role can hold.")
+    ] = False,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
 ) -> None:
-    """Create an API key and print it once."""
-    settings = _settings()
+    """Create an API key and print it once. Without --scope or --all-scopes the key gets the
+    least its role holds (billing:read) and says so. The way back in when every operator key
+    is lost: `billing keys create --role operator --all-scopes` (needs database access)."""
+    if role is Role.MERCHANT and merchant_id is None:
+        raise UserError("a merchant key needs --merchant-id (the merchant's id)", exit_code=2)
+    if role is Role.OPERATOR and merchant_id is not None:
+        raise UserError("an operator key belongs to no merchant: drop --merchant-id", exit_code=2)
+    if scope and all_scopes:
+        raise UserError("give --scope or --all-scopes, not both", exit_code=2)
+    scopes: list[str] | None
+    if all_scopes:
+        scopes = None  # every scope of the role
+    elif scope:
+        scopes = [s.value for s in scope]
+    else:
+        scopes = [s.value for s in LEAST_SCOPES[role]]
+    settings = load_settings()
 
     async def work() -> keys.IssuedKey:
+        from service.db import engine as db_engine
+        from service.tenancy import keys
+        from service.tenancy.principal import SYSTEM_ACTOR
+
         async with db_engine.current().engine.transaction():
             return await keys.issue(
-                role=Role(role),
-                merchant_id=merchant_id,
-                scopes=scope,
-                name=name,
-                actor=SYSTEM_ACTOR,
+                role=role, merchant_id=merchant_id, scopes=scopes, name=name, actor=SYSTEM_ACTOR
             )
 
-    issued = _run_with_database(settings, work)
-    console.print(
-        f"key id {issued.row.id} ({issued.row.role}, scopes: {', '.join(issued.row.scopes)})"
+    issued = run_with_database(settings, work)
+    how = (
+        "every scope of its role"
+        if all_scopes
+        else "the scopes asked for"
+        if scope
+        else "the least of its role; add --scope S (repeatable) or --all-scopes for more"
     )
-    console.print("The key, shown this once:")
+    out = console()
+    out.print(f"made {role.value} key {issued.row.id}", markup=False, highlight=False)
+    out.print(f"scopes: {', '.join(issued.row.scopes)} ({how})", markup=False, highlight=False)
+    out.print("The key, shown this once:", markup=False)
     print(issued.secret)
 
 
@@ -212,63 +211,84 @@ def keys_list(
     ] = None,
 ) -> None:
     """List keys (prefix, role, scopes, status); never the keys themselves."""
-    settings = _settings()
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
+    from service.tenancy import keys
+
+    settings = load_settings()
 
     async def work() -> list[object]:
         return list(await keys.list_keys(merchant_id, operators=merchant_id is None))
 
-    rows = _run_with_database(settings, work)
-    table = RichTable("id", "prefix", "role", "merchant", "scopes", "created", "revoked")
+    rows = run_with_database(settings, work)
+    table = RichTable("id", "prefix", "name", "role", "merchant", "scopes", "created", "revoked")
     for row in rows:
         table.add_row(
             str(row.id),
-            row.prefix,
+            escape(row.prefix),
+            escape(row.name),
             row.role,
             str(row.merchant_id or "-"),
             ", ".join(row.scopes),
             row.created_at.isoformat(timespec="seconds"),
             row.revoked_at.isoformat(timespec="seconds") if row.revoked_at else "-",
         )
-    console.print(table)
+    console().print(table)
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: UUID) -> None:
     """Revoke a key: every process refuses it within a few seconds."""
-    settings = _settings()
+    settings = load_settings()
 
     async def work() -> None:
+        from service.clock import SYSTEM_CLOCK
+        from service.db import engine as db_engine
+        from service.tenancy import keys
+        from service.tenancy.principal import SYSTEM_ACTOR
+
         async with db_engine.current().engine.transaction():
             await keys.revoke(key_id, merchant_id=None, actor=SYSTEM_ACTOR, now=SYSTEM_CLOCK.now())
 
-    _run_with_database(settings, work)
-    console.print(f"revoked {key_id}")
+    run_with_database(settings, work)
+    console().print(f"revoked {key_id}")
 
 
 @app.command()
 def worker(
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 5.0,
-    once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one pass, say what it did, exit.")
+    ] = False,
 ) -> None:
     """Close ended periods into invoices, send the Stripe outbox, process Stripe webhooks.
     Safe to run several side by side; SIGTERM finishes the unit in hand and exits."""
-    from service.worker import Worker
+    import asyncio
 
-    settings = _settings()
+    from service.worker import PassReport, Worker
 
-    async def work() -> None:
+    settings = load_settings()
+    _warn_about_what_is_off(settings)
+
+    async def work() -> PassReport | None:
         # `kill -USR1 <pid>` prints every task's stack: where a worker waits, if it ever does.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_task_stacks)
         runner = Worker(settings)
         if once:
-            await runner.run_once()
-        else:
-            await runner.run(interval_seconds=interval)
+            return await runner.run_once()
+        await runner.run(interval_seconds=interval)
+        return None
 
-    _run_with_database(settings, work, pool_max=settings.database.pool_max)
+    report = run_with_database(settings, work, pool_max=settings.database.pool_max)
+    if report is not None:
+        for line in report.lines():
+            console().print(line, markup=False, highlight=False)
 
 
 def _print_task_stacks() -> None:
+    import asyncio
+
     for task in asyncio.all_tasks():
         task.print_stack(file=sys.stderr)
 
@@ -284,21 +304,24 @@ def close_periods(
     exactly one invoice. Prints invoices made, totals and what was skipped and why."""
     from datetime import timedelta
 
+    from plans.money import format_minor
+    from service.clock import SYSTEM_CLOCK
+    from service.command import progress
     from service.invoicing import close
 
-    settings = _settings()
+    settings = load_settings()
     grace = timedelta(hours=settings.usage_grace_hours)
 
     async def work() -> close.CloseSummary:
         now = SYSTEM_CLOCK.now()
-        with _progress() as progress:
-            task = progress.add_task("closing periods", total=None)
+        with progress() as bar:
+            task = bar.add_task("closing periods", total=None)
 
             def on_progress(*, total: int | None = None, advance: int = 0) -> None:
                 if total is not None:
-                    progress.update(task, total=total)
+                    bar.update(task, total=total)
                 if advance:
-                    progress.advance(task, advance)
+                    bar.advance(task, advance)
 
             if not dry_run:
                 return await close.run_pass(
@@ -332,129 +355,197 @@ def close_periods(
                 on_progress(advance=1)
             return summary
 
-    summary = _run_with_database(settings, work, pool_max=8)
+    summary = run_with_database(settings, work, pool_max=8)
+    out = console()
     verb = "would make" if dry_run else "made"
-    console.print(f"{verb} {summary.invoices_made} invoice(s)")
+    out.print(f"{verb} {summary.invoices_made} invoice(s)")
     for currency, total in sorted(summary.total_minor_by_currency.items()):
-        console.print(f"  total {format_minor(total, currency)}")
+        out.print(f"  total {format_minor(total, currency)}", markup=False)
     if summary.subscriptions_rolled:
-        console.print(f"subscriptions brought up to date: {summary.subscriptions_rolled}")
+        out.print(f"subscriptions brought up to date: {summary.subscriptions_rolled}")
     for reason, count in sorted(summary.skipped.items()):
-        console.print(f"skipped {count}: {reason}")
+        out.print(f"skipped {count}: {reason}", markup=False, highlight=False)
+
+
+def _checked_zone(timezone: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise typer.BadParameter(
+            f"{timezone!r} is not a time zone (try Asia/Shanghai or UTC)", param_hint="--timezone"
+        ) from None
+    return timezone
+
+
+def _date_range(first_day: datetime, last_day: datetime) -> tuple[date, date]:
+    if last_day < first_day:
+        raise typer.BadParameter("--to is before --from", param_hint="--to")
+    return first_day.date(), last_day.date()
 
 
 @app.command("export")
 def export_command(
-    kind: Annotated[
-        str,
-        typer.Argument(
-            help="invoices, invoice_lines, payments, refunds, usage, revenue, mrr, "
-            "reconciliation, credit_balance"
-        ),
-    ],
-    first_day: Annotated[str, typer.Option("--from", help="First accounting date, YYYY-MM-DD.")],
-    last_day: Annotated[str, typer.Option("--to", help="Last accounting date (inclusive).")],
+    kind: Annotated[ExportKind, typer.Argument(help="What to export.")],
+    first_day: FromDay,
+    last_day: ToDay,
     out: Annotated[str, typer.Option("--out", help="The file to write.")],
-    export_format: Annotated[str, typer.Option("--format", help="csv, parquet or xlsx.")] = "csv",
+    export_format: Annotated[
+        ExportFormat, typer.Option("--format", help="The file's format.")
+    ] = ExportFormat.CSV,
     merchant: Annotated[UUID | None, typer.Option(help="Only this merchant.")] = None,
     timezone: Annotated[str, typer.Option(help="Zone of the accounting dates.")] = "Asia/Shanghai",
     bom: Annotated[bool, typer.Option("--bom", help="CSV: add the BOM Excel needs.")] = False,
 ) -> None:
     """Write a finance export to a file, streamed, with a progress bar."""
-    from datetime import date
-
+    from service.command import progress
     from service.finance import exports
 
+    first, last = _date_range(first_day, last_day)
     try:
         request = exports.ExportRequest(
-            kind=exports.ExportKind(kind),
-            first_day=date.fromisoformat(first_day),
-            last_day=date.fromisoformat(last_day),
-            timezone=timezone,
+            kind=kind,
+            first_day=first,
+            last_day=last,
+            timezone=_checked_zone(timezone),
             merchant_id=merchant,
-            format=exports.ExportFormat(export_format),
+            format=export_format,
             has_bom=bom,
         )
         request.check()
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    settings = _settings()
+    settings = load_settings()
 
     async def work() -> tuple[int, int]:
         total = await exports.count_rows(request)
         rows = 0
-        with _progress() as progress:
-            task = progress.add_task(f"exporting {kind}", total=total)
+        with progress() as bar:
+            task = bar.add_task(f"exporting {kind.value}", total=total)
 
             def on_rows(count: int) -> None:
                 nonlocal rows
                 rows += count
-                progress.advance(task, count)
+                bar.advance(task, count)
 
             written = await exports.export_to_file(request, out, on_rows=on_rows)
         return rows, written
 
-    rows, written = _run_with_database(settings, work)
-    console.print(f"{rows:,} rows, {written:,} bytes → {out}")
+    rows, written = run_with_database(settings, work)
+    console().print(f"{rows:,} rows, {written:,} bytes → {out}", markup=False, highlight=False)
 
 
 @app.command("reconcile")
 def reconcile_command(
-    first_day: Annotated[str, typer.Option("--from", help="First accounting date, YYYY-MM-DD.")],
-    last_day: Annotated[str, typer.Option("--to", help="Last accounting date (inclusive).")],
+    first_day: FromDay,
+    last_day: ToDay,
     merchant: Annotated[UUID | None, typer.Option(help="Only this merchant.")] = None,
     timezone: Annotated[str, typer.Option(help="Zone of the accounting dates.")] = "Asia/Shanghai",
 ) -> None:
     """Reconcile this ledger against Stripe (needs STRIPE_API_KEY); store and print the run."""
-    from datetime import date
+    first, last = _date_range(first_day, last_day)
+    timezone = _checked_zone(timezone)
+    settings = load_settings()
+    if not settings.stripe.is_configured:
+        raise UserError("no STRIPE_API_KEY: there is no Stripe side to reconcile with")
 
+    from service.clock import SYSTEM_CLOCK
     from service.finance import reconcile
+    from service.finance.printing import print_reconciliation
     from webhooks.gateway import Gateway
     from webhooks.reconcile_source import StripeLedgerSource
 
-    settings = _settings()
-    if not settings.stripe.is_configured:
-        raise typer.BadParameter("no STRIPE_API_KEY: there is no Stripe side to reconcile with")
     source = StripeLedgerSource(Gateway.from_settings(settings.stripe))
 
     async def work() -> dict[str, object]:
-        with console.status("reading this ledger and Stripe"):
+        with console().status("reading this ledger and Stripe"):
             result = await reconcile.run(
                 source,
-                first_day=date.fromisoformat(first_day),
-                last_day=date.fromisoformat(last_day),
+                first_day=first,
+                last_day=last,
                 timezone=timezone,
                 merchant_ids=[merchant] if merchant else None,
             )
         return await reconcile.store(result, now=SYSTEM_CLOCK.now())
 
-    print_reconciliation(_run_with_database(settings, work))
-
-
-def print_reconciliation(run: dict[str, object]) -> None:
-    from service.finance.printing import print_reconciliation as print_run
-
-    print_run(console, run)
+    print_reconciliation(console(), run_with_database(settings, work))
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show the service's log lines too.")
+    ] = False,
+) -> None:
     """Three merchants (basic, advanced, custom) through two simulated months on a test
-    clock: signup, orders and GMV, an SLA report, an upgrade, a late event, period close; then
-    every invoice, line by line."""
-    from service.app import create_app
-    from service.demo import print_invoices
-    from service.demo import run as run_demo
+    clock, against a local Stripe stand-in: signup, orders and GMV, an SLA report, an upgrade,
+    a late event, period close, payment, a refund, reconciliation; then every invoice, line by
+    line. It runs in a throw-away PostgreSQL of its own: your database, keys, Stripe and catalog
+    mapping are never touched."""
+    from service.demo import run_isolated
 
-    settings = _settings()
-
-    async def work() -> list[dict[str, object]]:
-        from webhooks.demo import run as run_with_stripe  # the stand-in when no Stripe key
-
-        return await run_with_stripe(settings, console, run_demo, create_app, print_invoices)
-
-    _run_with_database(settings, work, pool_max=8)
+    settings = load_settings(log_level=None if verbose else "CRITICAL")
+    run_isolated(settings, console(), verbose=verbose)
 
 
 def main() -> None:
-    app()
+    """Run the command; a user's mistake is one line on stderr and a non-zero exit."""
+    # typer 0.29 carries its own copy of click: its parse errors are defined there.
+    from typer._click import exceptions as parse_errors
+
+    try:
+        result = app(standalone_mode=False)
+    except parse_errors.NoArgsIsHelpError as shown:
+        shown.show()
+        sys.exit(shown.exit_code)
+    except parse_errors.UsageError as error:
+        path = error.ctx.command_path if error.ctx is not None else "billing"
+        message = " ".join(error.format_message().split()).replace("Value error, ", "")
+        _fail(f"{path}: {message} (see {path} --help)", 2)
+    except typer.TyperException as error:
+        _fail(" ".join(error.format_message().split()), error.exit_code)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except UserError as error:
+        _fail(str(error), error.exit_code)
+    except Exception as error:
+        message = _user_error_message(error)
+        if message is None:
+            raise
+        _fail(message, 1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, exit_code: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
+def _user_error_message(error: Exception) -> str | None:
+    """What to say when ``error`` is the user's to fix (a setting, a refused value, an
+    unreachable database); ``None`` for a bug, which keeps its traceback."""
+    from service.settings import SettingsError
+
+    if isinstance(error, SettingsError):
+        return str(error)
+    if "service.errors" in sys.modules:
+        from service.errors import BillingError
+
+        if isinstance(error, BillingError):
+            return error.detail
+    if "asyncpg" in sys.modules:
+        import asyncpg
+
+        if isinstance(
+            error,
+            asyncpg.InvalidAuthorizationSpecificationError
+            | asyncpg.InvalidPasswordError
+            | asyncpg.InvalidCatalogNameError,
+        ):
+            return f"cannot use the database: {error} (check DATABASE_URL)"
+    if isinstance(error, ConnectionError | TimeoutError):
+        return f"cannot reach the database: {error} (check DATABASE_URL)"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror}: {error.filename}"
+    return None

@@ -3,13 +3,22 @@
 Everything goes through the real HTTP API (in process) and the real period close: signup on a
 test clock, orders and GMV through the metered billing API, an SLA report, an upgrade with
 proration, a late event, then the invoices printed with every line explained.
+
+It runs in a PostgreSQL cluster of its own, in a temporary directory, deleted when the demo
+ends, and against the local Stripe stand-in: the user's database (merchants, keys, catalog
+mapping, reconciliation runs) and Stripe account are never touched.
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import shutil
+import tempfile
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +28,10 @@ from rich.table import Table as RichTable
 
 from plans.money import format_minor
 from plans.periods import zone
+from service.db import embedded
 from service.db.engine import current as current_database
 from service.invoicing import close
-from service.settings import Settings
+from service.settings import DatabaseSettings, Settings, StripeSettings
 from service.tenancy import keys
 from service.tenancy.principal import SYSTEM_ACTOR, Role
 
@@ -30,6 +40,37 @@ SEPTEMBER = "2026-09-01T00:00:00+08:00"
 
 class DemoError(RuntimeError):
     pass
+
+
+def run_isolated(settings: Settings, console: Console, *, verbose: bool = False) -> None:
+    """The demo in a throw-away embedded PostgreSQL, whatever ``DATABASE_URL`` says, and with
+    the Stripe stand-in, whatever ``STRIPE_API_KEY`` says. The cluster's files are deleted
+    when this process exits."""
+    from service.app import create_app
+    from service.command import run_with_database
+    from webhooks.demo import run as run_with_stripe
+
+    data_dir = Path(tempfile.mkdtemp(prefix="kefu-billing-demo-"))
+    # Registered before the server starts, so it runs after the server's own exit hook (which
+    # stops it and deletes its files): nothing of the demo is left behind.
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    if verbose:
+        console.print(f"demo database: a new embedded PostgreSQL in {data_dir}", markup=False)
+    admin_dsn = embedded.start(data_dir, delete_on_exit=True)
+    own = dataclasses.replace(
+        settings,
+        database=DatabaseSettings(url=admin_dsn, data_dir=data_dir, pool_max=8),
+        stripe=StripeSettings(),
+    )
+    console.print(
+        "[bold]billing demo[/bold]: a throw-away database and a local Stripe stand-in;"
+        " your data and your Stripe account are not touched"
+    )
+
+    async def work() -> list[dict[str, Any]]:
+        return await run_with_stripe(own, console, run, create_app, print_invoices)
+
+    run_with_database(own, work, pool_max=8)
 
 
 class _Api:
@@ -223,9 +264,11 @@ def print_invoices(console: Console, invoices: Sequence[dict[str, Any]]) -> None
         currency = invoice["currency"]
         table = RichTable(
             title=(
-                f"{invoice['number']}  {invoice['merchant_name']} ({invoice['tier']})  "
-                f"{_local(invoice['period_start'])} – {_local(invoice['period_end'])}  "
-                + escape(f"[{invoice['status']}]")
+                escape(
+                    f"{invoice['number']}  {invoice['merchant_name']} ({invoice['tier']})  "
+                    f"{_local(invoice['period_start'])} – {_local(invoice['period_end'])}  "
+                    f"[{invoice['status']}]"
+                )
             ),
             title_justify="left",
             show_lines=False,
@@ -235,8 +278,8 @@ def print_invoices(console: Console, invoices: Sequence[dict[str, Any]]) -> None
         table.add_column("amount", justify="right")
         for line in invoice["lines"]:
             table.add_row(
-                line["description"],
-                line["explanation"],
+                escape(line["description"]),
+                escape(line["explanation"]),
                 format_minor(line["amount_minor"], currency),
             )
         table.add_row(

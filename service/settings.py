@@ -28,6 +28,8 @@ class DatabaseSettings:
     """Database created inside the embedded server (``BILLING_DB_NAME``)."""
     pool_min: int = 2
     pool_max: int = 20
+    allows_embedded_in_production: bool = False
+    """``BILLING_ALLOW_EMBEDDED_DATABASE=1``: production may run on the embedded server."""
 
     @property
     def is_embedded(self) -> bool:
@@ -62,12 +64,30 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     tax_rate: Decimal = Decimal(0)
     """VAT on invoices (``BILLING_TAX_RATE``, a fraction: 0.06 is 6%)."""
+    allows_test_clocks: bool = True
+    """Test clocks may be made and moved. Off in production unless
+    ``BILLING_ALLOW_TEST_CLOCKS=1``: a clock moves a merchant's billing time."""
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    def check_production(self) -> None:
+        """Refuse what production must not run with, each in one line that says what to set."""
+        if not self.is_production:
+            return
+        if self.database.is_embedded and not self.database.allows_embedded_in_production:
+            raise SettingsError(
+                "BILLING_ENV=production needs DATABASE_URL (a PostgreSQL you run and back up);"
+                " to use the embedded server anyway set BILLING_ALLOW_EMBEDDED_DATABASE=1"
+            )
+        if self.stripe.is_configured and not self.stripe.webhook_secret:
+            raise SettingsError(
+                "STRIPE_API_KEY is set but STRIPE_WEBHOOK_SECRET is not: set it to the signing"
+                " secret of the Stripe webhook endpoint (whsec_...), or Stripe's answers are lost"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +107,7 @@ class Settings:
             data_dir=Path(env.get("BILLING_DATA_DIR", str(PROJECT_ROOT / ".data"))).resolve(),
             database=env.get("BILLING_DB_NAME", "billing"),
             pool_max=_int(env, "BILLING_DB_POOL_MAX", 20),
+            allows_embedded_in_production=_flag(env, "BILLING_ALLOW_EMBEDDED_DATABASE"),
         )
         stripe = StripeSettings(
             api_key=env.get("STRIPE_API_KEY") or None,
@@ -94,7 +115,7 @@ class Settings:
             api_base=env.get("STRIPE_API_BASE") or None,
             webhook_tolerance_seconds=_int(env, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
         )
-        return cls(
+        settings = cls(
             environment=environment,
             host=env.get("BILLING_HOST", "127.0.0.1"),
             port=_int(env, "BILLING_PORT", 8000),
@@ -104,9 +125,14 @@ class Settings:
             usage_grace_hours=_int(env, "BILLING_USAGE_GRACE_HOURS", 48),
             max_body_bytes=_int(env, "BILLING_MAX_BODY_BYTES", 8 * 1024 * 1024),
             tax_rate=_rate(env, "BILLING_TAX_RATE"),
+            allows_test_clocks=(
+                environment != "production" or _flag(env, "BILLING_ALLOW_TEST_CLOCKS")
+            ),
             database=database,
             stripe=stripe,
         )
+        settings.check_production()
+        return settings
 
     def with_database_url(self, url: str) -> Settings:
         return replace(self, database=replace(self.database, url=url))
@@ -123,6 +149,16 @@ def _rate(env: Mapping[str, str], name: str) -> Decimal:
     if not Decimal(0) <= value < Decimal(1):
         raise SettingsError(f"{name} must be at least 0 and below 1, not {raw!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (unset: no)."""
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, not {raw!r}")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -15,9 +16,40 @@ import structlog
 from service.clock import SYSTEM_CLOCK, Clock
 from service.invoicing import close
 from service.settings import Settings
-from webhooks.sync import StripeSync
+from webhooks.sync import StripeSync, SyncSummary
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """What one worker pass did: the period close and the Stripe sync."""
+
+    close: close.CloseSummary
+    sync: SyncSummary
+    is_stripe_configured: bool
+
+    def lines(self) -> list[str]:
+        """The pass in words, for ``billing worker --once``."""
+        made = self.close
+        said = [
+            f"period close: {made.invoices_made} invoice(s) made, "
+            f"{made.subscriptions_rolled} subscription(s) brought up to date"
+        ]
+        said += [f"  skipped {count}: {reason}" for reason, count in sorted(made.skipped.items())]
+        sync = self.sync
+        said.append(
+            f"Stripe webhooks: {sync.inbox.processed} processed, {sync.inbox.retrying} to retry,"
+            f" {sync.inbox.parked} parked"
+        )
+        if self.is_stripe_configured:
+            said.append(
+                f"Stripe outbox: {sync.outbox.sent} sent, {sync.outbox.retrying} to retry,"
+                f" {sync.outbox.parked} parked; payment retries queued: {sync.retries_queued}"
+            )
+        else:
+            said.append("Stripe outbox: no STRIPE_API_KEY, so nothing was sent (rows wait)")
+        return said
 
 
 class Worker:
@@ -32,7 +64,7 @@ class Worker:
             log.info("worker_stopping")
         self.stopping.set()
 
-    async def run_once(self) -> close.CloseSummary:
+    async def run_once(self) -> PassReport:
         summary = await close.run_pass(
             system_now=self.clock.now(),
             grace=timedelta(hours=self.settings.usage_grace_hours),
@@ -61,7 +93,9 @@ class Worker:
                 event_parked=sync.inbox.parked,
                 payment_retries_queued=sync.retries_queued,
             )
-        return summary
+        return PassReport(
+            close=summary, sync=sync, is_stripe_configured=self.settings.stripe.is_configured
+        )
 
     async def run(self, *, interval_seconds: float) -> None:
         loop = asyncio.get_running_loop()

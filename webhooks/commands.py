@@ -4,29 +4,41 @@ sent, put a parked push back in line, re-run one event."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from rich.table import Table as RichTable
+
+from service.command import console, run_with_database, settings
 
 outbox_app = typer.Typer(
-    help="The Stripe outbox: pushes waiting, sent or parked.", invoke_without_command=True
+    help="The Stripe outbox: pushes waiting, sent or parked.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
 )
-webhooks_app = typer.Typer(help="The Stripe inbox: webhook events received.", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="The Stripe inbox: webhook events received.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
-def _cli() -> Any:
-    from service import cli  # the composition root: settings, database, console
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    PARKED = "parked"
 
-    return cli
+
+class InboxStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    PARKED = "parked"
 
 
 @outbox_app.callback()
 def outbox_list(
     ctx: typer.Context,
     status: Annotated[
-        str | None, typer.Option(help="pending, sent or parked (default: all but sent).")
+        OutboxStatus | None, typer.Option(help="Only these rows (default: all but sent).")
     ] = None,
     merchant: Annotated[UUID | None, typer.Option(help="Only this merchant.")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown.")] = 50,
@@ -34,16 +46,20 @@ def outbox_list(
     """List outbox rows. Without a Stripe key configured, pending rows wait (shown as such)."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
     from service import stripe_outbox
 
-    cli = _cli()
-    settings = cli._settings()
+    found = settings()
 
     async def work() -> list[dict[str, Any]]:
-        return await stripe_outbox.rows(status=status, merchant_id=merchant, limit=limit)
+        return await stripe_outbox.rows(
+            status=status.value if status else None, merchant_id=merchant, limit=limit
+        )
 
-    rows = cli._run_with_database(settings, work)
-    is_waiting = not settings.stripe.is_configured
+    rows = run_with_database(found, work)
+    is_waiting = not found.stripe.is_configured
     table = RichTable(
         title="Stripe outbox" + (" — no STRIPE_API_KEY: waiting" if is_waiting else "")
     )
@@ -60,10 +76,10 @@ def outbox_list(
             state,
             str(row["attempts"]),
             row["next_attempt_at"].strftime("%Y-%m-%d %H:%M:%S") if state != "sent" else "",
-            (row["last_error"] or "")[:60],
+            escape((row["last_error"] or "")[:60]),
         )
-    cli.console.print(table)
-    cli.console.print(f"{len(rows)} row(s)")
+    console().print(table)
+    console().print(f"{len(rows)} row(s)")
 
 
 @outbox_app.command("retry")
@@ -71,46 +87,45 @@ def outbox_retry(outbox_id: int) -> None:
     """Put a parked row back in line (once what Stripe refused has been fixed)."""
     from service import stripe_outbox
 
-    cli = _cli()
-
     async def work() -> bool:
         return await stripe_outbox.requeue(outbox_id, now=datetime.now(UTC))
 
-    if not cli._run_with_database(cli._settings(), work):
-        cli.console.print(f"outbox row {outbox_id} is not parked")
+    if not run_with_database(settings(), work):
+        console().print(f"outbox row {outbox_id} is not parked")
         raise typer.Exit(1)
-    cli.console.print(f"outbox row {outbox_id} is pending again")
+    console().print(f"outbox row {outbox_id} is pending again")
 
 
 @webhooks_app.command("list")
 def webhooks_list(
     status: Annotated[
-        str | None, typer.Option(help="pending, processed or parked (default: all).")
+        InboxStatus | None, typer.Option(help="Only these events (default: all).")
     ] = None,
     limit: Annotated[int, typer.Option(help="Rows shown, newest first.")] = 50,
 ) -> None:
     """Webhook events received, newest first, with what processing them did."""
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
     from webhooks import inbox
 
-    cli = _cli()
-
     async def work() -> list[dict[str, Any]]:
-        return await inbox.rows(status=status, limit=limit)
+        return await inbox.rows(status=status.value if status else None, limit=limit)
 
-    rows = cli._run_with_database(cli._settings(), work)
+    rows = run_with_database(settings(), work)
     table = RichTable(title="Stripe inbox")
     table.add_column("event", overflow="fold", min_width=30)  # whole: it is what replay takes
     for column in ("type", "status", "attempts", "outcome / error"):
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["event_id"],
-            row["event_type"],
+            escape(row["event_id"]),
+            escape(row["event_type"]),
             row["status"],
             str(row["attempts"]),
-            (row["last_error"] or row["outcome"] or "")[:70],
+            escape((row["last_error"] or row["outcome"] or "")[:70]),
         )
-    cli.console.print(table)
+    console().print(table)
 
 
 @webhooks_app.command("replay")
@@ -118,15 +133,13 @@ def webhooks_replay(event_id: str) -> None:
     """Process one stored event again (a parked one, or any: handlers are idempotent)."""
     from webhooks import inbox
 
-    cli = _cli()
-
     async def work() -> str | None:
         return await inbox.replay(event_id, now=datetime.now(UTC))
 
-    outcome = cli._run_with_database(cli._settings(), work)
+    outcome = run_with_database(settings(), work)
     if outcome is None:
-        cli.console.print(f"no stored event {event_id}")
+        console().print(f"no stored event {event_id}", markup=False)
         raise typer.Exit(1)
-    cli.console.print(f"{event_id}: {outcome}")
+    console().print(f"{event_id}: {outcome}", markup=False, highlight=False)
     if outcome != "processed":
         raise typer.Exit(1)

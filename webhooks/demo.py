@@ -1,8 +1,9 @@
-"""``billing demo`` with Stripe: without a real ``STRIPE_API_KEY`` the demo runs against the
-local stand-in. The API is served for real on loopback (the stand-in posts signed webhooks to
-it), the worker's Stripe pass pushes customers, products, prices and invoices; Stripe collects;
-``invoice.paid`` comes back; an SLA credit note on a paid invoice is refunded through Stripe and
-``charge.refunded`` comes back; then our ledger and Stripe's are compared side by side.
+"""``billing demo`` with Stripe: always the local stand-in, never a real account (the demo's
+customers and products would stay there). The API is served for real on loopback (the stand-in
+posts signed webhooks to it), the worker's Stripe pass pushes customers, products, prices and
+invoices; Stripe collects; ``invoice.paid`` comes back; an SLA credit note on a paid invoice is
+refunded through Stripe and ``charge.refunded`` comes back; then our ledger and Stripe's are
+compared side by side.
 """
 
 from __future__ import annotations
@@ -40,12 +41,10 @@ async def run(
     create_app: Callable[..., Any],
     show_invoices: Callable[[Console, list[dict[str, Any]]], None],
 ) -> list[dict[str, Any]]:
-    """The demo, with Stripe: the stand-in when no key is set. Prints the invoices, then the
-    reconciliation of the simulated months against Stripe."""
-    if settings.stripe.is_configured:  # a real Stripe account: the worker pushes as usual
-        invoices = await run_demo(settings, create_app(settings), console)
-        show_invoices(console, invoices)
-        return invoices
+    """The demo, with the local Stripe stand-in. Prints the invoices, then the
+    reconciliation of the simulated months against Stripe. The demo never uses a real Stripe
+    account (``settings.stripe`` is ignored): it would leave the demo's customers and products
+    there."""
     import uvicorn
 
     port = _free_port()
@@ -56,13 +55,15 @@ async def run(
     settings = dataclasses.replace(settings, stripe=stripe_settings)
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
         await asyncio.sleep(0.02)
     console.print(
-        f"[bold]Stripe:[/bold] no STRIPE_API_KEY, so the local stand-in at {standin.base_url}; "
+        f"[bold]Stripe:[/bold] the local stand-in at {standin.base_url}; "
         f"webhooks to the API served on 127.0.0.1:{port}"
     )
     try:

@@ -19,11 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-import asyncpg
 import typer
 
 from service.bench.usage import bench_app
-from service.db import embedded
 
 _MARCH = "2026-03-01 00:00:00+08"
 _APRIL = "2026-04-01 00:00:00+08"
@@ -81,6 +79,8 @@ def close(
     workers: Annotated[int, typer.Option(help="Worker processes side by side.")] = 2,
 ) -> None:
     """Close N ended periods with M usage events in them; print the times."""
+    from service.db import embedded
+
     data_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-close-"))
     try:
         admin = embedded.start(data_dir, delete_on_exit=False)
@@ -124,6 +124,8 @@ def _worker(dsn: str) -> subprocess.Popen[str]:
 
 
 async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dict[str, float | int]:
+    import asyncpg
+
     from service.catalog import store as catalog_store
     from service.db import engine as db_engine
     from service.db.migrate import migrate
@@ -155,6 +157,8 @@ async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dic
 
 
 async def _count(dsn: str) -> int:
+    import asyncpg
+
     connection = await asyncpg.connect(dsn)
     try:
         return int(await connection.fetchval("SELECT count(*) FROM invoices WHERE kind = 'period'"))

@@ -18,11 +18,9 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import asyncpg
 import typer
 
 from service.bench.usage import bench_app
-from service.db import embedded
 
 _SETUP = """
 INSERT INTO merchants (name, contact_email)
@@ -74,6 +72,8 @@ def export(
     formats: Annotated[str, typer.Option(help="Comma-separated formats.")] = "csv,parquet,xlsx",
 ) -> None:
     """Export a year of a large tenant base; print time, size and peak RSS per export."""
+    from service.db import embedded
+
     data_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-export-"))
     out_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-export-out-"))
     try:
@@ -132,6 +132,8 @@ def _run_export(
 
 
 async def _prepare(dsn: str, merchants: int, invoices: int, usage_rows: int) -> dict[str, int]:
+    import asyncpg
+
     from service.catalog import store as catalog_store
     from service.db import engine as db_engine
     from service.db.migrate import migrate

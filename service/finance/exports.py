@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any, BinaryIO, Final
 from uuid import UUID
 
@@ -39,6 +38,7 @@ from plans.money import CURRENCY_EXPONENTS, minor_to_major, plain_decimal
 from plans.periods import zone
 from service.db import engine as db_engine
 from service.finance import revenue
+from service.finance.export_kinds import ExportFormat, ExportKind
 
 BATCH_ROWS: Final = 2_000
 MONEY_SCALE: Final = max(CURRENCY_EXPONENTS.values())
@@ -46,24 +46,6 @@ MONEY_SCALE: Final = max(CURRENCY_EXPONENTS.values())
 QUANTITY_SCALE: Final = 6
 FIXED_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 """What XLSX files say about when they were made: a constant, so that bytes repeat."""
-
-
-class ExportKind(StrEnum):
-    INVOICES = "invoices"
-    INVOICE_LINES = "invoice_lines"
-    PAYMENTS = "payments"
-    REFUNDS = "refunds"
-    USAGE = "usage"
-    REVENUE = "revenue"
-    MRR = "mrr"
-    RECONCILIATION = "reconciliation"
-    CREDIT_BALANCE = "credit_balance"
-
-
-class ExportFormat(StrEnum):
-    CSV = "csv"
-    PARQUET = "parquet"
-    XLSX = "xlsx"
 
 
 MEDIA_TYPES: Final = {

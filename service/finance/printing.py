@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from plans.money import format_minor
@@ -28,5 +29,7 @@ def print_reconciliation(console: Console, run: dict[str, object]) -> None:
     if run["mismatches"]:
         table = RichTable("object", "kind", "reference", "what differs")
         for item in run["mismatches"]:  # type: ignore[attr-defined]
-            table.add_row(item["object"], item["kind"], str(item["reference"]), item["detail"])
+            # Stripe's words and ours are text, never markup: `items[0][price]` stays as it is.
+            table.add_row(*(escape(str(item[name])) for name in ("object", "kind", "reference",
+                                                                 "detail")))  # fmt: skip
         console.print(table)

@@ -18,10 +18,18 @@ class KeyScope(StrEnum):
     BILLING_WRITE = "billing:write"
     SIGNUP = "signup"
     FINANCE_READ = "finance:read"
+    SUPPORT_READ = "support:read"
+    """Support staff: read one named merchant's subscription, usage and upcoming invoice
+    (``?merchant_id=``) and the support view; every such read is audited."""
 
 
 MERCHANT_SCOPES = frozenset({KeyScope.USAGE_WRITE, KeyScope.BILLING_READ, KeyScope.BILLING_WRITE})
 OPERATOR_SCOPES = frozenset(KeyScope)
+LEAST_SCOPES: dict[Role, tuple[KeyScope, ...]] = {
+    Role.MERCHANT: (KeyScope.BILLING_READ,),
+    Role.OPERATOR: (KeyScope.BILLING_READ,),
+}
+"""What ``billing keys create`` grants when no scope is asked for: reading, nothing more."""
 
 
 @dataclass(frozen=True, slots=True)
