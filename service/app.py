@@ -70,6 +70,7 @@ class MetricsController(PrometheusController):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    settings.check_production()
     billing_logging.configure(log_format=settings.log_format, level=settings.log_level)
     keys.configure_cache(settings.key_cache_seconds)
 

@@ -6,12 +6,15 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Response, get, post, put
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 
 from service.clock import SYSTEM_CLOCK
 from service.db.engine import current as current_database
 from service.db.tables import Subscription
+from service.errors import Forbidden
 from service.idempotency import check_key
 from service.problems import responses
 from service.settings import Settings
@@ -45,6 +48,20 @@ IdempotencyKey = Annotated[
 ]
 
 
+TEST_CLOCKS_OFF = "test clocks are off in production: set BILLING_ALLOW_TEST_CLOCKS=1 to allow them"
+
+
+def _refuse_test_clocks_unless_allowed(settings: Settings) -> None:
+    if not settings.allows_test_clocks:
+        raise Forbidden(TEST_CLOCKS_OFF)
+
+
+async def clocks_allowed_here(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: test clocks move a merchant's billing time; production refuses them unless
+    ``BILLING_ALLOW_TEST_CLOCKS=1``."""
+    _refuse_test_clocks_unless_allowed(connection.app.state["settings"])
+
+
 class SignupController(Controller):
     path = "/v1/signup"
     tags = ["signup"]
@@ -55,9 +72,12 @@ class SignupController(Controller):
         self,
         data: JSONBody[SignupRequest],
         actor: NamedDependency[Actor],
+        settings: NamedDependency[Settings],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SignupOut]:
         """Create a merchant, its first API key (shown once) and its subscription."""
+        if data.test_clock_id is not None:
+            _refuse_test_clocks_unless_allowed(settings)
         result = await signup.signup(
             data,
             actor=actor,
@@ -235,7 +255,7 @@ class ContractController(Controller):
 class TestClockController(Controller):
     path = "/v1/test-clocks"
     tags = ["test clocks"]
-    guards = [operator_only]
+    guards = [operator_only, clocks_allowed_here]
 
     @post("/", responses=responses(400, 401, 403))
     async def create_clock(

@@ -126,3 +126,15 @@ def test_worker_once_says_what_it_did(fresh_database_url: str) -> None:
     assert "period close: 0 invoice(s) made" in done.stdout
     assert "Stripe webhooks: 0 processed" in done.stdout
     assert "no STRIPE_API_KEY, so nothing was sent" in done.stdout
+
+
+def test_production_without_a_database_url_is_refused_in_one_line() -> None:
+    env = _env(BILLING_ENV="production")
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        [BILLING, "migrate"], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "BILLING_ENV=production needs DATABASE_URL" in line
+    assert "BILLING_ALLOW_EMBEDDED_DATABASE=1" in line
