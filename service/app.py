@@ -37,6 +37,7 @@ from service.subscriptions.controllers import (
     SubscriptionController,
     TestClockController,
 )
+from service.support.controllers import SupportPageController
 from service.tenancy import keys
 from service.tenancy.auth import (
     PUBLIC,
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StripeWebhookController,
             FinanceController,
             FinancePageController,
+            SupportPageController,
             create_static_files_router(
                 path=static_prefix,
                 directories=[swagger_ui_path],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Annotated, Any
 from uuid import UUID
@@ -190,31 +191,43 @@ class FinanceController(Controller):
 FormatParam = Annotated[str, QueryParameter(name="format", pattern="^(csv|parquet|xlsx)$")]
 
 
-async def _viewer(request: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
-    """Who is looking: a bearer key, else the session cookie. A key that is not an operator's
-    with ``finance:read`` is refused outright; no credentials at all is ``None`` (log in)."""
+FINANCE_REFUSAL = "the finance page is for operators with the finance:read scope"
+
+
+async def viewer(
+    request: ASGIConnection[Any, Any, Any, Any],
+    *,
+    may_see: Callable[[Principal | None], bool] = session.may_read_finance,
+    refusal: str = FINANCE_REFUSAL,
+) -> Principal | None:
+    """Who is looking: a bearer key, else the session cookie. A key that ``may_see`` refuses
+    (by default: not an operator's with ``finance:read``) is refused outright; no credentials
+    at all is ``None`` (log in). The support view asks with its own ``may_see``."""
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() == "bearer" and secret.strip():
         principal = await keys.authenticate(secret.strip())
         if principal is None:
             raise Unauthenticated("this API key is unknown or revoked")
-        if not session.may_read_finance(principal):
-            raise Forbidden("the finance page is for operators with the finance:read scope")
+        if not may_see(principal):
+            raise Forbidden(refusal)
         return principal
-    return await session.principal_of(
+    found = await session.principal_of(
         request.cookies.get(session.COOKIE_NAME), now=SYSTEM_CLOCK.now()
     )
+    if found is not None and not may_see(found):
+        raise Forbidden(refusal)
+    return found
 
 
 async def _session_required(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
     """Guard of the page's downloads: before any parameter is read, a merchant key is refused
     (403) and no session at all is 401."""
-    if await _viewer(connection) is None:
+    if await viewer(connection) is None:
         raise Unauthenticated("log in at /finance/login first")
 
 
-def _html(content: str, status_code: int = 200) -> Response[str]:
+def html_page(content: str, status_code: int = 200) -> Response[str]:
     return Response(
         content,
         media_type=MediaType.HTML,
@@ -253,7 +266,7 @@ class FinancePageController(Controller):
         ] = None,
         timezone: Timezone = "Asia/Shanghai",
     ) -> Response[str]:
-        if await _viewer(request) is None:
+        if await viewer(request) is None:
             return Response("", status_code=303, headers={"Location": "/finance/login"})
         year, number = _month_bounds(month)
         timezone = _zone_checked(timezone)
@@ -269,11 +282,11 @@ class FinancePageController(Controller):
             summaries=await revenue.month_summary(year, number, timezone),
             reconciliation=await reconcile.stored(),
         )
-        return _html(page.render(figures))
+        return html_page(page.render(figures))
 
     @get("/login")
     async def login_form(self) -> Response[str]:
-        return _html(page.render_login())
+        return html_page(page.render_login())
 
     @post("/login", status_code=303)
     async def login(
@@ -283,15 +296,18 @@ class FinancePageController(Controller):
     ) -> Response[str]:
         opened = await session.open_session(data.get("api_key", "").strip(), now=SYSTEM_CLOCK.now())
         if opened is None:
-            return _html(
-                page.render_login("That key is not an operator key with the finance:read scope."),
+            return html_page(
+                page.render_login(
+                    "That key is not an operator key with the finance:read or support:read scope."
+                ),
                 status_code=403,
             )
-        _, cookie = opened
+        principal, cookie = opened
+        landing = "/finance" if session.may_read_finance(principal) else "/finance/support"
         return Response(
             "",
             status_code=303,
-            headers={"Location": "/finance", "Cache-Control": "no-store"},
+            headers={"Location": landing, "Cache-Control": "no-store"},
             cookies=[
                 Cookie(
                     key=session.COOKIE_NAME,

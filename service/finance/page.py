@@ -17,7 +17,7 @@ from service.finance import revenue
 from service.finance.exports import ExportFormat, ExportKind
 
 TIER_COLOURS: Final = {"basic": "#4e79a7", "advanced": "#f28e2b", "custom": "#59a14f"}
-_CSS: Final = """
+PAGE_CSS: Final = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC",sans-serif;
 margin:0;color:#1f2933;background:#f5f7fa}
 header{background:#1f2933;color:#fff;padding:12px 24px;display:flex;align-items:center;
@@ -171,7 +171,7 @@ def render(figures: PageFigures) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Finance · {escape(figures.month)} · Kefu Billing</title><style>{_CSS}</style></head>
+<title>Finance · {escape(figures.month)} · Kefu Billing</title><style>{PAGE_CSS}</style></head>
 <body><header><h1>Kefu Billing · Finance · <span id="month">{escape(figures.month)}</span></h1>
 <form class="inline" method="get" action="/finance"><input type="month" name="month"
 value="{escape(figures.month)}"> <button>Show</button></form>
@@ -253,11 +253,11 @@ def render_login(message: str = "") -> str:
     note = f'<p id="message" style="color:#b42318">{escape(message)}</p>' if message else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Finance login · Kefu Billing</title>
-<style>{_CSS} form{{max-width:420px;margin:48px auto;background:#fff;padding:24px;
+<style>{PAGE_CSS} form{{max-width:420px;margin:48px auto;background:#fff;padding:24px;
 border:1px solid #d9e2ec;border-radius:6px}} input{{width:100%;font:inherit;padding:6px;
 box-sizing:border-box;margin:8px 0}}</style></head>
 <body><form method="post" action="/finance/login"><h1>Finance</h1>{note}
-<label for="api_key">Operator API key (with the finance:read scope)</label>
+<label for="api_key">Operator API key (finance:read, or support:read for the support view)</label>
 <input id="api_key" name="api_key" type="password" autocomplete="off" required>
 <button type="submit">Log in</button>
 <p class="muted">The key is checked once; the browser keeps a signed session for an hour,

@@ -44,11 +44,26 @@ def may_read_finance(principal: Principal | None) -> bool:
     )
 
 
+def may_support(principal: Principal | None) -> bool:
+    return (
+        principal is not None
+        and principal.is_operator
+        and principal.has_scope(KeyScope.SUPPORT_READ)
+    )
+
+
+def may_log_in(principal: Principal | None) -> bool:
+    """Who the session is for: operators with ``finance:read`` (the finance page) or
+    ``support:read`` (the support view); each page checks its own scope."""
+    return may_read_finance(principal) or may_support(principal)
+
+
 async def open_session(secret: str, *, now: datetime) -> tuple[Principal, str] | None:
     """Log in with an API key: the principal and the cookie value, if the key may use the
-    finance page (an operator key with ``finance:read``)."""
+    finance page or the support view (an operator key with ``finance:read`` or
+    ``support:read``)."""
     principal = await keys.authenticate(secret)
-    if principal is None or not may_read_finance(principal):
+    if principal is None or not may_log_in(principal):
         return None
     payload = json.dumps(
         {"k": str(principal.key_id), "exp": int((now + LIFETIME).timestamp())},
@@ -82,4 +97,4 @@ async def principal_of(cookie: str | None, *, now: datetime) -> Principal | None
         merchant_id=row["merchant_id"],  # type: ignore[arg-type]
         scopes=frozenset(row["scopes"]),  # type: ignore[arg-type]
     )
-    return principal if may_read_finance(principal) else None
+    return principal if may_log_in(principal) else None

@@ -35,6 +35,7 @@ from service.subscriptions.schemas import (
     TestClockCreate,
     TestClockOut,
 )
+from service.support.reads import SUPPORT_READABLE, record_look
 from service.tenancy.auth import operator_only, requires
 from service.tenancy.principal import Actor, KeyScope
 from service.tenancy.scope import TenantScope, scoped
@@ -100,11 +101,17 @@ class SubscriptionController(Controller):
     path = "/v1/subscriptions"
     tags = ["subscriptions"]
 
-    @get("/", responses=responses(401))
+    @get("/", opt=SUPPORT_READABLE, responses=responses(401, 403, 404))
     async def list_subscriptions(
-        self, tenant: NamedDependency[TenantScope], merchant_id: FromQuery[UUID | None] = None
+        self,
+        tenant: NamedDependency[TenantScope],
+        actor: NamedDependency[Actor],
+        merchant_id: FromQuery[UUID | None] = None,
     ) -> list[SubscriptionOut]:
-        """The merchant's subscriptions (operators: every merchant's, or one's)."""
+        """The merchant's subscriptions (operators: every merchant's, or one's; an operator's
+        read of one merchant's is audited)."""
+        if tenant.principal.is_operator and merchant_id is not None:
+            await record_look(actor, merchant_id, reading="subscriptions")
         query = scoped(
             Subscription.objects().order_by(Subscription.created_at, ascending=False),
             Subscription,
@@ -114,12 +121,18 @@ class SubscriptionController(Controller):
         pending = await lifecycle.pending_lines_of(subs)
         return [SubscriptionOut.from_row(sub, pending=pending[sub.id]) for sub in subs]
 
-    @get("/{subscription_id:uuid}", responses=responses(401, 404))
+    @get("/{subscription_id:uuid}", opt=SUPPORT_READABLE, responses=responses(401, 403, 404))
     async def get_subscription(
-        self, tenant: NamedDependency[TenantScope], subscription_id: FromPath[UUID]
+        self,
+        tenant: NamedDependency[TenantScope],
+        actor: NamedDependency[Actor],
+        subscription_id: FromPath[UUID],
     ) -> SubscriptionOut:
-        """One subscription with its event history and the lines waiting for an invoice."""
+        """One subscription with its event history and the lines waiting for an invoice (an
+        operator's read is audited)."""
         sub = await lifecycle.get(tenant.merchant_id, subscription_id)
+        if tenant.principal.is_operator:
+            await record_look(actor, sub.merchant_id, reading="subscription")
         return await _out(sub, with_events=True)
 
     @post(

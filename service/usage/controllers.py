@@ -14,8 +14,9 @@ from service.problems import responses
 from service.settings import Settings
 from service.subscriptions import clocks
 from service.subscriptions.schemas import LineOut
+from service.support.reads import SUPPORT_READABLE, merchant_to_read
 from service.tenancy.auth import requires
-from service.tenancy.principal import KeyScope
+from service.tenancy.principal import Actor, KeyScope, Principal
 from service.tenancy.scope import TenantScope
 from service.usage import ingest, single, summary, upcoming, voids
 from service.usage.schemas import (
@@ -102,6 +103,16 @@ Period = Annotated[
 ]
 
 
+SupportMerchant = Annotated[
+    UUID | None,
+    QueryParameter(
+        name="merchant_id",
+        description="Operators with `support:read`: the merchant to read (each such read is"
+        " audited). Merchant keys leave it out (their own merchant).",
+    ),
+]
+
+
 class UsageController(Controller):
     path = "/v1/usage"
     tags = ["usage"]
@@ -182,12 +193,24 @@ class UsageController(Controller):
             was_already_voided=voided.was_already_voided,
         )
 
-    @get("/summary", description=_SUMMARY, responses=responses(400, 401, 403, 404))
+    @get(
+        "/summary",
+        opt=SUPPORT_READABLE,
+        description=_SUMMARY,
+        responses=responses(400, 401, 403, 404, 422),
+    )
     async def usage_summary(
-        self, tenant: NamedDependency[TenantScope], period: Period = "current"
+        self,
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+        period: Period = "current",
+        merchant_id: SupportMerchant = None,
     ) -> UsageSummaryOut:
         """Usage per metric for the current period or a month."""
-        result = await summary.summarize(tenant.require_merchant(), period)
+        merchant = await merchant_to_read(
+            principal, merchant_id, actor=actor, reading="usage_summary"
+        )
+        result = await summary.summarize(merchant, period)
         return UsageSummaryOut(
             period=result.period,
             currency=result.currency,
@@ -215,13 +238,20 @@ class UpcomingInvoiceController(Controller):
     path = "/v1/invoices"
     tags = ["invoices"]
 
-    @get("/upcoming", responses=responses(401, 403, 404))
+    @get("/upcoming", opt=SUPPORT_READABLE, responses=responses(401, 403, 404, 422))
     async def upcoming_invoice(
-        self, tenant: NamedDependency[TenantScope], settings: NamedDependency[Settings]
+        self,
+        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
+        settings: NamedDependency[Settings],
+        merchant_id: SupportMerchant = None,
     ) -> UpcomingInvoiceOut:
         """The invoice the open period would get if it closed now: next period's fee in
         advance, this period's usage so far (rated by the plan), lines waiting, tax."""
-        result = await upcoming.upcoming(tenant.require_merchant(), tax_rate=settings.tax_rate)
+        merchant = await merchant_to_read(
+            principal, merchant_id, actor=actor, reading="upcoming_invoice"
+        )
+        result = await upcoming.upcoming(merchant, tax_rate=settings.tax_rate)
         invoice = result.invoice
         return UpcomingInvoiceOut(
             subscription_id=result.subscription.id,
