@@ -8,14 +8,11 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusController
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
-from service import runtime
+from service import openapi, runtime
 from service.audit.controllers import AuditController
 from service.catalog.controllers import PlanController
 from service.db import engine as db_engine
@@ -54,14 +51,6 @@ from webhooks.endpoint import StripeWebhookController
 from webhooks.gateway import Gateway
 from webhooks.reconcile_source import StripeLedgerSource
 
-API_DESCRIPTION = """
-Billing backend of the Kefu customer-service outsourcing SaaS.
-
-Authenticate with `Authorization: Bearer <api key>`. Merchant keys act for their own merchant
-only; operator keys (signup app, finance, support) see every merchant. Errors are RFC 9457
-`application/problem+json` documents with a stable `type`.
-"""
-
 
 class MetricsController(PrometheusController):
     path = "/metrics"
@@ -95,14 +84,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if owns_connection:
                 await database.close()
 
-    static_prefix = "/static/swagger"
     # Finance reads Stripe's side of a reconciliation through this (None without a Stripe key).
     stripe_ledger = (
         StripeLedgerSource(Gateway.from_settings(settings.stripe))
         if settings.stripe.is_configured
         else None
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             MetricsController,
@@ -125,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FinancePageController,
             SupportPageController,
             create_static_files_router(
-                path=static_prefix,
+                path=openapi.STATIC_PREFIX,
                 directories=[swagger_ui_path],
                 opt=PUBLIC,
                 include_in_schema=False,
@@ -154,29 +142,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Kefu Billing API",
-            version="0.1.0",
-            description=API_DESCRIPTION,
-            path="/schema",
-            render_plugins=[
-                SwaggerRenderPlugin(
-                    path=["/", "/docs"],
-                    js_url=f"{static_prefix}/swagger-ui-bundle.js",
-                    css_url=f"{static_prefix}/swagger-ui.css",
-                    standalone_preset_js_url=f"{static_prefix}/swagger-ui-standalone-preset.js",
-                    favicon=f"<link rel='icon' href='{static_prefix}/favicon-32x32.png'>",
-                )
-            ],
-            components=Components(
-                security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")
-                }
-            ),
-            security=[{"apiKey": []}],
-        ),
+        openapi_config=openapi.openapi_config(),
         debug=False,
         # Logging is configured once, by service.observability.logging (structlog, JSON in
         # production); Litestar's default would replace the root logger's handler with its own.
         logging_config=None,
     )
+    # Built now rather than on the first request, so the document is complete (and the same)
+    # for every reader: the JSON, the page, the tests.
+    openapi.finish(app.openapi_schema)
+    return app

@@ -14,12 +14,15 @@ class HealthController(Controller):
     tags = ["health"]
     opt = PUBLIC
 
-    @get("/healthz")
+    @get("/healthz", summary="Is the process up?")
     async def healthz(self) -> dict[str, str]:
+        """Answers 200 while the process runs; no key needed (a liveness probe)."""
         return {"status": "ok"}
 
-    @get("/readyz")
+    @get("/readyz", summary="Can it reach the database?")
     async def readyz(self) -> Response[dict[str, object]]:
+        """Answers 200 when the database answers, 503 when it does not; no key needed (a
+        readiness probe: send traffic here only while it says 200)."""
         try:
             await current_database().pool.fetchval("SELECT 1")
         except Exception as exc:  # any failure to reach the database means "not ready"

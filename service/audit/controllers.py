@@ -20,7 +20,7 @@ class AuditController(Controller):
     tags = ["audit"]
     guards = [operator_only]
 
-    @get("/", responses=responses(400, 401, 403))
+    @get("/", summary="Read the audit log", responses=responses(400, 401, 403))
     async def list_entries(
         self,
         merchant_id: FromQuery[UUID | None] = None,

@@ -32,13 +32,13 @@ class PlanController(Controller):
     path = "/v1/plans"
     tags = ["plans"]
 
-    @get("/", responses=responses(401))
+    @get("/", summary="List the plans", responses=responses(401))
     async def list_plans(self) -> list[PlanOut]:
         """The plans new subscriptions get (the newest version of each)."""
         catalog = await store.current()
         return [_out(plan) for plan in catalog.latest_plans()]
 
-    @get("/{code:str}", responses=responses(401, 404))
+    @get("/{code:str}", summary="One plan", responses=responses(401, 404))
     async def get_plan(self, code: FromPath[str]) -> PlanVersionsOut:
         """One plan: its current version and every published one."""
         current = await store.plan_version(code)
@@ -49,7 +49,12 @@ class PlanController(Controller):
             versions=[_out(plan) for plan in catalog.versions(code)],
         )
 
-    @post("/quote", status_code=200, responses=responses(400, 401, 422))
+    @post(
+        "/quote",
+        summary="Compare every plan for a usage",
+        status_code=200,
+        responses=responses(400, 401, 422),
+    )
     async def quote(
         self, data: JSONBody[QuoteRequest], settings: NamedDependency[Settings]
     ) -> QuoteOut:

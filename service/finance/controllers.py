@@ -85,6 +85,7 @@ class FinanceController(Controller):
 
     @get(
         "/exports/{kind:str}",
+        summary="Download a finance export",
         responses=responses(400, 401, 403, 404),
     )
     async def export(
@@ -107,7 +108,12 @@ class FinanceController(Controller):
             kind, first_day, last_day, export_format, merchant_id, timezone, has_bom=bom
         )
 
-    @post("/reconciliations", status_code=201, responses=responses(400, 401, 403, 409))
+    @post(
+        "/reconciliations",
+        summary="Reconcile with Stripe",
+        status_code=201,
+        responses=responses(400, 401, 403, 409),
+    )
     async def reconcile_now(
         self, data: JSONBody[ReconciliationCreate], stripe_ledger: NamedDependency[Any]
     ) -> dict[str, Any]:
@@ -133,7 +139,11 @@ class FinanceController(Controller):
         )
         return await reconcile.store(result, now=SYSTEM_CLOCK.now())
 
-    @get("/reconciliations/latest", responses=responses(401, 403, 404))
+    @get(
+        "/reconciliations/latest",
+        summary="The latest reconciliation run",
+        responses=responses(401, 403, 404),
+    )
     async def latest_reconciliation(self) -> dict[str, Any]:
         """The most recent stored reconciliation run."""
         found = await reconcile.stored()
@@ -141,7 +151,11 @@ class FinanceController(Controller):
             raise NotFound("no reconciliation has been run yet")
         return found
 
-    @get("/reconciliations/{reconciliation_id:uuid}", responses=responses(401, 403, 404))
+    @get(
+        "/reconciliations/{reconciliation_id:uuid}",
+        summary="One reconciliation run",
+        responses=responses(401, 403, 404),
+    )
     async def get_reconciliation(self, reconciliation_id: FromPath[UUID]) -> dict[str, Any]:
         """A stored reconciliation run."""
         found = await reconcile.stored(reconciliation_id)
@@ -149,7 +163,7 @@ class FinanceController(Controller):
             raise NotFound(f"reconciliation {reconciliation_id} not found")
         return found
 
-    @get("/mrr", responses=responses(400, 401, 403))
+    @get("/mrr", summary="MRR by tier on a date", responses=responses(400, 401, 403))
     async def mrr(
         self,
         on: Annotated[date, QueryParameter(name="on")],
@@ -164,7 +178,7 @@ class FinanceController(Controller):
             tiers=[TierMrrOut.of(t.tier, t.currency, t.mrr_minor, t.subscriptions) for t in tiers],
         )
 
-    @get("/summary", responses=responses(400, 401, 403))
+    @get("/summary", summary="Billed and collected in a month", responses=responses(400, 401, 403))
     async def summary(
         self, month: MonthParam, timezone: Timezone = "Asia/Shanghai"
     ) -> list[MonthSummaryOut]:

@@ -44,7 +44,7 @@ class InvoiceController(Controller):
     path = "/v1/invoices"
     tags = ["invoices"]
 
-    @get("/", responses=responses(400, 401))
+    @get("/", summary="List invoices", responses=responses(400, 401))
     async def list_invoices(
         self,
         tenant: NamedDependency[TenantScope],
@@ -76,6 +76,7 @@ class InvoiceController(Controller):
 
     @get(
         "/{invoice_ref:str}",
+        summary="One invoice",
         responses=responses(401, 404),
         description="`{id}` answers JSON with lines and credit notes; `{id}.html` the document.",
     )
@@ -102,6 +103,7 @@ class InvoiceController(Controller):
 
     @post(
         "/{invoice_id:uuid}/void",
+        summary="Void an invoice",
         status_code=200,
         guards=[operator_only],
         responses=responses(401, 403, 404, 409),
@@ -126,6 +128,7 @@ class InvoiceController(Controller):
 
     @post(
         "/{invoice_id:uuid}/credit-notes",
+        summary="Issue a credit note",
         guards=[operator_only],
         responses=responses(400, 401, 403, 404, 409, 422),
     )
@@ -166,7 +169,7 @@ class CreditNoteController(Controller):
     path = "/v1/credit-notes"
     tags = ["invoices"]
 
-    @get("/", responses=responses(401))
+    @get("/", summary="List credit notes", responses=responses(401))
     async def list_credit_notes(
         self,
         tenant: NamedDependency[TenantScope],
@@ -209,7 +212,11 @@ class SlaReportController(Controller):
     tags = ["invoices"]
     guards = [operator_only]
 
-    @post("/", responses=responses(400, 401, 403, 404, 409, 422))
+    @post(
+        "/",
+        summary="Report service levels (SLA)",
+        responses=responses(400, 401, 403, 404, 409, 422),
+    )
     async def submit(
         self, data: JSONBody[SlaReportCreate], actor: NamedDependency[Actor]
     ) -> SlaReportOut:

@@ -68,7 +68,12 @@ class SignupController(Controller):
     tags = ["signup"]
     guards = [operator_only]
 
-    @post("/", opt=requires(KeyScope.SIGNUP), responses=responses(400, 401, 403, 404, 409, 422))
+    @post(
+        "/",
+        summary="Sign a merchant up",
+        opt=requires(KeyScope.SIGNUP),
+        responses=responses(400, 401, 403, 404, 409, 422),
+    )
     async def signup(
         self,
         data: JSONBody[SignupRequest],
@@ -101,7 +106,9 @@ class SubscriptionController(Controller):
     path = "/v1/subscriptions"
     tags = ["subscriptions"]
 
-    @get("/", opt=SUPPORT_READABLE, responses=responses(401, 403, 404))
+    @get(
+        "/", summary="List subscriptions", opt=SUPPORT_READABLE, responses=responses(401, 403, 404)
+    )
     async def list_subscriptions(
         self,
         tenant: NamedDependency[TenantScope],
@@ -121,7 +128,12 @@ class SubscriptionController(Controller):
         pending = await lifecycle.pending_lines_of(subs)
         return [SubscriptionOut.from_row(sub, pending=pending[sub.id]) for sub in subs]
 
-    @get("/{subscription_id:uuid}", opt=SUPPORT_READABLE, responses=responses(401, 403, 404))
+    @get(
+        "/{subscription_id:uuid}",
+        summary="One subscription",
+        opt=SUPPORT_READABLE,
+        responses=responses(401, 403, 404),
+    )
     async def get_subscription(
         self,
         tenant: NamedDependency[TenantScope],
@@ -137,6 +149,7 @@ class SubscriptionController(Controller):
 
     @post(
         "/{subscription_id:uuid}/change-plan",
+        summary="Change plan",
         status_code=200,
         responses=responses(400, 401, 404, 409, 422),
     )
@@ -153,6 +166,7 @@ class SubscriptionController(Controller):
 
     @post(
         "/{subscription_id:uuid}/change-quote",
+        summary="Quote a plan change",
         status_code=200,
         opt=requires(KeyScope.BILLING_READ),
         responses=responses(400, 401, 404, 409, 422),
@@ -180,7 +194,10 @@ class SubscriptionController(Controller):
         )
 
     @post(
-        "/{subscription_id:uuid}/cancel", status_code=200, responses=responses(400, 401, 404, 409)
+        "/{subscription_id:uuid}/cancel",
+        summary="Cancel a subscription",
+        status_code=200,
+        responses=responses(400, 401, 404, 409),
     )
     async def cancel(
         self,
@@ -199,7 +216,12 @@ class SubscriptionController(Controller):
         )
         return await _out(sub)
 
-    @post("/{subscription_id:uuid}/pause", status_code=200, responses=responses(401, 404, 409))
+    @post(
+        "/{subscription_id:uuid}/pause",
+        summary="Pause a subscription",
+        status_code=200,
+        responses=responses(401, 404, 409),
+    )
     async def pause(
         self,
         tenant: NamedDependency[TenantScope],
@@ -209,7 +231,12 @@ class SubscriptionController(Controller):
         """Pause an active subscription."""
         return await _out(await actions.pause(tenant.merchant_id, subscription_id, actor))
 
-    @post("/{subscription_id:uuid}/resume", status_code=200, responses=responses(401, 404, 409))
+    @post(
+        "/{subscription_id:uuid}/resume",
+        summary="Resume a subscription",
+        status_code=200,
+        responses=responses(401, 404, 409),
+    )
     async def resume(
         self,
         tenant: NamedDependency[TenantScope],
@@ -221,6 +248,7 @@ class SubscriptionController(Controller):
 
     @post(
         "/{subscription_id:uuid}/add-ons",
+        summary="Set the add-ons",
         status_code=200,
         responses=responses(400, 401, 404, 409, 422),
     )
@@ -241,7 +269,7 @@ class ContractController(Controller):
     tags = ["subscriptions"]
     guards = [operator_only]
 
-    @put("/", responses=responses(400, 401, 403, 404, 422))
+    @put("/", summary="Set a custom contract", responses=responses(400, 401, 403, 404, 422))
     async def set_contract(
         self,
         merchant_id: FromPath[UUID],
@@ -270,7 +298,7 @@ class TestClockController(Controller):
     tags = ["test clocks"]
     guards = [operator_only, clocks_allowed_here]
 
-    @post("/", responses=responses(400, 401, 403))
+    @post("/", summary="Create a test clock", responses=responses(400, 401, 403))
     async def create_clock(
         self, data: JSONBody[TestClockCreate], actor: NamedDependency[Actor]
     ) -> TestClockOut:
@@ -279,12 +307,18 @@ class TestClockController(Controller):
             clock = await clocks.create(data.name, data.frozen_time)
         return TestClockOut.from_row(clock)
 
-    @get("/{clock_id:uuid}", responses=responses(401, 403, 404))
+    @get("/{clock_id:uuid}", summary="One test clock", responses=responses(401, 403, 404))
     async def get_clock(self, clock_id: FromPath[UUID]) -> TestClockOut:
+        """A test clock: the time it reads and the merchants on it."""
         clock = await clocks.get(clock_id)
         return TestClockOut.from_row(clock, await clocks.attached_merchants(clock_id))
 
-    @post("/{clock_id:uuid}/merchants", status_code=200, responses=responses(401, 403, 404, 409))
+    @post(
+        "/{clock_id:uuid}/merchants",
+        summary="Put a merchant on a test clock",
+        status_code=200,
+        responses=responses(401, 403, 404, 409),
+    )
     async def attach(
         self, clock_id: FromPath[UUID], data: JSONBody[TestClockAttach]
     ) -> TestClockOut:
@@ -293,7 +327,12 @@ class TestClockController(Controller):
             await clocks.attach(clock_id, data.merchant_id)
         return await self.get_clock.fn(self, clock_id)
 
-    @post("/{clock_id:uuid}/advance", status_code=200, responses=responses(400, 401, 403, 404))
+    @post(
+        "/{clock_id:uuid}/advance",
+        summary="Advance a test clock",
+        status_code=200,
+        responses=responses(400, 401, 403, 404),
+    )
     async def advance(
         self,
         clock_id: FromPath[UUID],

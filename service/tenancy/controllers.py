@@ -30,7 +30,12 @@ class MerchantController(Controller):
     path = "/v1/merchants"
     tags = ["merchants"]
 
-    @post("/", guards=[operator_only], responses=responses(400, 401, 403, 422))
+    @post(
+        "/",
+        summary="Create a merchant",
+        guards=[operator_only],
+        responses=responses(400, 401, 403, 422),
+    )
     async def create_merchant(
         self, data: JSONBody[MerchantCreate], actor: NamedDependency[Actor]
     ) -> MerchantOut:
@@ -45,12 +50,12 @@ class MerchantController(Controller):
             )
         return MerchantOut.from_row(row)
 
-    @get("/me", responses=responses(401, 404))
+    @get("/me", summary="Your merchant", responses=responses(401, 404))
     async def get_me(self, tenant: NamedDependency[TenantScope]) -> MerchantOut:
         """The calling merchant."""
         return MerchantOut.from_row(await merchants.get(tenant.require_merchant()))
 
-    @patch("/me", responses=responses(400, 401, 403, 422))
+    @patch("/me", summary="Update your merchant", responses=responses(400, 401, 403, 422))
     async def update_me(
         self,
         data: JSONBody[MerchantUpdate],
@@ -64,7 +69,12 @@ class MerchantController(Controller):
             )
         return MerchantOut.from_row(row)
 
-    @get("/{merchant_id:uuid}", guards=[operator_only], responses=responses(401, 403, 404))
+    @get(
+        "/{merchant_id:uuid}",
+        summary="One merchant",
+        guards=[operator_only],
+        responses=responses(401, 403, 404),
+    )
     async def get_merchant(self, merchant_id: FromPath[UUID]) -> MerchantOut:
         """Any merchant (operator)."""
         return MerchantOut.from_row(await merchants.get(merchant_id))
@@ -74,7 +84,7 @@ class ApiKeyController(Controller):
     path = "/v1/api-keys"
     tags = ["api keys"]
 
-    @post("/", responses=responses(400, 401, 403, 422))
+    @post("/", summary="Create an API key", responses=responses(400, 401, 403, 422))
     async def create_key(
         self,
         data: JSONBody[ApiKeyCreate],
@@ -91,7 +101,7 @@ class ApiKeyController(Controller):
             )
         return ApiKeyIssuedOut(**_fields(ApiKeyOut.from_row(issued.row)), key=issued.secret)
 
-    @get("/", responses=responses(401))
+    @get("/", summary="List API keys", responses=responses(401))
     async def list_keys(
         self, tenant: NamedDependency[TenantScope], merchant_id: FromQuery[UUID | None] = None
     ) -> list[ApiKeyOut]:
@@ -100,7 +110,12 @@ class ApiKeyController(Controller):
         rows = await keys.list_keys(target, operators=target is None)
         return [ApiKeyOut.from_row(row) for row in rows]
 
-    @delete("/{key_id:uuid}", status_code=200, responses=responses(401, 404))
+    @delete(
+        "/{key_id:uuid}",
+        summary="Revoke an API key",
+        status_code=200,
+        responses=responses(401, 404),
+    )
     async def revoke_key(
         self,
         key_id: FromPath[UUID],

@@ -119,6 +119,7 @@ class UsageController(Controller):
 
     @post(
         "/events",
+        summary="Record a usage event",
         opt=requires(KeyScope.USAGE_WRITE),
         middleware=[single.SingleEventHotPath],
         status_code=201,
@@ -145,6 +146,7 @@ class UsageController(Controller):
 
     @post(
         "/events/batch",
+        summary="Record usage events in a batch",
         opt=requires(KeyScope.USAGE_WRITE),
         status_code=200,
         description=_BATCH,
@@ -175,6 +177,7 @@ class UsageController(Controller):
 
     @post(
         "/events/{transaction_id:str}/void",
+        summary="Void a usage event",
         opt=requires(KeyScope.USAGE_WRITE),
         status_code=200,
         description=_VOID,
@@ -195,6 +198,7 @@ class UsageController(Controller):
 
     @get(
         "/summary",
+        summary="Usage so far",
         opt=SUPPORT_READABLE,
         description=_SUMMARY,
         responses=responses(400, 401, 403, 404, 422),
@@ -238,7 +242,12 @@ class UpcomingInvoiceController(Controller):
     path = "/v1/invoices"
     tags = ["invoices"]
 
-    @get("/upcoming", opt=SUPPORT_READABLE, responses=responses(401, 403, 404, 422))
+    @get(
+        "/upcoming",
+        summary="The upcoming invoice",
+        opt=SUPPORT_READABLE,
+        responses=responses(401, 403, 404, 422),
+    )
     async def upcoming_invoice(
         self,
         principal: NamedDependency[Principal],
