@@ -4,15 +4,11 @@ exposed."""
 
 import asyncio
 import re
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
 import pytest
-import uvicorn
 from httpx import AsyncClient
-from litestar import Litestar
 
 from service.errors import PROBLEM_BASE
 from service.openapi import API_VERSION
@@ -101,29 +97,13 @@ async def test_every_write_with_a_body_has_an_example_the_api_accepts(
     assert len(checked) >= 18
 
 
-@pytest.fixture(scope="module")
-async def base_url(app: Litestar) -> AsyncIterator[str]:
-    """The app over real HTTP on loopback, for the browser."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           log_config=None, access_log=False))  # fmt: skip
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-
-
 @pytest.mark.skipif(chromium_path() is None, reason="chromium missing: make test installs it")
 async def test_the_reference_renders_every_operation_in_chromium(
-    spec: dict[str, Any], base_url: str
+    spec: dict[str, Any], served_url: str
 ) -> None:
     expected = sorted(f"{method} {path}" for method, path, _ in _operations(spec))
     async with browser_page() as page:
-        await page.goto(f"{base_url}/schema")
+        await page.goto(f"{served_url}/schema")
         rendered: list[str] = []
         for _ in range(200):  # Swagger UI renders after its own fetch of the document
             rendered = await page.evaluate(
@@ -143,7 +123,7 @@ async def test_the_reference_renders_every_operation_in_chromium(
     assert "Unable to render this definition" not in text
     assert sorted(rendered) == expected
     assert "Kefu Billing API" in text
-    assert all(url.startswith(base_url) or url.startswith("data:") for url in requested)
+    assert all(url.startswith(served_url) or url.startswith("data:") for url in requested)
 
 
 async def test_docs_page_loads_its_assets_from_this_service(client: AsyncClient) -> None:

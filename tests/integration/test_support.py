@@ -5,17 +5,12 @@ Stripe sync with parked rows, and the audit trail."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from httpx import AsyncClient
-from litestar import Litestar
 
 from service.db.engine import current as current_database
 from service.tenancy.principal import Role
@@ -104,22 +99,6 @@ async def test_support_reads_need_the_scope_and_a_merchant_and_change_nothing(
     assert write.status_code == 403
 
 
-@pytest.fixture(scope="module")
-async def base_url(app: Litestar) -> AsyncIterator[str]:
-    """The app served over real HTTP in this event loop (the database pool lives here)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           log_config=None, access_log=False))  # fmt: skip
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-
-
 async def _stripe_trouble(merchant_id: uuid.UUID) -> str:
     """The merchant in Stripe, a parked push and a parked event about it, whose errors carry
     markup (shown as text, never run)."""
@@ -145,7 +124,7 @@ async def _stripe_trouble(merchant_id: uuid.UUID) -> str:
 
 @pytest.mark.skipif(chromium_path() is None, reason="chromium missing: make test installs it")
 async def test_support_view_in_headless_chromium(
-    client: AsyncClient, support: Tenant, shop: tuple[Tenant, dict[str, Any]], base_url: str
+    client: AsyncClient, support: Tenant, shop: tuple[Tenant, dict[str, Any]], served_url: str
 ) -> None:
     tenant, subscription = shop
     customer = await _stripe_trouble(tenant.merchant_id)
@@ -154,7 +133,7 @@ async def test_support_view_in_headless_chromium(
     assert own_invoices
 
     async with browser_page() as page:
-        await page.goto(f"{base_url}/finance/support")
+        await page.goto(f"{served_url}/finance/support")
         assert await page.evaluate("location.pathname") == "/finance/login"
         await page.evaluate(
             f"document.getElementById('api_key').value = {json.dumps(support.key)};"
@@ -163,11 +142,11 @@ async def test_support_view_in_headless_chromium(
         await page.wait_for("Page.loadEventFired")
         assert await page.evaluate("location.pathname") == "/finance/support"
         # A support key's session does not open the finance page.
-        await page.goto(f"{base_url}/finance")
+        await page.goto(f"{served_url}/finance")
         assert json.loads(await page.evaluate("document.body.innerText"))["status"] == 403
 
         # Find the merchant by a part of its name, then open it.
-        await page.goto(f"{base_url}/finance/support?q={name.split()[-1]}")
+        await page.goto(f"{served_url}/finance/support?q={name.split()[-1]}")
         links = await page.evaluate(
             "[...document.querySelectorAll('a.merchant')].map(a => [a.textContent, a.href])"
         )
