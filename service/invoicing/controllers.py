@@ -191,7 +191,11 @@ class CreditBalanceController(Controller):
     path = "/v1/credit-balance"
     tags = ["invoices"]
 
-    @get("/", responses=responses(400, 401, 404, 422))
+    @get(
+        "/",
+        summary="A merchant's credit balance and its movements",
+        responses=responses(400, 401, 404, 422),
+    )
     async def get_credit_balance(
         self, tenant: NamedDependency[TenantScope], merchant_id: FromQuery[UUID | None] = None
     ) -> CreditBalanceOut:
