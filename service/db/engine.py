@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -135,13 +135,7 @@ def _with_database(dsn: str, database: str) -> str:
 
 
 def _asyncpg_config(dsn: str) -> dict[str, object]:
-    """asyncpg takes the DSN as is, except a socket ``host`` query which it wants as ``host``."""
-    parts = urlsplit(dsn)
-    query = parse_qs(parts.query)
-    if "host" in query and not parts.hostname:
-        return {
-            "host": query["host"][0],
-            "user": parts.username or "postgres",
-            "database": parts.path.lstrip("/") or "postgres",
-        }
+    """The URL goes to asyncpg as written: it parses a socket ``host`` query, the password, the
+    port (``?port=`` with a socket) and every other query parameter (``sslmode``,
+    ``application_name``, ...) itself. Rewriting it here lost all but host, user and database."""
     return {"dsn": dsn}
