@@ -43,6 +43,13 @@ class StripeSettings:
     api_base: str | None = None
     """Point the SDK somewhere else than api.stripe.com (the local stand-in)."""
     webhook_tolerance_seconds: int = 300
+    timeout_seconds: float = 15.0
+    """``STRIPE_TIMEOUT_SECONDS``: the longest one Stripe request may take (the SDK's own
+    default is 80 s). A request cut short is retried later with the same idempotency key."""
+    outbox_lease_seconds: float = 300.0
+    """``STRIPE_OUTBOX_LEASE_SECONDS``: how long a claimed outbox row stays with the worker
+    that claimed it. A worker that dies mid-push leaves the row ``in_flight``; once the lease
+    has run out another worker sends it again (the same idempotency keys make that safe)."""
 
     @property
     def is_configured(self) -> bool:
@@ -114,6 +121,8 @@ class Settings:
             webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
             api_base=env.get("STRIPE_API_BASE") or None,
             webhook_tolerance_seconds=_int(env, "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300),
+            timeout_seconds=_positive_seconds(env, "STRIPE_TIMEOUT_SECONDS", 15.0),
+            outbox_lease_seconds=_positive_seconds(env, "STRIPE_OUTBOX_LEASE_SECONDS", 300.0),
         )
         settings = cls(
             environment=environment,
@@ -172,6 +181,13 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, not {raw!r}")
+    return value
+
+
+def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _seconds(env, name, default)
+    if value == 0:
+        raise SettingsError(f"{name} must be more than 0 seconds")
     return value
 
 

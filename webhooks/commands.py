@@ -24,6 +24,7 @@ webhooks_app = typer.Typer(
 
 class OutboxStatus(StrEnum):
     PENDING = "pending"
+    IN_FLIGHT = "in_flight"
     SENT = "sent"
     PARKED = "parked"
 
@@ -75,11 +76,21 @@ def outbox_list(
             row["command"],
             state,
             str(row["attempts"]),
-            row["next_attempt_at"].strftime("%Y-%m-%d %H:%M:%S") if state != "sent" else "",
+            _next_attempt(row),
             escape((row["last_error"] or "")[:60]),
         )
     console().print(table)
     console().print(f"{len(rows)} row(s)")
+
+
+def _next_attempt(row: dict[str, Any]) -> str:
+    """When the row goes (again): its next attempt, or for one in flight the end of its lease
+    (a worker that died leaves it in flight; another takes it then)."""
+    if row["status"] == "sent":
+        return ""
+    if row["status"] == "in_flight" and row["lease_until"] is not None:
+        return "lease until " + row["lease_until"].strftime("%Y-%m-%d %H:%M:%S")
+    return str(row["next_attempt_at"].strftime("%Y-%m-%d %H:%M:%S"))
 
 
 @outbox_app.command("retry")

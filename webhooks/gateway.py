@@ -1,9 +1,11 @@
 """The Stripe gateway: the one place that imports ``stripe``.
 
 It builds a ``stripe.StripeClient`` from the settings (``STRIPE_API_BASE`` points every base
-address at the local stand-in), runs the SDK's blocking calls off the event loop, and sorts
-Stripe's failures into the two kinds the outbox acts on: worth retrying (network, 429, 5xx)
-or not (a 4xx the same request will always get).
+address at the local stand-in; ``STRIPE_TIMEOUT_SECONDS`` bounds every request, where the SDK
+would wait 80 s), runs the SDK's blocking calls off the event loop, and sorts Stripe's failures
+into the two kinds the outbox acts on: worth retrying (network, 429, 5xx) or not (a 4xx the
+same request will always get). Stripe's ``Stripe-Should-Retry`` header, when it sends one,
+decides over the status code.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ class Gateway:
         if not settings.api_key:
             raise RuntimeError("no STRIPE_API_KEY configured")
         # The outbox retries, across worker passes, with backoff: no retries inside a call.
-        kwargs: dict[str, Any] = {"max_network_retries": 0}
+        # A short timeout: a hanging Stripe holds a worker (never a database lock) this long.
+        kwargs: dict[str, Any] = {
+            "max_network_retries": 0,
+            "http_client": stripe.new_default_http_client(timeout=settings.timeout_seconds),
+        }
         if settings.api_base:
             base = settings.api_base.rstrip("/")
             kwargs["base_addresses"] = {
@@ -119,12 +125,23 @@ def _failure(error: stripe.StripeError) -> StripeFailure:
     transient = status is None or status == 429 or status >= 500 or status == 409
     if isinstance(error, stripe.IdempotencyError):
         transient = False
+    advice = _should_retry(error.headers)
+    if advice is not None:  # Stripe knows better than the status code (a lock timeout, ...)
+        transient = advice
     return StripeFailure(
         f"{status} {error.code or ''}: {error.user_message or error}".strip(),
         is_transient=transient,
         status=status,
         code=error.code,
     )
+
+
+def _should_retry(headers: Any) -> bool | None:
+    """``Stripe-Should-Retry`` of an error answer: True, False, or None when absent."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "stripe-should-retry":
+            return {"true": True, "false": False}.get(str(value).strip().lower())
+    return None
 
 
 def verify_signature(payload: bytes, header: str | None, secret: str, tolerance: int) -> None:

@@ -1,12 +1,17 @@
 """Sending the Stripe outbox: one row at a time, in order per stream, never twice in effect.
 
-A row is claimed with ``FOR UPDATE SKIP LOCKED`` only when every earlier row of its stream has
-been sent, so any number of workers keep a merchant's pushes in order (customer before invoice,
-invoice before its credit notes). Each Stripe request carries an idempotency key made from the
-row id (and the step, for pushes of several requests): after a crash or a timeout the resend is
-the same request, and Stripe answers it without doing it again. Network errors, 429 and 5xx
-are retried with exponential backoff and jitter across passes; any other 4xx parks the row
-(and the rows behind it in its stream) until someone looks.
+A row is sent only when every earlier row of its stream has been sent, so any number of workers
+keep a merchant's pushes in order (customer before invoice, invoice before its credit notes).
+No database lock is held while Stripe is called: a row is **claimed** by one short statement
+that marks it ``in_flight`` with a lease (``lease_until``) and commits; the worker then calls
+Stripe with no transaction open; the outcome (the Stripe ids onto our rows, and the row marked
+sent, retrying or parked) is recorded in a new short transaction. A worker that dies mid-push
+leaves its row ``in_flight``; when the lease runs out any worker claims it again. Each Stripe
+request carries an idempotency key made from the row id (and the step, for pushes of several
+requests): the resend after a crash, a timeout or a lost lease is the same request, and Stripe
+answers it without doing it again. Network errors, 429 and 5xx are retried with exponential
+backoff and jitter across passes; any other 4xx parks the row (and the rows behind it in its
+stream) until someone looks.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 900.0
+DEFAULT_LEASE = timedelta(minutes=5)
+"""How long a claimed row stays with its worker (``STRIPE_OUTBOX_LEASE_SECONDS``)."""
 
 KEY_WINDOW = timedelta(hours=23)
 """Stripe keeps an idempotency key for 24 hours. A row younger than this relies on its keys
@@ -53,6 +60,32 @@ class SendSummary:
     errors: list[str] = field(default_factory=list)
 
 
+Write = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class Claim:
+    """A row this worker holds the lease of, and what its push will record once it is done."""
+
+    id: int
+    merchant_id: UUID | None
+    command: str
+    payload: dict[str, Any]
+    key: str
+    """The row's idempotency key; each step of a push adds its own suffix."""
+    attempts: int
+    """This attempt's number: it fences the record (a row reclaimed after its lease ran out
+    belongs to the newer attempt)."""
+    looks_back: bool
+    """The row is older than `KEY_WINDOW`: look in Stripe for what an earlier attempt made."""
+    writes: list[Write] = field(default_factory=list)
+
+    def later(self, write: Write) -> None:
+        """Record ``write`` (a statement about what Stripe did) with the outcome, in one
+        transaction: a push that fails halfway records nothing."""
+        self.writes.append(write)
+
+
 def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
     """Exponential backoff with full-range jitter: 2 s, 4 s, 8 s ... capped at 15 minutes,
     each drawn between half and the whole of it so that workers do not retry in step."""
@@ -60,33 +93,56 @@ def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
     return timedelta(seconds=ceiling * (0.5 + 0.5 * (rng or random).random()))
 
 
-# The next row of each stream, if it is due and nothing earlier in its stream is unsent. Raw SQL:
-# SKIP LOCKED with a per-stream ordering condition is not something the ORM expresses.
-_CLAIM = """
-SELECT o.id, o.merchant_id, o.command, o.payload, o.idempotency_key, o.attempts, o.created_at
+# Every statement below that touches one row names its merchant, so that on Citus it goes to one
+# shard. Catalog rows have no merchant yet; once they move under the platform tenant this
+# condition becomes ``o.merchant_id = $1``.
+_THIS_ROW = "(o.merchant_id = $1 OR ($1::uuid IS NULL AND o.merchant_id IS NULL)) AND o.id = $2"
+
+_DUE = (
+    "((o.status = 'pending' AND o.next_attempt_at <= {now})"
+    " OR (o.status = 'in_flight' AND o.lease_until <= {now}))"
+)
+
+# Rows at the head of their stream that are due (or whose lease ran out), read without taking a
+# lock. Raw SQL: the per-stream ordering condition is not something the ORM expresses.
+_CANDIDATES = f"""
+SELECT o.merchant_id, o.id
 FROM stripe_outbox o
-WHERE o.status = 'pending' AND o.next_attempt_at <= $1
+WHERE {_DUE.format(now="$1")}
   AND ($2::uuid[] IS NULL OR o.merchant_id = ANY($2::uuid[])
        OR ($3::boolean AND o.merchant_id IS NULL))
   AND NOT EXISTS (
       SELECT 1 FROM stripe_outbox earlier
       WHERE earlier.stream = o.stream AND earlier.id < o.id AND earlier.status <> 'sent')
 ORDER BY o.id
-LIMIT 1
-FOR UPDATE OF o SKIP LOCKED
+LIMIT $4
 """
 
-_MARK_SENT = """
-UPDATE stripe_outbox SET status = 'sent', sent_at = $2, attempts = attempts + 1,
-    last_error = NULL, stripe_ids = $3::jsonb
-WHERE id = $1
+# One statement, committed at once: the row is ours until the lease runs out. A row another
+# worker claimed since it was read no longer matches (READ COMMITTED re-checks the condition
+# after waiting for that worker's statement). Nothing earlier in the stream needs checking
+# again: rows only ever join a stream at its end, and an unsent row never becomes unsent anew.
+_CLAIM = f"""
+UPDATE stripe_outbox o SET status = 'in_flight', lease_until = $4, attempts = o.attempts + 1
+WHERE {_THIS_ROW} AND {_DUE.format(now="$3")}
+RETURNING o.merchant_id, o.id, o.command, o.payload, o.idempotency_key, o.attempts,
+    o.created_at
 """
 
-_MARK_FAILED = """
-UPDATE stripe_outbox SET status = $2, attempts = attempts + 1, next_attempt_at = $3,
-    last_error = $4
-WHERE id = $1 AND status = 'pending'
+_MARK_SENT = f"""
+UPDATE stripe_outbox o SET status = 'sent', sent_at = $4, lease_until = NULL, last_error = NULL,
+    stripe_ids = $5::jsonb
+WHERE {_THIS_ROW} AND o.status = 'in_flight' AND o.attempts = $3
+RETURNING o.id
 """
+
+_MARK_FAILED = f"""
+UPDATE stripe_outbox o SET status = $4, lease_until = NULL, next_attempt_at = $5,
+    last_error = $6
+WHERE {_THIS_ROW} AND o.status = 'in_flight' AND o.attempts = $3
+"""
+
+_CANDIDATE_BATCH = 20
 
 
 async def send_pass(
@@ -97,6 +153,7 @@ async def send_pass(
     include_catalog: bool = False,
     limit: int = 500,
     should_stop: Callable[[], bool] | None = None,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> SendSummary:
     """Send due rows until none is ready (or ``limit``): every stream, or only the given
     merchants' (and the catalog's, with ``include_catalog``)."""
@@ -107,7 +164,7 @@ async def send_pass(
         if stop():
             break
         outcome = await send_one(
-            gateway, now=now, merchant_ids=ids, include_catalog=include_catalog
+            gateway, now=now, merchant_ids=ids, include_catalog=include_catalog, lease=lease
         )
         if outcome is None:
             break
@@ -126,69 +183,98 @@ async def send_one(
     now: datetime,
     merchant_ids: list[UUID] | None = None,
     include_catalog: bool = False,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> str | None:
     """Claim and send one row: ``sent``, ``retrying``, ``parked``, or None if nothing is due."""
-    database = current_database()
-    claimed: dict[str, Any] | None = None
+    claim = await _claim_next(now, merchant_ids, include_catalog, lease)
+    if claim is None:
+        return None
     try:
-        async with database.engine.transaction():
-            connection = transaction_connection()
-            record = await connection.fetchrow(_CLAIM, now, merchant_ids, include_catalog)
-            if record is None:
-                return None
-            claimed = dict(record)
-            claimed["past_key_window"] = now - claimed["created_at"] >= KEY_WINDOW
-            payload = _json(claimed["payload"])
-            push = _COMMANDS[Command(claimed["command"])]
-            stripe_ids = await push(gateway, claimed, payload)
-            await connection.execute(
-                _MARK_SENT, claimed["id"], now, msgspec.json.encode(stripe_ids).decode()
-            )
-        log.info(
-            "stripe_outbox_sent",
-            outbox_id=claimed["id"],
-            command=claimed["command"],
-            stripe_ids=stripe_ids,
-        )
-        return "sent"
+        push = _COMMANDS[Command(claim.command)]
+        stripe_ids = await push(gateway, claim, claim.payload)  # no transaction is open here
+        is_recorded = await _record_sent(claim, stripe_ids, now=now)
     except (StripeFailure, NotReady) as error:
-        assert claimed is not None
         is_transient = isinstance(error, NotReady) or (
             isinstance(error, StripeFailure) and error.is_transient
         )
-        return await _record_failure(claimed, error, is_transient=is_transient, now=now)
+        return await _record_failure(claim, error, is_transient=is_transient, now=now)
     except Exception as error:  # our own bug or a database hiccup: kept, retried, visible
-        if claimed is None:
-            raise
-        log.exception("stripe_outbox_error", outbox_id=claimed["id"], command=claimed["command"])
-        return await _record_failure(claimed, error, is_transient=True, now=now)
+        log.exception("stripe_outbox_error", outbox_id=claim.id, command=claim.command)
+        return await _record_failure(claim, error, is_transient=True, now=now)
+    if not is_recorded:
+        return "retrying"  # another worker holds the row now; its attempt records
+    log.info("stripe_outbox_sent", outbox_id=claim.id, command=claim.command, stripe_ids=stripe_ids)
+    return "sent"
+
+
+async def _claim_next(
+    now: datetime, merchant_ids: list[UUID] | None, include_catalog: bool, lease: timedelta
+) -> Claim | None:
+    """The first candidate this worker manages to claim, or None when none is left."""
+    pool = current_database().pool
+    candidates = await pool.fetch(_CANDIDATES, now, merchant_ids, include_catalog, _CANDIDATE_BATCH)
+    for candidate in candidates:
+        row = await pool.fetchrow(
+            _CLAIM, candidate["merchant_id"], candidate["id"], now, now + lease
+        )
+        if row is not None:
+            return Claim(
+                id=row["id"],
+                merchant_id=row["merchant_id"],
+                command=row["command"],
+                payload=_json(row["payload"]),
+                key=row["idempotency_key"],
+                attempts=row["attempts"],
+                looks_back=now - row["created_at"] >= KEY_WINDOW,
+            )
+    return None
+
+
+async def _record_sent(claim: Claim, stripe_ids: dict[str, Any], *, now: datetime) -> bool:
+    """What the push learnt and the row marked sent, together; False (nothing written) when the
+    lease ran out and another worker claimed the row meanwhile: its attempt records."""
+    async with current_database().engine.transaction():
+        marked = await transaction_connection().fetchval(
+            _MARK_SENT,
+            claim.merchant_id,
+            claim.id,
+            claim.attempts,
+            now,
+            msgspec.json.encode(stripe_ids).decode(),
+        )
+        if marked is None:
+            log.warning("stripe_outbox_lease_lost", outbox_id=claim.id, command=claim.command)
+            return False
+        for write in claim.writes:
+            await write()
+    return True
 
 
 async def _record_failure(
-    claimed: dict[str, Any], error: Exception, *, is_transient: bool, now: datetime
+    claim: Claim, error: Exception, *, is_transient: bool, now: datetime
 ) -> str:
-    attempts = claimed["attempts"] + 1
     status = "pending" if is_transient else "parked"
-    next_at = now + backoff(attempts) if is_transient else now
+    next_at = now + backoff(claim.attempts) if is_transient else now
     await current_database().pool.execute(
-        _MARK_FAILED, claimed["id"], status, next_at, str(error)[:2000]
+        _MARK_FAILED,
+        claim.merchant_id,
+        claim.id,
+        claim.attempts,
+        status,
+        next_at,
+        str(error)[:2000],
     )
     if is_transient:
         log.warning(
             "stripe_outbox_retry",
-            outbox_id=claimed["id"],
-            command=claimed["command"],
-            attempts=attempts,
+            outbox_id=claim.id,
+            command=claim.command,
+            attempts=claim.attempts,
             next_attempt_at=next_at.isoformat(),
             error=str(error),
         )
         return "retrying"
-    log.error(
-        "stripe_outbox_parked",
-        outbox_id=claimed["id"],
-        command=claimed["command"],
-        error=str(error),
-    )
+    log.error("stripe_outbox_parked", outbox_id=claim.id, command=claim.command, error=str(error))
     return "parked"
 
 
@@ -200,10 +286,11 @@ def _json(value: Any) -> dict[str, Any]:
 
 # -- the pushes --------------------------------------------------------------------------------
 
-Push = Callable[[Gateway, dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
+Push = Callable[[Gateway, Claim, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""A push reads our rows and calls Stripe; what it learns goes into ``claim.later``."""
 
 
-async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str, *, look: bool) -> str:
+async def _ensure_customer(gateway: Gateway, claim: Claim, merchant_id: UUID) -> str:
     merchant = await Merchant.objects().where(Merchant.id == merchant_id).first()
     if merchant is None:
         raise StripeFailure(
@@ -213,7 +300,7 @@ async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str, *, loo
         return merchant.stripe_customer_id
     customer = await _made_before(
         gateway,
-        look,
+        claim.looks_back,
         gateway.client.v1.customers.list,
         {"kefu_merchant_id": str(merchant.id)},
         email=merchant.contact_email,
@@ -221,51 +308,47 @@ async def _ensure_customer(gateway: Gateway, merchant_id: UUID, key: str, *, loo
     if customer is None:
         customer = await gateway.call(
             gateway.client.v1.customers.create,
-            key=f"{key}:customer",
+            key=f"{claim.key}:customer",
             name=merchant.name,
             email=merchant.contact_email,
             metadata={"kefu_merchant_id": str(merchant.id)},
         )
-    await Merchant.update({Merchant.stripe_customer_id: customer.id}).where(
-        Merchant.id == merchant.id
+    customer_id = str(customer.id)
+    claim.later(
+        lambda: Merchant.update({Merchant.stripe_customer_id: customer_id}).where(
+            Merchant.id == merchant_id
+        )
     )
-    return str(customer.id)
+    return customer_id
 
 
 async def _customer_create(
-    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+    gateway: Gateway, claim: Claim, payload: dict[str, Any]
 ) -> dict[str, Any]:
-    customer_id = await _ensure_customer(
-        gateway, row["merchant_id"], row["idempotency_key"], look=row["past_key_window"]
-    )
+    customer_id = await _ensure_customer(gateway, claim, _merchant_of(claim))
     return {"customer": customer_id}
 
 
 async def _customer_update(
-    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+    gateway: Gateway, claim: Claim, payload: dict[str, Any]
 ) -> dict[str, Any]:
-    key = row["idempotency_key"]
-    customer_id = await _ensure_customer(
-        gateway, row["merchant_id"], key, look=row["past_key_window"]
-    )
-    merchant = await Merchant.objects().where(Merchant.id == row["merchant_id"]).first()
+    merchant_id = _merchant_of(claim)
+    customer_id = await _ensure_customer(gateway, claim, merchant_id)
+    merchant = await Merchant.objects().where(Merchant.id == merchant_id).first()
     assert merchant is not None
     await gateway.call(
         gateway.client.v1.customers.update,
         customer_id,
-        key=f"{key}:update",
+        key=f"{claim.key}:update",
         name=merchant.name,
         email=merchant.contact_email,
     )
     return {"customer": customer_id}
 
 
-async def _catalog_plan(
-    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
-) -> dict[str, Any]:
+async def _catalog_plan(gateway: Gateway, claim: Claim, payload: dict[str, Any]) -> dict[str, Any]:
     """A plan version's product and monthly fee price, and a product (and price, when flat)
     for each of its add-ons; items already mapped are left alone."""
-    key = row["idempotency_key"]
     plan = await catalog_store.plan_version(payload["code"], int(payload["version"]))
     fee = sum(c.amount_minor for c in plan.charges if isinstance(c, FlatFee))
     ids: dict[str, Any] = {}
@@ -275,6 +358,7 @@ async def _catalog_plan(
     for addon in plan.addons:
         amount = addon.charge.amount_minor if isinstance(addon.charge, FlatAddon) else None
         items.append(("addon", addon.code, addon.version, addon.name, amount))
+    key = claim.key
     for kind, code, version, name, amount in items:
         exists = await StripeCatalogMap.exists().where(
             (StripeCatalogMap.item_kind == kind)
@@ -303,38 +387,54 @@ async def _catalog_plan(
                 metadata=metadata,
             )
             price_id = price.id
-        await StripeCatalogMap.raw(
-            "INSERT INTO stripe_catalog_map (item_kind, code, version, stripe_product_id,"
-            " stripe_price_id, unit_amount_minor, currency) VALUES ({}, {}, {}, {}, {}, {}, {})"
-            " ON CONFLICT (item_kind, code, version) DO NOTHING",
-            kind,
-            code,
-            version,
-            product.id,
-            price_id,
-            amount,
-            plan.currency,
+        claim.later(
+            _catalog_mapping(kind, code, version, product.id, price_id, amount, plan.currency)
         )
         ids[f"{kind}:{code}:{version}"] = {"product": product.id, "price": price_id}
     return ids
 
 
-async def _invoice_push(
-    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
-) -> dict[str, Any]:
+def _catalog_mapping(*values: Any) -> Write:
+    def write() -> Any:
+        return StripeCatalogMap.raw(
+            "INSERT INTO stripe_catalog_map (item_kind, code, version, stripe_product_id,"
+            " stripe_price_id, unit_amount_minor, currency) VALUES ({}, {}, {}, {}, {}, {}, {})"
+            " ON CONFLICT (item_kind, code, version) DO NOTHING",
+            *values,
+        )
+
+    return write
+
+
+def _merchant_of(claim: Claim) -> UUID:
+    if claim.merchant_id is None:
+        raise StripeFailure(
+            f"{claim.command} needs a merchant", is_transient=False, status=None, code=None
+        )
+    return claim.merchant_id
+
+
+async def _invoice_of(claim: Claim, payload: dict[str, Any]) -> Invoice | None:
+    return await (
+        Invoice.objects()
+        .where(Invoice.merchant_id == _merchant_of(claim))
+        .where(Invoice.id == UUID(payload["invoice_id"]))
+        .first()
+    )
+
+
+async def _invoice_push(gateway: Gateway, claim: Claim, payload: dict[str, Any]) -> dict[str, Any]:
     """Create (auto_advance off), one item per line with our line id, tax as its own item,
     finalize, then ask Stripe to collect. What an earlier attempt already made in Stripe (found
     by our ids in its metadata) is taken as it is, not made again. A declined card is not a
     failed push: Stripe says so with ``invoice.payment_failed``, which dunning handles."""
-    key = row["idempotency_key"]
-    invoice = await Invoice.objects().where(Invoice.id == UUID(payload["invoice_id"])).first()
+    key = claim.key
+    invoice = await _invoice_of(claim, payload)
     if invoice is None:
         raise StripeFailure("invoice is gone", is_transient=False, status=None, code=None)
     if invoice.status == "void" and invoice.stripe_invoice_id is None:
         return {"invoice": None, "skipped": "voided before it was pushed"}
-    customer_id = await _ensure_customer(
-        gateway, invoice.merchant_id, key, look=row["past_key_window"]
-    )
+    customer_id = await _ensure_customer(gateway, claim, invoice.merchant_id)
     v1 = gateway.client.v1
     metadata = {
         "kefu_invoice_id": str(invoice.id),
@@ -343,7 +443,7 @@ async def _invoice_push(
     }
     stripe_invoice = await _made_before(
         gateway,
-        row["past_key_window"],
+        claim.looks_back,
         v1.invoices.list,
         {"kefu_invoice_id": str(invoice.id)},
         customer=customer_id,
@@ -363,9 +463,7 @@ async def _invoice_push(
             description=f"Kefu invoice {invoice.number}",
             metadata=metadata,
         )
-    await Invoice.update({Invoice.stripe_invoice_id: stripe_invoice.id}).where(
-        Invoice.id == invoice.id
-    )
+    claim.later(_invoice_update(invoice, {Invoice.stripe_invoice_id: stripe_invoice.id}))
     lines = (
         await InvoiceLineRow.select(
             InvoiceLineRow.id,
@@ -405,16 +503,17 @@ async def _invoice_push(
             key=f"{key}:finalize",
             auto_advance=False,
         )
-    await Invoice.update(
-        {
-            Invoice.stripe_number: finalized.number,
-            Invoice.hosted_invoice_url: finalized.hosted_invoice_url,
-        }
-    ).where(Invoice.id == invoice.id)
-    if finalized.status == "open":
-        finalized = await _credit_before_payment(
-            gateway, invoice, finalized, key=key, look=row["past_key_window"]
+    claim.later(
+        _invoice_update(
+            invoice,
+            {
+                Invoice.stripe_number: finalized.number,
+                Invoice.hosted_invoice_url: finalized.hosted_invoice_url,
+            },
         )
+    )
+    if finalized.status == "open":
+        finalized = await _credit_before_payment(gateway, claim, invoice, finalized)
     if invoice.status == "void":  # voided meanwhile: its void row, next in line, voids it
         return {"invoice": stripe_invoice.id, "collection": "skipped (void)"}
     if finalized.status != "open":
@@ -423,8 +522,26 @@ async def _invoice_push(
     return {"invoice": stripe_invoice.id, "collection": outcome}
 
 
+def _invoice_update(invoice: Invoice, values: dict[Any, Any]) -> Write:
+    def write() -> Any:
+        return Invoice.update(values).where(
+            (Invoice.merchant_id == invoice.merchant_id) & (Invoice.id == invoice.id)
+        )
+
+    return write
+
+
+def _credit_note_update(note: CreditNote, values: dict[Any, Any]) -> Write:
+    def write() -> Any:
+        return CreditNote.update(values).where(
+            (CreditNote.merchant_id == note.merchant_id) & (CreditNote.id == note.id)
+        )
+
+    return write
+
+
 async def _credit_before_payment(
-    gateway: Gateway, invoice: Invoice, stripe_invoice: Any, *, key: str, look: bool
+    gateway: Gateway, claim: Claim, invoice: Invoice, stripe_invoice: Any
 ) -> Any:
     """Credit notes we issued while the invoice waited for its push lower what Stripe collects:
     each becomes a Stripe credit note before payment, rather than a charge then a refund. Its
@@ -440,16 +557,22 @@ async def _credit_before_payment(
     if not notes:
         return stripe_invoice
     v1 = gateway.client.v1
-    made = await gateway.list_all(v1.credit_notes.list, invoice=stripe_invoice.id) if look else []
+    made = (
+        await gateway.list_all(v1.credit_notes.list, invoice=stripe_invoice.id)
+        if claim.looks_back
+        else []
+    )
     for note in notes:
         stripe_note = _made_for(made, {"kefu_credit_note_id": str(note.id)})
         if stripe_note is None:
             stripe_note = await _make_credit_note(
-                gateway, note, invoice, stripe_invoice.id, key=f"{key}:credit_note:{note.id}"
+                gateway,
+                note,
+                invoice,
+                stripe_invoice.id,
+                key=f"{claim.key}:credit_note:{note.id}",
             )
-        await CreditNote.update({CreditNote.stripe_credit_note_id: stripe_note.id}).where(
-            CreditNote.id == note.id
-        )
+        claim.later(_credit_note_update(note, {CreditNote.stripe_credit_note_id: stripe_note.id}))
     return await gateway.retrieve(v1.invoices.retrieve, stripe_invoice.id)
 
 
@@ -501,21 +624,19 @@ async def _collect(gateway: Gateway, stripe_invoice_id: str, *, key: str) -> str
 
 
 async def _invoice_retry_payment(
-    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+    gateway: Gateway, claim: Claim, payload: dict[str, Any]
 ) -> dict[str, Any]:
-    invoice = await Invoice.objects().where(Invoice.id == UUID(payload["invoice_id"])).first()
+    invoice = await _invoice_of(claim, payload)
     if invoice is None or not invoice.stripe_invoice_id:
         raise StripeFailure("invoice not in Stripe", is_transient=False, status=None, code=None)
     if invoice.status != "open":
         return {"invoice": invoice.stripe_invoice_id, "collection": f"skipped ({invoice.status})"}
-    outcome = await _collect(gateway, invoice.stripe_invoice_id, key=row["idempotency_key"])
+    outcome = await _collect(gateway, invoice.stripe_invoice_id, key=claim.key)
     return {"invoice": invoice.stripe_invoice_id, "collection": outcome}
 
 
-async def _invoice_void(
-    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
-) -> dict[str, Any]:
-    invoice = await Invoice.objects().where(Invoice.id == UUID(payload["invoice_id"])).first()
+async def _invoice_void(gateway: Gateway, claim: Claim, payload: dict[str, Any]) -> dict[str, Any]:
+    invoice = await _invoice_of(claim, payload)
     if invoice is None or not invoice.stripe_invoice_id:
         return {"invoice": None}  # never pushed (nothing was due): nothing to void in Stripe
     current = await gateway.retrieve(gateway.client.v1.invoices.retrieve, invoice.stripe_invoice_id)
@@ -523,7 +644,7 @@ async def _invoice_void(
         await gateway.call(
             gateway.client.v1.invoices.void_invoice,
             invoice.stripe_invoice_id,
-            key=row["idempotency_key"],
+            key=claim.key,
         )
     return {"invoice": invoice.stripe_invoice_id}
 
@@ -532,21 +653,29 @@ _STRIPE_CREDIT_REASONS = {"duplicate": "duplicate"}
 
 
 async def _credit_note_push(
-    gateway: Gateway, row: dict[str, Any], payload: dict[str, Any]
+    gateway: Gateway, claim: Claim, payload: dict[str, Any]
 ) -> dict[str, Any]:
     """An open invoice gets a Stripe credit note; a paid one a refund (tagged with our credit
     note, so its webhooks are recognised as ours) and a credit note linking it. A credit note
     already in Stripe (made by the invoice's own push, or by an earlier attempt) or a refund an
     earlier attempt made is found by that tag, never made twice."""
-    key = row["idempotency_key"]
+    key = claim.key
     note = (
-        await CreditNote.objects().where(CreditNote.id == UUID(payload["credit_note_id"])).first()
+        await CreditNote.objects()
+        .where(CreditNote.merchant_id == _merchant_of(claim))
+        .where(CreditNote.id == UUID(payload["credit_note_id"]))
+        .first()
     )
     if note is None:
         raise StripeFailure("credit note is gone", is_transient=False, status=None, code=None)
     if note.reason == "stripe_refund":
         return {"credit_note": None}  # made from a Stripe refund: Stripe has it already
-    invoice = await Invoice.objects().where(Invoice.id == note.invoice_id).first()
+    invoice = (
+        await Invoice.objects()
+        .where(Invoice.merchant_id == note.merchant_id)
+        .where(Invoice.id == note.invoice_id)
+        .first()
+    )
     assert invoice is not None
     if not invoice.stripe_invoice_id:
         return {"credit_note": None}  # the invoice was never pushed (nothing was due)
@@ -556,7 +685,7 @@ async def _credit_note_push(
     tags = _credit_note_tags(note, invoice)
     stripe_note = await _made_before(
         gateway,
-        row["past_key_window"],
+        claim.looks_back,
         v1.credit_notes.list,
         {"kefu_credit_note_id": str(note.id)},
         invoice=invoice.stripe_invoice_id,
@@ -577,7 +706,7 @@ async def _credit_note_push(
                 raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
             refund = await _made_before(
                 gateway,
-                row["past_key_window"],
+                claim.looks_back,
                 v1.refunds.list,
                 tags,
                 payment_intent=payment_intent,
@@ -607,7 +736,23 @@ async def _credit_note_push(
             refunds=refunds,
         )
     if refund is not None:
-        await records.record_refund(
+        claim.later(_refund_record(note, invoice, refund))
+    refund_id = refund.id if refund is not None else None
+    claim.later(
+        _credit_note_update(
+            note,
+            {
+                CreditNote.stripe_credit_note_id: stripe_note.id,
+                CreditNote.stripe_refund_id: refund_id,
+            },
+        )
+    )
+    return {"credit_note": stripe_note.id, "refund": refund_id}
+
+
+def _refund_record(note: CreditNote, invoice: Invoice, refund: Any) -> Write:
+    def write() -> Awaitable[bool]:
+        return records.record_refund(
             merchant_id=invoice.merchant_id,
             invoice_id=invoice.id,
             credit_note_id=note.id,
@@ -618,11 +763,8 @@ async def _credit_note_push(
             origin="credit_note",
             at=records.at(refund.created),
         )
-    refund_id = refund.id if refund is not None else None
-    await CreditNote.update(
-        {CreditNote.stripe_credit_note_id: stripe_note.id, CreditNote.stripe_refund_id: refund_id}
-    ).where(CreditNote.id == note.id)
-    return {"credit_note": stripe_note.id, "refund": refund_id}
+
+    return write
 
 
 def _credit_note_tags(note: CreditNote, invoice: Invoice) -> dict[str, str]:

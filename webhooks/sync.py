@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from service.settings import StripeSettings
@@ -57,5 +57,6 @@ class StripeSync:
                 merchant_ids=merchant_ids,
                 include_catalog=include_catalog,
                 should_stop=should_stop,
+                lease=timedelta(seconds=self.settings.outbox_lease_seconds),
             )
         return summary

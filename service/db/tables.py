@@ -350,7 +350,8 @@ class UsageTransaction(Table, tablename="usage_transactions"):
 
 
 class StripeOutbox(Table, tablename="stripe_outbox"):
-    """A push to Stripe, written with the change that causes it; sent in order per stream."""
+    """A push to Stripe, written with the change that causes it; sent in order per stream.
+    ``status``: pending, in_flight (claimed, Stripe being called), sent or parked."""
 
     id = BigSerial(primary_key=True)
     merchant_id = UUID(null=True, default=None)
@@ -361,6 +362,8 @@ class StripeOutbox(Table, tablename="stripe_outbox"):
     status = Varchar(length=16, default="pending")
     attempts = Integer(default=0)
     next_attempt_at = Timestamptz(default=TimestamptzNow())
+    lease_until = Timestamptz(null=True, default=None)
+    """While ``in_flight``: until when the claiming worker holds the row."""
     last_error = Text(null=True, default=None)
     stripe_ids = JSONB(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())

@@ -1,7 +1,8 @@
 """Steering the stand-in from tests and the demo: failure injection and the "dashboard".
 
 ``FaultInjector`` decides, before a request touches anything, whether it fails (500, 429, any
-status, or a timeout that drops the connection). ``Dashboard`` does what a person would do in the
+status, or a timeout that drops the connection), and can hold every request a while first (a
+slow Stripe). ``Dashboard`` does what a person would do in the
 Stripe dashboard — refund, void, archive, dispute, mark paid or failed — each emitting the events
 Stripe would, with an empty ``request`` (no API request caused them).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -66,6 +68,33 @@ class FaultInjector:
         self._outage: Fault | None = None
         self.timeout_seconds = timeout_seconds
         self.injected: Counter[str] = Counter()
+        self.delay_seconds = 0.0
+        self._delayed_now = 0
+
+    def delay_answers(self, seconds: float) -> None:
+        """Hold every API request ``seconds`` before it is handled: a slow Stripe (0: off)."""
+        if seconds < 0:
+            raise ValueError(f"delay must not be negative, not {seconds!r}")
+        self.delay_seconds = seconds
+
+    @property
+    def delayed_now(self) -> int:
+        """How many requests are being held by the delay right now."""
+        with self._lock:
+            return self._delayed_now
+
+    def wait_out_delay(self) -> None:
+        """Hold the calling request thread for the configured delay, counted while it waits."""
+        seconds = self.delay_seconds
+        if not seconds:
+            return
+        with self._lock:
+            self._delayed_now += 1
+        try:
+            time.sleep(seconds)
+        finally:
+            with self._lock:
+                self._delayed_now -= 1
 
     def fail_next(
         self,

@@ -135,6 +135,10 @@ class StandIn:
     def end_outage(self) -> None:
         self.faults.end_outage()
 
+    def delay_answers(self, seconds: float) -> None:
+        """Hold every API request ``seconds`` before handling it, as a slow Stripe would."""
+        self.faults.delay_answers(seconds)
+
     def forget_idempotency_keys(self) -> None:
         """As if 24 hours had passed: Stripe no longer knows any idempotency key used so far."""
         self._server.ledger.forget()

@@ -301,6 +301,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 "You did not provide an API key. Provide it as a Bearer token.",
             )
             return _Answer(401, error.body(), base_headers)
+        standin.faults.wait_out_delay()
         fault = standin.faults.take(method, path)
         if fault is not None:
             if fault.status == "timeout":
@@ -400,6 +401,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return {"ok": True}
         if (method, path) == ("DELETE", "/outage"):
             standin.end_outage()
+            return {"ok": True}
+        if (method, path) == ("POST", "/delay"):
+            standin.faults.delay_answers(float(data["seconds"]))
             return {"ok": True}
         if (method, path) == ("POST", "/clock"):
             standin.set_time(data["now"])
