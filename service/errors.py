@@ -74,3 +74,9 @@ class Forbidden(BillingError):
     slug = "forbidden"
     status = 403
     title = "Not allowed"
+
+
+class Unavailable(BillingError):
+    slug = "unavailable"
+    status = 503
+    title = "Service unavailable"

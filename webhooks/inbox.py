@@ -10,7 +10,6 @@ parked, visible in ``billing webhooks list`` and re-run with ``billing webhooks 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from service.db.coalescing import Coalescer
 from service.db.engine import current as current_database
 from service.db.engine import transaction_connection
 from service.db.tables import StripeInbox
@@ -62,56 +62,35 @@ def parse_head(payload: bytes) -> _EventHead:
         raise MalformedEvent(str(error)) from None
 
 
-class _Writer:
-    """Coalesces concurrent ``store`` calls of one event loop into multi-row inserts. Each
-    caller still returns only after its row is committed (or found already there)."""
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[_EventHead, str, asyncio.Future[bool]]] = []
-        self.flushing: asyncio.Task[None] | None = None
-
-    async def store(self, head: _EventHead, payload: str) -> bool:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.waiting.append((head, payload, done))
-        if self.flushing is None or self.flushing.done():
-            self.flushing = asyncio.create_task(self._flush())
-        return await done
-
-    async def _flush(self) -> None:
-        while self.waiting:
-            batch, self.waiting = self.waiting[:_BATCH], self.waiting[_BATCH:]
-            try:
-                rows = await current_database().pool.fetch(
-                    _STORE_MANY,
-                    [head.id for head, _, _ in batch],
-                    [head.type for head, _, _ in batch],
-                    [head.created for head, _, _ in batch],
-                    [payload for _, payload, _ in batch],
-                )
-            except Exception as error:  # every waiting request answers with the failure
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-                continue
-            inserted = {row["event_id"] for row in rows}
-            for head, _, done in batch:
-                if not done.done():
-                    done.set_result(head.id in inserted)
-                    inserted.discard(head.id)  # the same event twice in one batch: once new
+async def _store_together(_: None, batch: list[tuple[_EventHead, str]]) -> list[bool]:
+    """Events that arrive while an insert is in flight share the next one (and its commit);
+    for each, whether it was new."""
+    rows = await current_database().pool.fetch(
+        _STORE_MANY,
+        [head.id for head, _ in batch],
+        [head.type for head, _ in batch],
+        [head.created for head, _ in batch],
+        [payload for _, payload in batch],
+    )
+    inserted = {row["event_id"] for row in rows}
+    is_new = []
+    for head, _ in batch:
+        is_new.append(head.id in inserted)
+        inserted.discard(head.id)  # the same event twice in one batch: once new
+    return is_new
 
 
 _BATCH = 200
-_writers: dict[asyncio.AbstractEventLoop, _Writer] = {}
+_writer: Coalescer[None, tuple[_EventHead, str], bool] = Coalescer(
+    _store_together, max_batch=_BATCH
+)
 
 
 async def store(payload: bytes) -> tuple[str, bool]:
-    """Keep a verified event once. Returns its id and whether it was new."""
+    """Keep a verified event once, committed before this returns. Its id and whether it was
+    new."""
     head = parse_head(payload)
-    loop = asyncio.get_running_loop()
-    writer = _writers.get(loop)
-    if writer is None:
-        writer = _writers[loop] = _Writer()
-    is_new = await writer.store(head, payload.decode())
+    is_new = await _writer.submit(None, (head, payload.decode()))
     return head.id, is_new
 
 

@@ -18,18 +18,19 @@ share ids never deadlock.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Final
 from uuid import UUID
 
 import msgspec
 
+from service.db.coalescing import Coalescer
 from service.db.engine import current as current_database
 from service.errors import ConcurrentChange
 from service.usage import periods as merchant_periods
@@ -189,87 +190,38 @@ async def ingest(
     )
 
 
-@dataclass(slots=True)
-class _Waiting:
-    event: UsageEventIn
-    answer: asyncio.Future[tuple[EventResultOut, BillingPeriod | None]]
+async def _record_together(
+    merchant_id: UUID, events: list[UsageEventIn], *, future_skew_seconds: int
+) -> list[tuple[EventResultOut, BillingPeriod | None]]:
+    """Concurrent single events of one merchant, recorded by one statement (and its commit);
+    each is still checked and counted on its own."""
+    result = await ingest(merchant_id, events, future_skew_seconds=future_skew_seconds)
+    return list(zip(result.outcomes, result.placements, strict=True))
 
 
-class _SingleEvents:
-    """Concurrent single-event requests of one merchant share one statement and its commit.
+MAX_SHARED_EVENTS: Final = 1_000
+"""Most single events one statement carries; more wait for the next."""
 
-    A request whose merchant has no statement in flight starts one at once (nothing waits for
-    a timer); requests that arrive meanwhile queue and go together in the next statement, the
-    way PostgreSQL groups concurrent commits. A request is answered only once the statement
-    holding its event has committed; each event is still checked and counted on its own.
-    """
-
-    MAX_EVENTS = 1_000
-
-    def __init__(self) -> None:
-        self.queues: dict[UUID, list[_Waiting]] = {}
-        self.drains: dict[UUID, asyncio.Task[None]] = {}
-
-    async def record(
-        self, merchant_id: UUID, event: UsageEventIn, future_skew_seconds: int
-    ) -> tuple[EventResultOut, BillingPeriod | None]:
-        loop = asyncio.get_running_loop()
-        waiting = _Waiting(event, loop.create_future())
-        self.queues.setdefault(merchant_id, []).append(waiting)
-        if merchant_id not in self.drains:
-            self.drains[merchant_id] = loop.create_task(
-                self._drain(merchant_id, future_skew_seconds)
-            )
-        return await waiting.answer
-
-    async def _drain(self, merchant_id: UUID, future_skew_seconds: int) -> None:
-        queue: list[_Waiting] = []
-        try:
-            while queue := self.queues.pop(merchant_id, []):
-                if len(queue) > self.MAX_EVENTS:
-                    later = queue[self.MAX_EVENTS :]
-                    queue = queue[: self.MAX_EVENTS]
-                    self.queues[merchant_id] = later + self.queues.get(merchant_id, [])
-                try:
-                    result = await ingest(
-                        merchant_id,
-                        [waiting.event for waiting in queue],
-                        future_skew_seconds=future_skew_seconds,
-                    )
-                except Exception as error:  # every request of the statement gets the error
-                    _fail(queue, error)
-                    continue
-                for position, waiting in enumerate(queue):
-                    if not waiting.answer.done():  # its request may have gone away
-                        waiting.answer.set_result(
-                            (result.outcomes[position], result.placements[position])
-                        )
-                queue = []
-        except BaseException as error:  # cancelled at shutdown: nobody may wait forever
-            _fail([*queue, *self.queues.pop(merchant_id, [])], error)
-            raise
-        finally:
-            del self.drains[merchant_id]
-
-
-def _fail(queue: list[_Waiting], error: BaseException) -> None:
-    for waiting in queue:
-        if waiting.answer.done():
-            continue
-        if isinstance(error, asyncio.CancelledError):
-            waiting.answer.cancel()
-        else:
-            waiting.answer.set_exception(error)
-
-
-_single_events = _SingleEvents()
+_single_events: dict[
+    int, Coalescer[UUID, UsageEventIn, tuple[EventResultOut, BillingPeriod | None]]
+] = {}
 
 
 async def record_one(
     merchant_id: UUID, event: UsageEventIn, *, future_skew_seconds: int
 ) -> tuple[EventResultOut, BillingPeriod | None]:
-    """One event (the single-event endpoint): its outcome and, if accepted, its period."""
-    return await _single_events.record(merchant_id, event, future_skew_seconds)
+    """One event (the single-event endpoint): its outcome and, if accepted, its period.
+
+    Concurrent requests of one merchant share a statement and its commit
+    (`service.db.coalescing`); each is answered once the statement holding its event has
+    committed."""
+    coalescer = _single_events.get(future_skew_seconds)
+    if coalescer is None:
+        coalescer = _single_events[future_skew_seconds] = Coalescer(
+            partial(_record_together, future_skew_seconds=future_skew_seconds),
+            max_batch=MAX_SHARED_EVENTS,
+        )
+    return await coalescer.submit(merchant_id, event)
 
 
 def _prepare(
