@@ -72,7 +72,7 @@ async def prepare_database(settings: Settings, *, pool_max: int = 4) -> Database
     from service.catalog import store as catalog_store
     from service.db import engine as db_engine
     from service.db.migrate import migrate as apply_migrations
-    from service.usage.partitions import ensure_partitions as ensure_usage_partitions
+    from service.db.partitions import ensure_partitions
 
     if db_engine.has_current():
         database = db_engine.current()
@@ -82,7 +82,7 @@ async def prepare_database(settings: Settings, *, pool_max: int = 4) -> Database
         database = db_engine.connect(dsn, is_embedded=is_embedded)
     await apply_migrations(database)
     await database.start_pool(min_size=1, max_size=pool_max)
-    await ensure_usage_partitions(months_ahead=24)
+    await ensure_partitions(months_ahead=24)
     result = await catalog_store.publish_shipped()
     if result.published:
         console().print(

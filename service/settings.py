@@ -57,6 +57,29 @@ class StripeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long the worker keeps what only grows (0 keeps it forever). See the README's
+    Operations section."""
+
+    idempotency_days: int = 7
+    """``BILLING_RETAIN_IDEMPOTENCY_DAYS``: stored answers to ``Idempotency-Key`` requests; a
+    client retrying later than this runs the request afresh (Stripe keeps its keys 24 h)."""
+    stripe_events_days: int = 90
+    """``BILLING_RETAIN_STRIPE_EVENTS_DAYS``: processed Stripe webhook events (raw payload and
+    all) after processing; pending and parked events are kept."""
+    outbox_sent_days: int = 30
+    """``BILLING_RETAIN_OUTBOX_SENT_DAYS``: outbox rows after they were sent to Stripe."""
+    reconciliations_days: int = 730
+    """``BILLING_RETAIN_RECONCILIATIONS_DAYS``: stored reconciliation runs; the latest run is
+    always kept."""
+    audit_months: int = 84
+    """``BILLING_RETAIN_AUDIT_MONTHS``: audit entries, dropped a whole month (partition) at a
+    time once the month ended this many months ago."""
+    batch_rows: int = 1000
+    """``BILLING_RETENTION_BATCH_ROWS``: rows deleted per statement (and transaction)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: str = "development"
     host: str = "127.0.0.1"
@@ -76,6 +99,7 @@ class Settings:
     ``BILLING_ALLOW_TEST_CLOCKS=1``: a clock moves a merchant's billing time."""
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def is_production(self) -> bool:
@@ -124,6 +148,16 @@ class Settings:
             timeout_seconds=_positive_seconds(env, "STRIPE_TIMEOUT_SECONDS", 15.0),
             outbox_lease_seconds=_positive_seconds(env, "STRIPE_OUTBOX_LEASE_SECONDS", 300.0),
         )
+        retention = RetentionSettings(
+            idempotency_days=_count(env, "BILLING_RETAIN_IDEMPOTENCY_DAYS", 7),
+            stripe_events_days=_count(env, "BILLING_RETAIN_STRIPE_EVENTS_DAYS", 90),
+            outbox_sent_days=_count(env, "BILLING_RETAIN_OUTBOX_SENT_DAYS", 30),
+            reconciliations_days=_count(env, "BILLING_RETAIN_RECONCILIATIONS_DAYS", 730),
+            audit_months=_count(env, "BILLING_RETAIN_AUDIT_MONTHS", 84),
+            batch_rows=_count(env, "BILLING_RETENTION_BATCH_ROWS", 1000),
+        )
+        if retention.batch_rows == 0:
+            raise SettingsError("BILLING_RETENTION_BATCH_ROWS must be at least 1")
         settings = cls(
             environment=environment,
             host=env.get("BILLING_HOST", "127.0.0.1"),
@@ -139,6 +173,7 @@ class Settings:
             ),
             database=database,
             stripe=stripe,
+            retention=retention,
         )
         settings.check_production()
         return settings
@@ -188,6 +223,13 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
     value = _seconds(env, name, default)
     if value == 0:
         raise SettingsError(f"{name} must be more than 0 seconds")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative (0 keeps everything), not {value}")
     return value
 
 

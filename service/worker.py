@@ -1,7 +1,8 @@
-"""``billing worker``: the long-running process that closes periods (and, as they land, sends
-the Stripe outbox and processes webhooks). Any number can run side by side: every unit of work
-is claimed with ``FOR UPDATE SKIP LOCKED`` in its own transaction. SIGTERM or SIGINT lets the
-unit in hand finish, then the worker exits."""
+"""``billing worker``: the long-running process that closes periods, sends the Stripe outbox,
+processes webhooks and removes what retention says has expired. Any number can run side by
+side: every unit of work is claimed in its own short transaction (Stripe outbox rows with a
+lease, see ``webhooks.outbox``). SIGTERM or SIGINT lets the unit in hand finish, then the worker
+exits."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import timedelta
 
 import structlog
 
+from service import retention
 from service.clock import SYSTEM_CLOCK, Clock
 from service.invoicing import close
 from service.settings import Settings
@@ -79,6 +81,7 @@ class Worker:
                 totals=summary.total_minor_by_currency,
                 skipped=summary.skipped,
             )
+        await retention.run_pass(self.settings.retention, now=self.clock.now())
         sync = await self.stripe_sync.run_pass(
             now=self.clock.now(), should_stop=self.stopping.is_set
         )

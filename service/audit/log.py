@@ -1,4 +1,8 @@
-"""Recording and reading audit entries. Callers record inside their own transaction."""
+"""Recording and reading audit entries. Callers record inside their own transaction.
+
+An entry that concerns no merchant (an operator key made, a plan published) is stored under the
+platform tenant (``merchant_id`` is the shard key on Citus, never NULL) and read back with no
+merchant, as before."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from service.db.tables import AuditEntry
+from service.tenancy.platform import PLATFORM_MERCHANT_ID
 from service.tenancy.principal import Actor
 
 
@@ -21,7 +26,7 @@ async def record(
 ) -> None:
     await AuditEntry.insert(
         AuditEntry(
-            merchant_id=merchant_id,
+            merchant_id=merchant_id if merchant_id is not None else PLATFORM_MERCHANT_ID,
             actor_key_id=actor.key_id,
             actor_role=actor.role,
             entity=entity,
@@ -51,4 +56,8 @@ async def entries(
         query = query.where(AuditEntry.at < until)
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
-    return await query.output(load_json=True)
+    rows = await query.output(load_json=True)
+    for row in rows:
+        if row["merchant_id"] == PLATFORM_MERCHANT_ID:
+            row["merchant_id"] = None
+    return rows

@@ -12,6 +12,7 @@ from service.wire import Output
 class AuditEntryOut(Output):
     id: int
     merchant_id: UUID | None
+    """The merchant the change concerns; null for operator actions that concern none."""
     actor_key_id: UUID | None
     actor_role: str
     entity: str

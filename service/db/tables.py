@@ -59,10 +59,13 @@ class ApiKey(Table, tablename="api_keys"):
 
 
 class AuditEntry(Table, tablename="audit_log"):
-    """Who changed what, when: one row per state change made through the API."""
+    """Who changed what, when: one row per state change made through the API.
+
+    Partitioned by month of ``at`` (``service.db.partitions``); the real key is (merchant_id,
+    id, at). Operator actions are stored under the platform tenant."""
 
     id = BigSerial(primary_key=True)
-    merchant_id = UUID(null=True, default=None)
+    merchant_id = UUID()
     actor_key_id = UUID(null=True, default=None)
     actor_role = Varchar(length=16)
     entity = Varchar(length=40)

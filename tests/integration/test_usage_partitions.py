@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from service.db.engine import Database
-from service.usage.partitions import MonthPartition, ensure_partitions
+from service.db.partitions import USAGE_EVENTS, MonthPartition, ensure_months, ensure_partitions
 
 
 async def _partitions(database: Database) -> set[str]:
@@ -24,7 +24,7 @@ async def test_the_migration_made_months_ahead_and_a_default(database: Database)
     assert "usage_events_2025_01" in names
     ahead = this_month
     for _ in range(24):
-        assert ahead.name in names
+        assert USAGE_EVENTS.partition_name(ahead) in names
         ahead = ahead.following()
     assert await ensure_partitions(months_ahead=24) == []
 
@@ -44,7 +44,9 @@ async def test_a_new_month_takes_its_rows_out_of_the_default_partition(
     )
     assert where == "usage_events_default"
     try:
-        created = await ensure_partitions(months_ahead=1, now=datetime(2035, 3, 1, tzinfo=UTC))
+        created = await ensure_months(
+            USAGE_EVENTS, months_ahead=1, now=datetime(2035, 3, 1, tzinfo=UTC)
+        )
         assert created == ["usage_events_2035_03", "usage_events_2035_04"]
         where = await database.pool.fetchval(
             "SELECT tableoid::regclass::text FROM usage_events WHERE merchant_id = $1",

@@ -53,7 +53,7 @@ CREATE TABLE usage_events (
 -- occurred_at from usage_transactions, so it reads one partition through this index.
 CREATE INDEX usage_events_merchant_time_idx ON usage_events (merchant_id, occurred_at);
 
--- Months from 2025-01 to 24 months ahead; service.usage.partitions.ensure_partitions keeps
+-- Months from 2025-01 to 24 months ahead; service.db.partitions.ensure_partitions keeps
 -- adding months ahead at every start. Anything outside them lands in the default partition.
 DO $$
 DECLARE

@@ -1,0 +1,155 @@
+"""Retention: what only grows is removed once it is old enough, by the worker, a small batch at
+a time.
+
+Each rule deletes at most ``batch_rows`` rows a statement, oldest first, each batch in its own
+short transaction together with the running total of rows removed (``retention_totals``, read
+by the API's ``/metrics`` as ``billing_retention_rows_removed_total``). Audit entries go a whole
+month at a time: their table is partitioned by month, and a month that ended
+``audit_months`` ago is detached and dropped (entries that landed in the default partition are
+deleted in batches). A setting of 0 keeps that kind of row forever. Defaults and how to change
+them: the README's Operations section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+import structlog
+
+from service.db import partitions
+from service.db.engine import current as current_database
+from service.db.engine import transaction_connection
+from service.settings import RetentionSettings
+
+log = structlog.get_logger(__name__)
+
+MAX_BATCHES_PER_PASS = 20
+"""Per rule and worker pass: a large backlog is worked off over several passes, so retention
+never holds up the worker's other work for long."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    table: str
+    delete: str
+    """Deletes one batch (``$1``: the cutoff, ``$2``: the batch size); one row per row gone."""
+
+
+# Each picks the oldest expired rows through an index, then deletes them by key.
+_RULES = {
+    "idempotency_records": _Rule(
+        "idempotency_records",
+        "DELETE FROM idempotency_records WHERE id IN ("
+        " SELECT id FROM idempotency_records WHERE created_at < $1 ORDER BY created_at LIMIT $2)"
+        " RETURNING 1",
+    ),
+    "stripe_inbox": _Rule(
+        "stripe_inbox",
+        "DELETE FROM stripe_inbox WHERE id IN ("
+        " SELECT id FROM stripe_inbox WHERE status = 'processed' AND processed_at < $1"
+        " ORDER BY processed_at LIMIT $2)"
+        " RETURNING 1",
+    ),
+    "stripe_outbox": _Rule(
+        "stripe_outbox",
+        "DELETE FROM stripe_outbox WHERE id IN ("
+        " SELECT id FROM stripe_outbox WHERE status = 'sent' AND sent_at < $1"
+        " ORDER BY sent_at LIMIT $2)"
+        " RETURNING 1",
+    ),
+    "finance_reconciliations": _Rule(
+        "finance_reconciliations",
+        "DELETE FROM finance_reconciliations WHERE id IN ("
+        " SELECT id FROM finance_reconciliations WHERE created_at < $1"
+        " AND id <> (SELECT id FROM finance_reconciliations ORDER BY created_at DESC LIMIT 1)"
+        " ORDER BY created_at LIMIT $2)"
+        " RETURNING 1",
+    ),
+    "audit_log": _Rule(  # what sits in the default partition; whole months are dropped
+        "audit_log",
+        f"DELETE FROM {partitions.AUDIT_LOG.default_partition} WHERE ctid = ANY(ARRAY("
+        f" SELECT ctid FROM {partitions.AUDIT_LOG.default_partition} WHERE at < $1"
+        " ORDER BY at LIMIT $2))"
+        " RETURNING 1",
+    ),
+}
+
+_ADD_TO_TOTAL = """
+INSERT INTO retention_totals AS total (table_name, rows_removed, last_removed_at)
+VALUES ($1, $2, $3)
+ON CONFLICT (table_name) DO UPDATE
+SET rows_removed = total.rows_removed + excluded.rows_removed,
+    last_removed_at = excluded.last_removed_at
+"""
+
+
+@dataclass
+class RetentionSummary:
+    removed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.removed.values())
+
+
+async def run_pass(settings: RetentionSettings, *, now: datetime) -> RetentionSummary:
+    """Remove what has expired (up to `MAX_BATCHES_PER_PASS` batches per kind of row)."""
+    summary = RetentionSummary()
+    days = {
+        "idempotency_records": settings.idempotency_days,
+        "stripe_inbox": settings.stripe_events_days,
+        "stripe_outbox": settings.outbox_sent_days,
+        "finance_reconciliations": settings.reconciliations_days,
+    }
+    for table, kept_days in days.items():
+        if kept_days:
+            await _expire(
+                _RULES[table], now - timedelta(days=kept_days), settings, summary, now=now
+            )
+    if settings.audit_months:
+        await _expire_audit(settings, summary, now=now)
+    if summary.total:
+        log.info("retention_pass", removed=summary.removed)
+    return summary
+
+
+async def _expire(
+    rule: _Rule,
+    cutoff: datetime,
+    settings: RetentionSettings,
+    summary: RetentionSummary,
+    *,
+    now: datetime,
+) -> None:
+    for _ in range(MAX_BATCHES_PER_PASS):
+        async with current_database().engine.transaction():
+            connection = transaction_connection()
+            gone = len(await connection.fetch(rule.delete, cutoff, settings.batch_rows))
+            if gone:
+                await connection.execute(_ADD_TO_TOTAL, rule.table, gone, now)
+        summary.removed[rule.table] = summary.removed.get(rule.table, 0) + gone
+        if gone < settings.batch_rows:
+            return
+
+
+async def _expire_audit(
+    settings: RetentionSettings, summary: RetentionSummary, *, now: datetime
+) -> None:
+    """Months that ended ``audit_months`` ago are dropped whole (one a pass: each locks the
+    table for a moment); stragglers in the default partition go in batches."""
+    first_kept = partitions.MonthPartition.containing(now).preceding(settings.audit_months)
+    table = partitions.AUDIT_LOG
+    expired = await partitions.months_before(table, first_kept)
+    if expired:
+        try:
+            async with current_database().engine.transaction():
+                connection = transaction_connection()
+                gone = await partitions.drop_month(connection, table, expired[0])
+                await connection.execute(_ADD_TO_TOTAL, table.name, gone, now)
+        except asyncpg.LockNotAvailableError:  # a long transaction on the table: next pass
+            log.warning("retention_partition_busy", partition=table.partition_name(expired[0]))
+        else:
+            summary.removed[table.name] = gone
+    await _expire(_RULES["audit_log"], first_kept.start, settings, summary, now=now)
