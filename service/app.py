@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.plugins.prometheus import PrometheusController
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
@@ -25,6 +24,7 @@ from service.invoicing.controllers import (
     SlaReportController,
 )
 from service.observability import logging as billing_logging
+from service.observability.controllers import MetricsController
 from service.observability.requests import RequestContextMiddleware
 from service.problems import EXCEPTION_HANDLERS
 from service.settings import Settings
@@ -50,12 +50,6 @@ from service.usage.controllers import UpcomingInvoiceController, UsageController
 from webhooks.endpoint import StripeWebhookController
 from webhooks.gateway import Gateway
 from webhooks.reconcile_source import StripeLedgerSource
-
-
-class MetricsController(PrometheusController):
-    path = "/metrics"
-    opt = PUBLIC
-    include_in_schema = False
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

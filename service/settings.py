@@ -97,6 +97,9 @@ class Settings:
     allows_test_clocks: bool = True
     """Test clocks may be made and moved. Off in production unless
     ``BILLING_ALLOW_TEST_CLOCKS=1``: a clock moves a merchant's billing time."""
+    metrics_cache_seconds: float = 5.0
+    """``BILLING_METRICS_CACHE_SECONDS``: ``/metrics`` reads its stored figures (reconciliation,
+    outbox, inbox, retention) from the database at most this often."""
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
@@ -171,6 +174,7 @@ class Settings:
             allows_test_clocks=(
                 environment != "production" or _flag(env, "BILLING_ALLOW_TEST_CLOCKS")
             ),
+            metrics_cache_seconds=_seconds(env, "BILLING_METRICS_CACHE_SECONDS", 5.0),
             database=database,
             stripe=stripe,
             retention=retention,

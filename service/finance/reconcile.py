@@ -9,7 +9,8 @@ it belongs to the range. Stripe is read through a ``StripeSource`` handed in by 
 composition root (``webhooks/reconcile_source.py``): this module never imports ``stripe``.
 
 A run is stored (``finance_reconciliations``) and readable afterwards; every mismatch is also
-a structured log line (``reconciliation_mismatch``) and counted in a Prometheus counter.
+a structured log line (``reconciliation_mismatch``). ``/metrics`` reads the latest stored run
+(``service.observability.stored``), whichever process made it.
 """
 
 from __future__ import annotations
@@ -22,18 +23,12 @@ from typing import Any, Final, Protocol
 from uuid import UUID
 
 import structlog
-from prometheus_client import Counter
 
 from service.db import engine as db_engine
 
 log = structlog.get_logger(__name__)
 
 MARGIN: Final = timedelta(days=3)
-MISMATCHES: Final = Counter(
-    "billing_reconciliation_mismatches",
-    "Differences found between the ledger and Stripe, by object and kind.",
-    ["object", "kind"],
-)
 _STATUSES_WITH_STRIPE: Final = ("open", "paid", "void", "uncollectible")
 
 
@@ -374,7 +369,6 @@ async def run(
         in_range=created_in_range.__contains__,
     )
     for mismatch in result.mismatches:
-        MISMATCHES.labels(mismatch.object, mismatch.kind).inc()
         log.warning(
             "reconciliation_mismatch",
             object=mismatch.object,

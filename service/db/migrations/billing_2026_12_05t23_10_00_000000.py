@@ -77,6 +77,9 @@ CREATE INDEX idempotency_records_created_idx ON idempotency_records (created_at)
 CREATE INDEX stripe_inbox_processed_idx ON stripe_inbox (processed_at)
     WHERE status = 'processed';
 CREATE INDEX stripe_outbox_sent_idx ON stripe_outbox (sent_at) WHERE status = 'sent';
+-- /metrics counts the events still to process (pending, parked) without reading the rest.
+CREATE INDEX stripe_inbox_unprocessed_idx ON stripe_inbox (received_at)
+    WHERE status <> 'processed';
 
 -- Rows removed by retention so far, per table: written in the transaction of each batch, read
 -- by the API's /metrics (the worker that removes them is not what Prometheus scrapes).
