@@ -26,6 +26,7 @@ from service.invoicing.controllers import (
 from service.observability import logging as billing_logging
 from service.observability.controllers import MetricsController
 from service.observability.requests import RequestContextMiddleware
+from service.outgoing.controllers import WebhookEndpointController, WebhookEventController
 from service.problems import EXCEPTION_HANDLERS
 from service.settings import Settings
 from service.subscriptions.controllers import (
@@ -103,6 +104,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UsageController,
             UpcomingInvoiceController,
             StripeWebhookController,
+            WebhookEndpointController,
+            WebhookEventController,
             FinanceController,
             FinancePageController,
             SupportPageController,

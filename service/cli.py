@@ -23,6 +23,7 @@ from service.bench.usage import bench_app
 from service.command import UserError, console, run_with_database, startup_warnings
 from service.command import settings as load_settings
 from service.finance.export_kinds import ExportFormat, ExportKind
+from service.outgoing.commands import events_app
 from service.settings import Settings
 from service.tenancy.principal import LEAST_SCOPES, KeyScope, Role
 from webhooks.commands import outbox_app, webhooks_app
@@ -47,6 +48,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(events_app, name="events")
 
 # Dates typed as YYYY-MM-DD: a wrong one is refused before anything starts.
 FromDay = Annotated[
@@ -276,7 +278,10 @@ def worker(
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_task_stacks)
         runner = Worker(settings)
         if once:
-            return await runner.run_once()
+            try:
+                return await runner.run_once()
+            finally:
+                await runner.close()
         await runner.run(interval_seconds=interval)
         return None
 

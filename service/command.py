@@ -116,6 +116,11 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append("STRIPE_WEBHOOK_SECRET is not set: every Stripe webhook is refused (400)")
     if settings.is_production and settings.allows_test_clocks:
         warnings.append("BILLING_ALLOW_TEST_CLOCKS=1: test clocks can be made in production")
+    if settings.is_production and settings.outgoing.allows_private_addresses:
+        warnings.append(
+            "BILLING_WEBHOOK_ALLOW_PRIVATE_ADDRESSES=1: webhook deliveries may reach private"
+            " and loopback addresses"
+        )
     if settings.is_production and settings.database.is_embedded:
         warnings.append(
             "BILLING_ALLOW_EMBEDDED_DATABASE=1: production data is in the embedded PostgreSQL"

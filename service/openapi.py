@@ -137,6 +137,13 @@ REQUEST_EXAMPLES: Final[dict[tuple[str, str], dict[str, Any]]] = {
         ],
     },
     ("POST", "/v1/finance/reconciliations"): {"from": "2026-09-01", "to": "2026-09-30"},
+    ("POST", "/v1/webhook-endpoints"): {
+        "url": "https://platform.example.com/kefu/webhooks",
+        "events": ["subscription.suspended", "subscription.resumed", "invoice.finalized",
+                   "usage.threshold_reached"],
+        "merchant_id": "0b3a4c7e-5d1f-4c2a-9e8b-7f6a5d4c3b2a",
+        "description": "stop and resume service with billing",
+    },
 }  # fmt: skip
 """An example body for every operation that takes one, keyed by method and path template."""
 

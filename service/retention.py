@@ -25,6 +25,9 @@ from service.settings import RetentionSettings
 
 log = structlog.get_logger(__name__)
 
+EVENT_MARK_DAYS = 400
+"""How long the mark of a once-a-period event is kept: longer than any period or trial."""
+
 MAX_BATCHES_PER_PASS = 20
 """Per rule and worker pass: a large backlog is worked off over several passes, so retention
 never holds up the worker's other work for long."""
@@ -67,6 +70,27 @@ _RULES = {
         " ORDER BY created_at LIMIT $2)"
         " RETURNING 1",
     ),
+    # Events with no delivery still waiting; their deliveries and delivery log go with them
+    # (foreign keys ON DELETE CASCADE).
+    "outgoing_events": _Rule(
+        "outgoing_events",
+        "DELETE FROM outgoing_events WHERE (merchant_id, id) IN ("
+        " SELECT e.merchant_id, e.id FROM outgoing_events e WHERE e.recorded_at < $1"
+        " AND NOT EXISTS (SELECT 1 FROM outgoing_deliveries d"
+        "  WHERE d.merchant_id = e.merchant_id AND d.event_id = e.id"
+        "  AND d.status IN ('pending', 'in_flight'))"
+        " ORDER BY e.recorded_at LIMIT $2)"
+        " RETURNING 1",
+    ),
+    # What once-a-period events (a usage threshold, a trial about to end) remember: kept
+    # longer than any period or trial lasts, so none happens twice.
+    "outgoing_event_marks": _Rule(
+        "outgoing_event_marks",
+        "DELETE FROM outgoing_event_marks WHERE (merchant_id, mark) IN ("
+        " SELECT merchant_id, mark FROM outgoing_event_marks WHERE created_at < $1"
+        " ORDER BY created_at LIMIT $2)"
+        " RETURNING 1",
+    ),
     "audit_log": _Rule(  # what sits in the default partition; whole months are dropped
         "audit_log",
         f"DELETE FROM {partitions.AUDIT_LOG.default_partition} WHERE ctid = ANY(ARRAY("
@@ -102,6 +126,10 @@ async def run_pass(settings: RetentionSettings, *, now: datetime) -> RetentionSu
         "stripe_inbox": settings.stripe_events_days,
         "stripe_outbox": settings.outbox_sent_days,
         "finance_reconciliations": settings.reconciliations_days,
+        "outgoing_events": settings.webhook_events_days,
+        # 0 keeps outgoing events forever, and what once-a-period events remember with them.
+        "outgoing_event_marks": settings.webhook_events_days
+        and max(EVENT_MARK_DAYS, settings.webhook_events_days),
     }
     for table, kept_days in days.items():
         if kept_days:

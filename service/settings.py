@@ -75,8 +75,34 @@ class RetentionSettings:
     audit_months: int = 84
     """``BILLING_RETAIN_AUDIT_MONTHS``: audit entries, dropped a whole month (partition) at a
     time once the month ended this many months ago."""
+    webhook_events_days: int = 30
+    """``BILLING_RETAIN_WEBHOOK_EVENTS_DAYS``: outgoing events (with their deliveries and
+    delivery logs) this long after they were recorded, once no delivery of them is waiting."""
     batch_rows: int = 1000
     """``BILLING_RETENTION_BATCH_ROWS``: rows deleted per statement (and transaction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingWebhookSettings:
+    """Events we send to the platform's webhook endpoints (``service.outgoing``)."""
+
+    allows_private_addresses: bool = False
+    """``BILLING_WEBHOOK_ALLOW_PRIVATE_ADDRESSES=1``: endpoints may resolve to loopback,
+    private, link-local ... addresses (development and tests, e.g. a receiver on 127.0.0.1)."""
+    requires_https: bool = False
+    """Production mode: endpoint URLs must be ``https``."""
+    timeout_seconds: float = 10.0
+    """``BILLING_WEBHOOK_TIMEOUT_SECONDS``: the longest one delivery may take, connecting and
+    the answer included."""
+    retry_hours: int = 72
+    """``BILLING_WEBHOOK_RETRY_HOURS``: a delivery is retried with backoff this long, then
+    given up (the next one of its endpoint and merchant goes)."""
+    disable_after_failures: int = 20
+    """``BILLING_WEBHOOK_DISABLE_AFTER_FAILURES``: consecutive failed attempts after which an
+    endpoint is disabled (an operator re-enables it)."""
+    usage_watch_seconds: float = 60.0
+    """``BILLING_USAGE_WATCH_SECONDS``: how often the worker looks at usage for thresholds and
+    cheaper plans (and at trials about to end)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +129,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    outgoing: OutgoingWebhookSettings = field(default_factory=OutgoingWebhookSettings)
 
     @property
     def is_production(self) -> bool:
@@ -157,10 +184,24 @@ class Settings:
             outbox_sent_days=_count(env, "BILLING_RETAIN_OUTBOX_SENT_DAYS", 30),
             reconciliations_days=_count(env, "BILLING_RETAIN_RECONCILIATIONS_DAYS", 730),
             audit_months=_count(env, "BILLING_RETAIN_AUDIT_MONTHS", 84),
+            webhook_events_days=_count(env, "BILLING_RETAIN_WEBHOOK_EVENTS_DAYS", 30),
             batch_rows=_count(env, "BILLING_RETENTION_BATCH_ROWS", 1000),
         )
         if retention.batch_rows == 0:
             raise SettingsError("BILLING_RETENTION_BATCH_ROWS must be at least 1")
+        outgoing = OutgoingWebhookSettings(
+            allows_private_addresses=_flag(env, "BILLING_WEBHOOK_ALLOW_PRIVATE_ADDRESSES"),
+            requires_https=environment == "production",
+            timeout_seconds=_positive_seconds(env, "BILLING_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            retry_hours=_count(env, "BILLING_WEBHOOK_RETRY_HOURS", 72),
+            disable_after_failures=_count(env, "BILLING_WEBHOOK_DISABLE_AFTER_FAILURES", 20),
+            usage_watch_seconds=_seconds(env, "BILLING_USAGE_WATCH_SECONDS", 60.0),
+        )
+        if outgoing.retry_hours == 0 or outgoing.disable_after_failures == 0:
+            raise SettingsError(
+                "BILLING_WEBHOOK_RETRY_HOURS and BILLING_WEBHOOK_DISABLE_AFTER_FAILURES must be"
+                " at least 1"
+            )
         settings = cls(
             environment=environment,
             host=env.get("BILLING_HOST", "127.0.0.1"),
@@ -178,6 +219,7 @@ class Settings:
             database=database,
             stripe=stripe,
             retention=retention,
+            outgoing=outgoing,
         )
         settings.check_production()
         return settings

@@ -1,8 +1,9 @@
 """``billing worker``: the long-running process that closes periods, sends the Stripe outbox,
-processes webhooks and removes what retention says has expired. Any number can run side by
-side: every unit of work is claimed in its own short transaction (Stripe outbox rows with a
-lease, see ``webhooks.outbox``). SIGTERM or SIGINT lets the unit in hand finish, then the worker
-exits."""
+processes webhooks, tells the platform's webhook endpoints what happened and removes what
+retention says has expired. Any number can run side by side: every unit of work is claimed in
+its own short transaction (Stripe outbox rows and outgoing deliveries with a lease, see
+``webhooks.outbox`` and ``service.outgoing.delivery``). SIGTERM or SIGINT lets the unit in hand
+finish, then the worker exits."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import structlog
 from service import retention
 from service.clock import SYSTEM_CLOCK, Clock
 from service.invoicing import close
+from service.outgoing.runner import OutgoingRunner, OutgoingSummary
 from service.settings import Settings
 from webhooks.sync import StripeSync, SyncSummary
 
@@ -30,6 +32,7 @@ class PassReport:
     close: close.CloseSummary
     sync: SyncSummary
     is_stripe_configured: bool
+    outgoing: OutgoingSummary | None = None
 
     def lines(self) -> list[str]:
         """The pass in words, for ``billing worker --once``."""
@@ -51,6 +54,13 @@ class PassReport:
             )
         else:
             said.append("Stripe outbox: no STRIPE_API_KEY, so nothing was sent (rows wait)")
+        if self.outgoing is not None:
+            sent = self.outgoing.deliveries
+            said.append(
+                f"outgoing webhooks: {self.outgoing.events_found} event(s) found by the watch,"
+                f" {sent.delivered} delivered, {sent.retrying} to retry, {sent.given_up} given up,"
+                f" {sent.endpoints_disabled} endpoint(s) disabled"
+            )
         return said
 
 
@@ -60,6 +70,7 @@ class Worker:
         self.clock = clock
         self.stopping = asyncio.Event()
         self.stripe_sync = StripeSync(settings.stripe)
+        self.outgoing = OutgoingRunner(settings)
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -96,8 +107,25 @@ class Worker:
                 event_parked=sync.inbox.parked,
                 payment_retries_queued=sync.retries_queued,
             )
+        # A pass of its own: a slow or dead endpoint holds back no Stripe push (nor the close).
+        outgoing = await self.outgoing.run_pass(
+            now=self.clock.now(), should_stop=self.stopping.is_set
+        )
+        if not outgoing.is_idle:
+            sent = outgoing.deliveries
+            log.info(
+                "outgoing_webhooks_pass",
+                found=outgoing.events_found,
+                delivered=sent.delivered,
+                retrying=sent.retrying,
+                given_up=sent.given_up,
+                endpoints_disabled=sent.endpoints_disabled,
+            )
         return PassReport(
-            close=summary, sync=sync, is_stripe_configured=self.settings.stripe.is_configured
+            close=summary,
+            sync=sync,
+            is_stripe_configured=self.settings.stripe.is_configured,
+            outgoing=outgoing,
         )
 
     async def run(self, *, interval_seconds: float) -> None:
@@ -112,4 +140,9 @@ class Worker:
                 log.exception("worker_pass_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval_seconds)
+        await self.close()
         log.info("worker_stopped")
+
+    async def close(self) -> None:
+        """Let go of what the passes keep open (outgoing webhook connections)."""
+        await self.outgoing.aclose()

@@ -14,12 +14,11 @@ from plans.charges import UsageAggregate
 from plans.compare import compare_plans
 from plans.periods import calendar_period_containing, zone
 from service.catalog import store
-from service.catalog.schemas import PlanOut, PlanQuoteOut, PlanVersionsOut, QuoteOut, QuoteRequest
+from service.catalog.schemas import PlanOut, PlanVersionsOut, QuoteOut, QuoteRequest
 from service.clock import SYSTEM_CLOCK
 from service.errors import InvalidInput
 from service.problems import responses
 from service.settings import Settings
-from service.subscriptions.schemas import LineOut
 
 QUOTE_TIMEZONE = "Asia/Shanghai"
 
@@ -92,21 +91,4 @@ class PlanController(Controller):
             )
         except (KeyError, ValueError) as error:
             raise InvalidInput(str(error), field="addons") from None
-        return QuoteOut(
-            currency=comparison.currency,
-            period_start=period.start,
-            period_end=period.end,
-            quotes=[
-                PlanQuoteOut(
-                    plan_code=q.plan_code,
-                    plan_version=q.plan_version,
-                    plan_name=q.plan_name,
-                    tier=q.tier,
-                    total_minor=q.total_minor,
-                    currency=comparison.currency,
-                    lines=[LineOut.from_line(line) for line in q.draft.lines],
-                )
-                for q in comparison.quotes
-            ],
-            break_evens=list(comparison.break_evens),
-        )
+        return QuoteOut.from_comparison(comparison, period)

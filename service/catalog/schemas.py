@@ -9,7 +9,8 @@ from typing import Annotated
 import msgspec
 
 from plans.catalog import PlanVersion
-from plans.compare import BreakEven
+from plans.compare import BreakEven, Comparison
+from plans.periods import Period
 from service.subscriptions.schemas import LineOut
 from service.wire import Input, Output
 
@@ -59,3 +60,26 @@ class QuoteOut(Output):
     quotes: list[PlanQuoteOut]
     """Cheapest first."""
     break_evens: list[BreakEven]
+
+    @classmethod
+    def from_comparison(cls, comparison: Comparison, period: Period) -> QuoteOut:
+        """The API's answer for a comparison (``POST /v1/plans/quote``, and the object of a
+        ``plan.cheaper_available`` event)."""
+        return cls(
+            currency=comparison.currency,
+            period_start=period.start,
+            period_end=period.end,
+            quotes=[
+                PlanQuoteOut(
+                    plan_code=q.plan_code,
+                    plan_version=q.plan_version,
+                    plan_name=q.plan_name,
+                    tier=q.tier,
+                    total_minor=q.total_minor,
+                    currency=comparison.currency,
+                    lines=[LineOut.from_line(line) for line in q.draft.lines],
+                )
+                for q in comparison.quotes
+            ],
+            break_evens=list(comparison.break_evens),
+        )

@@ -446,6 +446,83 @@ class StripeCatalogMap(Table, tablename="stripe_catalog_map"):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
+class WebhookEndpoint(Table, tablename="webhook_endpoints"):
+    """Where the platform hears about billing events: registered by an operator (under the
+    platform tenant; ``for_merchant_id`` None: every merchant) or by a merchant for its own.
+    ``signing_secret`` signs deliveries; it is shown once, at creation, and never again."""
+
+    merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is (merchant_id, id)
+    id = UUID()
+    for_merchant_id = UUID(null=True, default=None)
+    url = Varchar(length=2048)
+    description = Varchar(length=200, default="")
+    event_types = Array(base_column=Varchar(length=40))
+    signing_secret = Varchar(length=100)
+    consecutive_failures = Integer(default=0)
+    disabled_at = Timestamptz(null=True, default=None)
+    disabled_reason = Varchar(length=300, null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+    deleted_at = Timestamptz(null=True, default=None)
+
+
+class OutgoingEvent(Table, tablename="outgoing_events"):
+    """Something the platform is told about, with the JSON sent (``body``) byte for byte."""
+
+    merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, id)
+    id = UUID()
+    type = Varchar(length=40)
+    created_at = Timestamptz()
+    """When it happened, on the merchant's clock (a test clock's time, for one on a clock)."""
+    recorded_at = Timestamptz(default=TimestamptzNow())
+    api_version = Varchar(length=20)
+    body = Text()
+
+
+class OutgoingDelivery(Table, tablename="outgoing_deliveries"):
+    """One event to one endpoint. ``status``: pending, in_flight (claimed, being sent),
+    delivered, failed (given up after the retry window) or canceled (endpoint deleted)."""
+
+    merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, id)
+    id = UUID()
+    seq = BigSerial()
+    event_id = UUID()
+    endpoint_merchant_id = UUID()
+    endpoint_id = UUID()
+    status = Varchar(length=16, default="pending")
+    attempts = Integer(default=0)
+    next_attempt_at = Timestamptz(default=TimestamptzNow())
+    lease_until = Timestamptz(null=True, default=None)
+    retrying_since = Timestamptz(default=TimestamptzNow())
+    """Retried until the retry window after this (re-enabling its endpoint restarts it)."""
+    is_replay = Boolean(default=False)
+    created_at = Timestamptz(default=TimestamptzNow())
+    delivered_at = Timestamptz(null=True, default=None)
+    last_status_code = Integer(null=True, default=None)
+    last_error = Varchar(length=300, null=True, default=None)
+
+
+class OutgoingAttempt(Table, tablename="outgoing_attempts"):
+    """The delivery log: one row per attempt (answer code, latency, a short excerpt)."""
+
+    merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, delivery_id, attempt)
+    delivery_id = UUID()
+    attempt = Integer()
+    attempted_at = Timestamptz()
+    outcome = Varchar(length=16)
+    status_code = Integer(null=True, default=None)
+    latency_ms = Integer(null=True, default=None)
+    error = Varchar(length=300, null=True, default=None)
+    response_excerpt = Varchar(length=500, null=True, default=None)
+
+
+class OutgoingEventMark(Table, tablename="outgoing_event_marks"):
+    """An event that happens once per period has happened (its mark, e.g. a usage threshold)."""
+
+    merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, mark)
+    mark = Varchar(length=200)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
 ALL_TABLES: tuple[type[Table], ...] = (
     Merchant,
     ApiKey,
@@ -473,4 +550,9 @@ ALL_TABLES: tuple[type[Table], ...] = (
     Refund,
     Dispute,
     StripeCatalogMap,
+    WebhookEndpoint,
+    OutgoingEvent,
+    OutgoingDelivery,
+    OutgoingAttempt,
+    OutgoingEventMark,
 )

@@ -15,6 +15,7 @@ import structlog
 from service.db.tables import CreditNote, Invoice
 from service.errors import Conflict, InvalidInput
 from service.invoicing import invoices, numbering
+from service.outgoing import emit
 from service.stripe_outbox import Command, enqueue
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,7 @@ async def issue(
     )
     assert invoice.number is not None
     was_paid = invoice.status == "paid" and invoice.amount_paid_minor > 0
+    was_open = invoice.status == "open"
     note = CreditNote(
         merchant_id=invoice.merchant_id,
         invoice_id=invoice.id,
@@ -88,6 +90,9 @@ async def issue(
             columns += [Invoice.status, Invoice.paid_at]
     await invoice.save(columns)
     await enqueue(invoice.merchant_id, Command.CREDIT_NOTE_PUSH, {"credit_note_id": str(note.id)})
+    await emit.credit_note_issued(note, at=now)
+    if was_open and invoice.status == "paid":  # credited in full
+        await emit.invoice_paid(invoice.merchant_id, invoice.id, at=now)
     log.info(
         "credit_note_issued",
         credit_note=note.number,

@@ -15,6 +15,7 @@ from service.db.engine import transaction_connection
 from service.db.tables import Invoice, InvoiceLineRow
 from service.errors import Conflict, NotFound
 from service.invoicing import numbering
+from service.outgoing import emit
 from service.stripe_outbox import Command, enqueue
 from service.tenancy.scope import scoped
 
@@ -116,6 +117,7 @@ async def create(
     )
     if draft.total_minor > 0:  # pushed to Stripe, which collects it
         await enqueue(merchant_id, Command.INVOICE_PUSH, {"invoice_id": str(invoice_id)})
+    await emit.invoice_finalized(merchant_id, invoice_id, status=status, at=now)
     return Finalized(
         id=invoice_id,
         merchant_id=merchant_id,
@@ -159,6 +161,7 @@ async def void(merchant_id: UUID | None, invoice_id: UUID, *, now: datetime) -> 
     invoice.voided_at = now
     await invoice.save([Invoice.status, Invoice.voided_at])
     await enqueue(invoice.merchant_id, Command.INVOICE_VOID, {"invoice_id": str(invoice.id)})
+    await emit.invoice_voided(invoice.merchant_id, invoice.id, at=now)
     return invoice
 
 
@@ -169,11 +172,14 @@ async def record_payment(invoice: Invoice, amount_minor: int, *, at: datetime) -
     invoice.amount_paid_minor += amount_minor
     invoice.amount_due_minor = max(invoice.amount_due_minor - amount_minor, 0)
     columns = [Invoice.amount_paid_minor, Invoice.amount_due_minor]
-    if invoice.amount_due_minor == 0 and invoice.status in ("open", "uncollectible"):
+    is_paid_now = invoice.amount_due_minor == 0 and invoice.status in ("open", "uncollectible")
+    if is_paid_now:
         invoice.status = "paid"
         invoice.paid_at = at
         columns += [Invoice.status, Invoice.paid_at]
     await invoice.save(columns)
+    if is_paid_now:
+        await emit.invoice_paid(invoice.merchant_id, invoice.id, at=at)
     return invoice
 
 

@@ -35,6 +35,7 @@ from service.db.tables import (
     SubscriptionPeriod,
 )
 from service.errors import ConcurrentChange, Conflict, CurrencyMismatch, InvalidInput, NotFound
+from service.outgoing import emit
 from service.subscriptions.states import Status, check_changeable, check_transition
 from service.tenancy.principal import SYSTEM_ACTOR, Actor
 from service.tenancy.scope import scoped
@@ -182,6 +183,7 @@ async def record_event(
             details=details or {},
         )
     )
+    await emit.subscription_recorded(sub, kind, at=at, from_status=from_status, to_status=to_status)
 
 
 async def add_pending_lines(
@@ -359,6 +361,8 @@ async def start(
     sub.current_period_end = period.end
     await sub.save()
     await _open_period(sub, period, is_trial=has_trial)
+    if not has_trial:  # before the event: its subscription shows the first period's fee
+        await _charge_first_period(sub, terms, now)
     await record_event(
         sub,
         "created",
@@ -371,8 +375,6 @@ async def start(
             "trial_end": trial_end.isoformat() if trial_end else None,
         },
     )
-    if not has_trial:
-        await _charge_first_period(sub, terms, now)
     return sub
 
 

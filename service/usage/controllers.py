@@ -23,11 +23,9 @@ from service.usage.schemas import (
     MAX_BATCH,
     BatchOut,
     EventOut,
-    MetricUsageOut,
     UpcomingInvoiceOut,
     UsageBatchIn,
     UsageEventIn,
-    UsagePeriodOut,
     UsageSummaryOut,
     VoidOut,
 )
@@ -214,28 +212,7 @@ class UsageController(Controller):
         merchant = await merchant_to_read(
             principal, merchant_id, actor=actor, reading="usage_summary"
         )
-        result = await summary.summarize(merchant, period)
-        return UsageSummaryOut(
-            period=result.period,
-            currency=result.currency,
-            periods=[
-                UsagePeriodOut(
-                    subscription_id=chosen.subscription_id,
-                    period_start=chosen.start,
-                    period_end=chosen.end,
-                )
-                for chosen in result.periods
-            ],
-            metrics=[
-                MetricUsageOut(
-                    metric=metric,
-                    count=total.count,
-                    quantity=total.quantity,
-                    gmv_minor=total.gmv_minor,
-                )
-                for metric, total in result.totals.items()
-            ],
-        )
+        return UsageSummaryOut.from_summary(await summary.summarize(merchant, period))
 
 
 class UpcomingInvoiceController(Controller):

@@ -139,6 +139,31 @@ class UsageSummaryOut(Output):
     """The subscription periods summed: the one open now, or those starting in the month."""
     metrics: list[MetricUsageOut]
 
+    @classmethod
+    def from_summary(cls, summary: Any) -> UsageSummaryOut:
+        """From a ``service.usage.summary.Summary`` (the API's answer and the events' object)."""
+        return cls(
+            period=summary.period,
+            currency=summary.currency,
+            periods=[
+                UsagePeriodOut(
+                    subscription_id=chosen.subscription_id,
+                    period_start=chosen.start,
+                    period_end=chosen.end,
+                )
+                for chosen in summary.periods
+            ],
+            metrics=[
+                MetricUsageOut(
+                    metric=metric,
+                    count=total.count,
+                    quantity=total.quantity,
+                    gmv_minor=total.gmv_minor,
+                )
+                for metric, total in summary.totals.items()
+            ],
+        )
+
 
 class UpcomingInvoiceOut(Output):
     subscription_id: UUID

@@ -1,5 +1,6 @@
 """Nothing grows forever: idempotency records, processed Stripe events, sent outbox rows, old
-reconciliation runs and old audit months are removed by the worker's retention pass, in small
+reconciliation runs, outgoing events with their delivery logs (and, much later, the marks of
+once-a-period events), and old audit months are removed by the worker's retention pass, in small
 batches, each counted in ``retention_totals``; what is young, or still to do, stays."""
 
 from __future__ import annotations
@@ -77,7 +78,52 @@ async def _seed(database: Database, now: datetime) -> dict[str, object]:
             now - age * DAY,
             tag,
         )
-    return {"scope": scope, "tag": tag, "merchant_id": tenant.merchant_id}
+    # Outgoing events (days since recorded, the status of their one delivery): older than 30
+    # days and delivered, given up or canceled go with their delivery and its log.
+    events = [(31, "delivered"), (40, "failed"), (60, "canceled"), (29, "delivered"),
+              (400, "pending")]  # fmt: skip
+    event_ids = []
+    for age, status in events:
+        event_id = uuid.uuid4()
+        event_ids.append(event_id)
+        at = now - age * DAY
+        await pool.execute(
+            "INSERT INTO outgoing_events (merchant_id, id, type, created_at, recorded_at,"
+            " api_version, body) VALUES ($1, $2, 'invoice.paid', $3, $3, '2026-12-05', '{}')",
+            tenant.merchant_id,
+            event_id,
+            at,
+        )
+        delivery_id = await pool.fetchval(
+            "INSERT INTO outgoing_deliveries (merchant_id, event_id, endpoint_merchant_id,"
+            " endpoint_id, status, attempts, created_at) VALUES ($1, $2, $1, $3, $4, 1, $5)"
+            " RETURNING id",
+            tenant.merchant_id,
+            event_id,
+            uuid.uuid4(),
+            status,
+            at,
+        )
+        await pool.execute(
+            "INSERT INTO outgoing_attempts (merchant_id, delivery_id, attempt, attempted_at,"
+            " outcome) VALUES ($1, $2, 1, $3, 'failed')",
+            tenant.merchant_id,
+            delivery_id,
+            at,
+        )
+    for n, age in enumerate([401, 500, 399]):  # the marks of once-a-period events: 400 days
+        await pool.execute(
+            "INSERT INTO outgoing_event_marks (merchant_id, mark, created_at) VALUES ($1, $2, $3)",
+            tenant.merchant_id,
+            f"retention:{n}",
+            now - age * DAY,
+        )
+    return {
+        "scope": scope,
+        "tag": tag,
+        "merchant_id": tenant.merchant_id,
+        "event_ids": event_ids,
+    }
 
 
 async def test_expired_rows_go_in_small_batches_and_the_rest_stays(
@@ -96,6 +142,8 @@ async def test_expired_rows_go_in_small_batches_and_the_rest_stays(
         "stripe_inbox": 2,
         "stripe_outbox": 2,
         "finance_reconciliations": 2,
+        "outgoing_events": 2,
+        "outgoing_event_marks": 2,
     }
     monkeypatch.undo()
     second = await retention.run_pass(settings, now=now)
@@ -104,6 +152,8 @@ async def test_expired_rows_go_in_small_batches_and_the_rest_stays(
         "stripe_inbox": 1,
         "stripe_outbox": 1,
         "finance_reconciliations": 0,
+        "outgoing_events": 1,
+        "outgoing_event_marks": 0,
     }
     assert (await retention.run_pass(settings, now=now)).total == 0
 
@@ -134,6 +184,28 @@ async def test_expired_rows_go_in_small_batches_and_the_rest_stays(
         "SELECT count(*) FROM finance_reconciliations WHERE timezone = $1", seeded["tag"]
     )
     assert kept_runs == 1
+    kept_events = await pool.fetch(
+        "SELECT e.id, d.status, (SELECT count(*) FROM outgoing_attempts a"
+        "  WHERE a.merchant_id = d.merchant_id AND a.delivery_id = d.id) AS logged"
+        " FROM outgoing_events e JOIN outgoing_deliveries d"
+        "  ON d.merchant_id = e.merchant_id AND d.event_id = e.id"
+        " WHERE e.merchant_id = $1 ORDER BY e.recorded_at",
+        seeded["merchant_id"],
+    )
+    assert [(row["id"], row["status"], row["logged"]) for row in kept_events] == [
+        (seeded["event_ids"][4], "pending", 1),  # a year old, but still waiting to go
+        (seeded["event_ids"][3], "delivered", 1),
+    ]
+    gone_deliveries = await pool.fetchval(
+        "SELECT count(*) FROM outgoing_deliveries WHERE merchant_id = $1 AND event_id = ANY($2)",
+        seeded["merchant_id"],
+        seeded["event_ids"][:3],
+    )
+    assert gone_deliveries == 0
+    kept_marks = await pool.fetch(
+        "SELECT mark FROM outgoing_event_marks WHERE merchant_id = $1", seeded["merchant_id"]
+    )
+    assert [row["mark"] for row in kept_marks] == ["retention:2"]
 
     after = await _totals(database)
     for table, removed in (
@@ -141,6 +213,8 @@ async def test_expired_rows_go_in_small_batches_and_the_rest_stays(
         ("stripe_inbox", 3),
         ("stripe_outbox", 3),
         ("finance_reconciliations", 2),
+        ("outgoing_events", 3),
+        ("outgoing_event_marks", 2),
     ):
         assert after[table] - before.get(table, 0) == removed
 
@@ -154,6 +228,7 @@ async def test_zero_keeps_everything(database: Database) -> None:
         outbox_sent_days=0,
         reconciliations_days=0,
         audit_months=0,
+        webhook_events_days=0,
     )
     assert (await retention.run_pass(keep_all, now=now)).total == 0
 
@@ -205,6 +280,7 @@ async def _audit_months_are_dropped(database: Database, tag: str) -> None:
         outbox_sent_days=0,
         reconciliations_days=0,
         audit_months=84,
+        webhook_events_days=0,
         batch_rows=10,
     )
     now = datetime(2026, 12, 5, tzinfo=UTC)

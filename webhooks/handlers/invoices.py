@@ -13,6 +13,7 @@ import structlog
 
 from service.db.tables import Invoice, Payment, Subscription
 from service.invoicing import invoices
+from service.outgoing import emit
 from service.subscriptions import lifecycle
 from service.subscriptions.states import ALLOWED, Status
 from service.tenancy.principal import SYSTEM_ACTOR
@@ -167,6 +168,7 @@ async def payment_failed(invoice: Invoice, event: dict[str, Any], obj: dict[str,
         invoice.next_payment_retry_at = failed_at + RETRY_SCHEDULE[attempts - 1]
         target, reason = Status.PAST_DUE, f"payment attempt {attempts} failed"
     await invoice.save([Invoice.payment_attempts, Invoice.next_payment_retry_at])
+    await emit.invoice_payment_failed(invoice.merchant_id, invoice.id, at=failed_at)
     moved = await _move_subscription(invoice, target, reason=reason, at=failed_at)
     return f"attempt {attempts} failed{moved}"
 

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: billing events told to the platform's endpoints, signed, in order."""
