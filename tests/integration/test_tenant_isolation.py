@@ -75,7 +75,14 @@ async def ids_of_b(client: AsyncClient, operator: Tenant) -> tuple[Tenant, dict[
     await close_pass(b.merchant_id)  # B's first invoice: the first month's fee
     invoice = await client.get("/v1/invoices", headers=b.headers)
     invoice_id = invoice.json()[0]["id"]
+    endpoint = await client.post(  # B's own webhook endpoint (never called in these tests)
+        "/v1/webhook-endpoints",
+        json={"url": "https://hooks.shop-b.example/kefu", "events": ["invoice.paid"]},
+        headers=b.headers,
+    )
+    assert endpoint.status_code == 201, endpoint.text
     return b, {
+        "endpoint_id": endpoint.json()["id"],
         "invoice_ref": invoice_id,
         "invoice_id": invoice_id,
         "merchant_id": str(b.merchant_id),
@@ -114,6 +121,7 @@ async def test_every_merchant_route_with_an_id_answers_404_for_another_merchants
     assert ("POST", f"{_SUB}/change-plan") in checked
     assert ("GET", "/v1/invoices/{invoice_ref:str}") in checked
     assert ("POST", "/v1/usage/events/{transaction_id:str}/void") in checked
+    assert ("DELETE", "/v1/webhook-endpoints/{endpoint_id:uuid}") in checked
 
 
 async def test_merchant_lists_never_show_another_merchant(
