@@ -52,6 +52,15 @@ SELECT status, count(*) AS rows,
 FROM stripe_inbox WHERE status <> 'processed' GROUP BY status
 """
 _RETENTION = "SELECT table_name, rows_removed FROM retention_totals"
+# Outgoing webhooks waiting (through the partial index of deliveries still to send), and the
+# endpoints disabled after failing (few rows).
+_WEBHOOKS = """
+SELECT count(*) AS waiting,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds,
+       (SELECT count(*) FROM webhook_endpoints
+        WHERE disabled_at IS NOT NULL AND deleted_at IS NULL) AS disabled_endpoints
+FROM outgoing_deliveries WHERE status IN ('pending', 'in_flight')
+"""
 
 _OUTBOX_STATUSES: Final = ("pending", "in_flight", "parked")
 _INBOX_STATUSES: Final = ("pending", "parked")
@@ -94,11 +103,16 @@ class StoredFacts:
             outbox = await connection.fetch(_OUTBOX)
             inbox = await connection.fetch(_INBOX)
             retention = await connection.fetch(_RETENTION)
-        return self._build(run, outbox, inbox, retention)
+            webhooks = await connection.fetchrow(_WEBHOOKS)
+        return self._build(run, outbox, inbox, retention, webhooks)
 
     @staticmethod
     def _build(
-        run: list[Any], outbox: list[Any], inbox: list[Any], retention: list[Any]
+        run: list[Any],
+        outbox: list[Any],
+        inbox: list[Any],
+        retention: list[Any],
+        webhooks: Any = None,
     ) -> list[Metric]:
         families: list[Metric] = []
         mismatches = GaugeMetricFamily(
@@ -179,6 +193,24 @@ class StoredFacts:
         for row in sorted(retention, key=lambda row: row["table_name"]):
             removed.add_metric([row["table_name"]], float(row["rows_removed"]))
         families.append(removed)
+
+        waiting = GaugeMetricFamily(
+            "billing_webhook_deliveries_waiting",
+            "Outgoing webhook deliveries not yet delivered (retrying, or held by a disabled"
+            " endpoint)",
+        )
+        waiting_oldest = GaugeMetricFamily(
+            "billing_webhook_deliveries_oldest_waiting_seconds",
+            "Age of the oldest outgoing webhook delivery not yet delivered",
+        )
+        disabled = GaugeMetricFamily(
+            "billing_webhook_endpoints_disabled",
+            "Webhook endpoints disabled after consecutive failures (an operator enables them)",
+        )
+        waiting.add_metric([], float(webhooks["waiting"]) if webhooks else 0.0)
+        waiting_oldest.add_metric([], float(webhooks["oldest_seconds"]) if webhooks else 0.0)
+        disabled.add_metric([], float(webhooks["disabled_endpoints"]) if webhooks else 0.0)
+        families += [waiting, waiting_oldest, disabled]
         return families
 
 

@@ -6,6 +6,7 @@ loopback that checks every signature with the README's own code."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -16,12 +17,15 @@ from uuid import UUID
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from service.app import create_app
 from service.db.engine import current as current_database
 from service.db.tables import Invoice, OutgoingDelivery, OutgoingEvent, WebhookEndpoint
 from service.observability import logging as billing_logging
 from service.outgoing import emit, eventlog, watch
 from service.outgoing.types import EventType
+from service.settings import Settings
 from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import advance, close_pass, new_clock
 from tests.integration.outgoing_helpers import (  # noqa: F401 - fixtures
@@ -304,8 +308,26 @@ async def test_a_receiver_down_for_a_while_gets_everything_after_it_returns(
         _assert_each_delivery_once_and_verified(receiver)
 
 
+async def _metrics(settings: Settings) -> dict[str, float]:
+    """``/metrics`` of a fresh read of the stored figures, by name (samples without labels)."""
+    app = create_app(dataclasses.replace(settings, metrics_cache_seconds=0))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        text = (await client.get("/metrics")).text
+    billing_logging.configure(log_format="console", force=True)
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
 async def test_a_receiver_answering_500_forever_ends_disabled_with_its_log_visible(
-    webhook_client: httpx.AsyncClient, operator: Tenant, receiver: Receiver
+    webhook_client: httpx.AsyncClient,
+    webhook_settings: Settings,
+    operator: Tenant,
+    receiver: Receiver,
 ) -> None:
     receiver.status = 500
     receiver.answer = b"boom " * 200  # only an excerpt of it is kept
@@ -357,6 +379,9 @@ async def test_a_receiver_answering_500_forever_ends_disabled_with_its_log_visib
             f"/v1/webhook-events/{event['id']}", headers=tenant.headers
         )
         assert merchant_view.status_code == 403
+        metrics = await _metrics(webhook_settings)
+        assert metrics["billing_webhook_endpoints_disabled"] >= 1
+        assert metrics["billing_webhook_deliveries_waiting"] >= 1
 
         receiver.status = 200  # fixed; an operator enables the endpoint again
         refused = await webhook_client.post(
