@@ -4,9 +4,11 @@ plan includes, and usage that another plan would bill for less.
 Off the ingest hot path on purpose: ingest only adds to the per-period totals it already keeps;
 the worker reads those totals (``usage_aggregates``, a few rows per subscription) every
 ``BILLING_USAGE_WATCH_SECONDS`` and looks closer only at subscriptions whose usage changed since
-it last looked. Each of these events happens once per period: a row in ``outgoing_event_marks``
-(its primary key) is taken in the same transaction as the event, so a second worker, or a second
-look, finds it taken and emits nothing.
+it last looked, of merchants some endpoint listens to for these types (none: no look at all).
+Each of these events happens once per period: a row in ``outgoing_event_marks`` (its primary
+key) is taken in the same transaction as the event, so a second worker, or a second look, finds
+it taken and emits nothing. A threshold crossed before anyone listened is told when someone
+does (it is still true), once.
 """
 
 from __future__ import annotations
@@ -30,8 +32,13 @@ from service.catalog.schemas import QuoteOut
 from service.db.engine import current as current_database
 from service.db.tables import Subscription
 from service.outgoing import emit
-from service.outgoing.types import TRIAL_WILL_END_AHEAD_DAYS, USAGE_THRESHOLD_PERCENTS
+from service.outgoing.types import (
+    TRIAL_WILL_END_AHEAD_DAYS,
+    USAGE_THRESHOLD_PERCENTS,
+    EventType,
+)
 from service.subscriptions import lifecycle
+from service.tenancy.platform import PLATFORM_MERCHANT_ID
 from service.usage import summary as usage_summary
 from service.usage.aggregates import period_aggregates
 from service.usage.periods import BillingPeriod
@@ -84,10 +91,56 @@ _TAKEN = """
 SELECT mark FROM outgoing_event_marks WHERE merchant_id = $1 AND mark = ANY($2::text[])
 """
 
+# Who listens to each of these types: every merchant (an operator's endpoint for all), or some.
+_LISTENERS = """
+SELECT type,
+       bool_or(e.merchant_id = $2 AND e.for_merchant_id IS NULL) AS everyone,
+       array_remove(array_agg(DISTINCT CASE WHEN e.merchant_id = $2 THEN e.for_merchant_id
+                                            ELSE e.merchant_id END), NULL) AS merchants
+FROM webhook_endpoints e, unnest($1::text[]) AS type
+WHERE e.deleted_at IS NULL AND (type = ANY(e.event_types) OR '*' = ANY(e.event_types))
+GROUP BY type
+"""
+
+_WATCHED = (
+    EventType.SUBSCRIPTION_TRIAL_WILL_END,
+    EventType.USAGE_THRESHOLD_REACHED,
+    EventType.PLAN_CHEAPER_AVAILABLE,
+)
+
 _NO_ID = UUID(int=0)
 
-Seen = dict[tuple[UUID, datetime], int]
-"""What the last look saw: events counted per (subscription, period start)."""
+Seen = dict[tuple[UUID, datetime], tuple[int, bool, bool]]
+"""What the last look saw per (subscription, period start): events counted, and whether
+thresholds and cheaper plans were listened to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """Which merchants some endpoint listens to, per watched type."""
+
+    everyone: frozenset[EventType]
+    merchants: dict[EventType, frozenset[UUID]]
+
+    def hear(self, event_type: EventType, merchant_id: UUID) -> bool:
+        return event_type in self.everyone or merchant_id in self.merchants.get(event_type, ())
+
+    def scope(self, types: Sequence[EventType], wanted: list[UUID] | None) -> list[UUID] | None:
+        """The merchants to look at for ``types`` (None: all of them), within ``wanted``."""
+        if any(event_type in self.everyone for event_type in types):
+            return wanted
+        some = set().union(*(self.merchants.get(event_type, frozenset()) for event_type in types))
+        return sorted(some if wanted is None else some & set(wanted))
+
+
+async def listeners() -> Listeners:
+    rows = await current_database().pool.fetch(
+        _LISTENERS, [event_type.value for event_type in _WATCHED], PLATFORM_MERCHANT_ID
+    )
+    return Listeners(
+        everyone=frozenset(EventType(row["type"]) for row in rows if row["everyone"]),
+        merchants={EventType(row["type"]): frozenset(row["merchants"]) for row in rows},
+    )
 
 
 @dataclass
@@ -124,8 +177,16 @@ async def run(
     has not changed since; it is replaced by what this look saw."""
     summary = WatchSummary()
     wanted = list(merchant_ids) if merchant_ids is not None else None
-    await _trials_ending(now, wanted, summary)
-    await _usage(now, tax_rate, wanted, seen, summary)
+    heard = await listeners()
+    trials = heard.scope([EventType.SUBSCRIPTION_TRIAL_WILL_END], wanted)
+    if trials != []:
+        await _trials_ending(now, trials, summary)
+    usage_types = [EventType.USAGE_THRESHOLD_REACHED, EventType.PLAN_CHEAPER_AVAILABLE]
+    usage = heard.scope(usage_types, wanted)
+    if usage != []:
+        await _usage(now, tax_rate, usage, heard, seen, summary)
+    elif seen is not None:
+        seen.clear()
     return summary
 
 
@@ -147,6 +208,7 @@ async def _usage(
     now: datetime,
     tax_rate: Decimal,
     wanted: list[UUID] | None,
+    heard: Listeners,
     seen: Seen | None,
     summary: WatchSummary,
 ) -> None:
@@ -157,11 +219,15 @@ async def _usage(
         rows = await pool.fetch(_WITH_USAGE, now, wanted, *after, _BATCH)
         for row in rows:
             key = (row["id"], row["current_period_start"])
-            looked[key] = row["events"]
-            if seen is not None and seen.get(key) == row["events"]:
+            looked[key] = (
+                row["events"],
+                heard.hear(EventType.USAGE_THRESHOLD_REACHED, row["merchant_id"]),
+                heard.hear(EventType.PLAN_CHEAPER_AVAILABLE, row["merchant_id"]),
+            )
+            if seen is not None and seen.get(key) == looked[key]:
                 continue  # nothing new since the last look
             try:
-                await _look_at_usage(row, tax_rate, summary)
+                await _look_at_usage(row, tax_rate, heard, summary)
             except Exception:  # one subscription's trouble must not stop the others' events
                 log.exception("usage_watch_failed", subscription_id=str(row["id"]))
                 looked.pop(key, None)  # look again next time
@@ -173,7 +239,9 @@ async def _usage(
         seen.update(looked)
 
 
-async def _look_at_usage(row: Any, tax_rate: Decimal, summary: WatchSummary) -> None:
+async def _look_at_usage(
+    row: Any, tax_rate: Decimal, heard: Listeners, summary: WatchSummary
+) -> None:
     merchant_id, subscription_id = row["merchant_id"], row["id"]
     period_start, at = row["current_period_start"], row["now"]
     marks = {
@@ -187,6 +255,11 @@ async def _look_at_usage(row: Any, tax_rate: Decimal, summary: WatchSummary) -> 
             _TAKEN, merchant_id, [*marks.values(), cheaper]
         )
     }
+    # Nobody listening counts as told: looked at again once someone listens.
+    if not heard.hear(EventType.USAGE_THRESHOLD_REACHED, merchant_id):
+        taken |= set(marks.values())
+    if not heard.hear(EventType.PLAN_CHEAPER_AVAILABLE, merchant_id):
+        taken.add(cheaper)
     if taken >= {*marks.values(), cheaper}:
         return
     sub = await _subscription(merchant_id, subscription_id)

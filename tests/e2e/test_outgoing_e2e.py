@@ -165,3 +165,13 @@ def test_the_worker_delivers_a_merchants_events_signed_and_in_order(
     assert again.event["id"] == events[0]["id"]
     assert again.delivery_id != receiver.arrivals[0].delivery_id
     assert endpoint["secret"] not in replayed.stdout + replayed.stderr
+    listed = subprocess.run(
+        [BILLING, "events", "list", "--limit", "10"],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert events[0]["id"] in listed.stdout
+    assert "usage.threshold_reached" in listed.stdout

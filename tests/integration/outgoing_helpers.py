@@ -76,6 +76,7 @@ class Receiver:
     secret: str = ""
     status: int = 200
     answer: bytes = b""
+    answer_headers: dict[str, str] = field(default_factory=dict)
     port: int = 0
     arrivals: list[Arrival] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -102,6 +103,8 @@ class Receiver:
                 with state.lock:
                     state.arrivals.append(Arrival(dict(self.headers), body, event, refusal))
                 self.send_response(state.status if refusal is None else 400)
+                for name, value in state.answer_headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(state.answer)))
                 self.end_headers()
                 self.wfile.write(state.answer)

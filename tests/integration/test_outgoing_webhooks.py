@@ -487,6 +487,111 @@ async def test_a_merchant_registers_its_own_endpoint_and_hears_only_its_own_even
         assert receiver.events()[0]["data"]["object"]["status"] == "paused"
 
 
+async def test_voids_credit_notes_and_cancellations_are_told(
+    webhook_client: httpx.AsyncClient, operator: Tenant, receiver: Receiver
+) -> None:
+    clock = await new_clock(webhook_client, operator, "2026-05-10T00:00:00+08:00")
+    voided, subscription = await signup_tenant(
+        webhook_client, operator, plan="advanced", test_clock_id=clock, name="Voided"
+    )
+    credited, _ = await signup_tenant(
+        webhook_client, operator, test_clock_id=clock, name="Credited"
+    )
+    for tenant in (voided, credited):
+        await close_pass(tenant.merchant_id)  # each one's first fee, open
+    [first] = (await webhook_client.get("/v1/invoices", headers=voided.headers)).json()
+    [other] = (await webhook_client.get("/v1/invoices", headers=credited.headers)).json()
+    async with registered(webhook_client, operator, receiver.url) as endpoint:
+        receiver.secret = endpoint.secret
+        noted = await webhook_client.post(
+            f"/v1/invoices/{first['id']}/credit-notes",
+            json={"amount_minor": 1000, "reason": "goodwill"},
+            headers=operator.headers,
+        )
+        assert noted.status_code == 201, noted.text
+        void = await webhook_client.post(
+            f"/v1/invoices/{first['id']}/void", headers=operator.headers
+        )
+        assert void.status_code == 200, void.text
+        await advance(webhook_client, operator, clock, "2026-05-11T00:00:00+08:00")
+        canceled = await webhook_client.post(
+            f"/v1/subscriptions/{subscription['id']}/cancel",
+            json={"at_period_end": False},
+            headers=voided.headers,
+        )
+        assert canceled.status_code == 200, canceled.text
+        await close_pass(voided.merchant_id)  # the unused fee, credited: nothing due, paid
+        in_full = await webhook_client.post(
+            f"/v1/invoices/{other['id']}/credit-notes",
+            json={"amount_minor": other["amount_due_minor"], "reason": "billing_error"},
+            headers=operator.headers,
+        )
+        assert in_full.status_code == 201, in_full.text
+        deliverer = Deliverer([endpoint.id])
+        await deliverer.run()
+        await deliverer.close()
+
+        events = receiver.events(voided.merchant_id)
+        assert [event["type"] for event in events] == [
+            "credit_note.issued",
+            "invoice.voided",
+            "subscription.canceled",
+            "invoice.finalized",
+            "invoice.paid",
+        ]
+        assert events[0]["data"]["object"]["id"] == noted.json()["id"]
+        assert events[1]["data"]["object"]["status"] == "void"
+        assert events[2]["data"]["object"]["canceled_at"] is not None
+        assert events[3]["data"]["object"]["total_minor"] == 0
+        paid_by_credit = receiver.events(credited.merchant_id)
+        assert [event["type"] for event in paid_by_credit] == ["credit_note.issued", "invoice.paid"]
+        assert paid_by_credit[1]["data"]["object"]["status"] == "paid"
+
+
+async def test_a_redirect_is_not_followed(
+    webhook_client: httpx.AsyncClient, operator: Tenant, receiver: Receiver, verify: Any
+) -> None:
+    with receiving(verify) as elsewhere:
+        receiver.status = 302
+        receiver.answer_headers = {"Location": elsewhere.url}
+        async with registered(webhook_client, operator, receiver.url) as endpoint:
+            receiver.secret = elsewhere.secret = endpoint.secret
+            tenant, _ = await signup_tenant(webhook_client, operator, name="Redirected")
+            deliverer = Deliverer([endpoint.id])
+            summary = await deliverer.run()
+            await deliverer.close()
+        assert summary.retrying == 1
+        assert len(receiver.arrivals) == 1
+        assert elsewhere.arrivals == []
+        [event] = await eventlog.events(merchant_id=tenant.merchant_id, limit=1)
+        logged = await eventlog.event(event.id)
+        [attempt] = logged.deliveries[0].log or []
+        assert attempt.status_code == 302
+        assert "redirect, which is not followed" in (attempt.error or "")
+
+
+def test_each_subscription_change_is_the_event_the_catalog_says() -> None:
+    cases = {
+        ("created", None, "active"): "subscription.created",
+        ("status_changed", "active", "past_due"): "subscription.past_due",
+        ("status_changed", "past_due", "suspended"): "subscription.suspended",
+        ("status_changed", "active", "suspended"): "subscription.suspended",
+        ("status_changed", "suspended", "active"): "subscription.resumed",
+        ("status_changed", "past_due", "active"): "subscription.resumed",
+        ("status_changed", "paused", "active"): "subscription.resumed",
+        ("status_changed", "trialing", "active"): "subscription.updated",
+        ("status_changed", "active", "paused"): "subscription.updated",
+        ("status_changed", "active", "canceled"): "subscription.canceled",
+        ("plan_changed", None, None): "subscription.updated",
+        ("change_scheduled", None, None): "subscription.updated",
+        ("cancel_scheduled", None, None): "subscription.updated",
+        ("cancel_undone", None, None): "subscription.updated",
+        ("period_started", None, None): "subscription.updated",
+    }
+    for (kind, before, after), expected in cases.items():
+        assert emit.subscription_type(kind, before, after) == expected, (kind, before, after)
+
+
 # -- once a period ------------------------------------------------------------------------------
 
 
@@ -530,18 +635,32 @@ async def test_thresholds_are_told_once_per_period_even_with_two_workers_looking
     assert marks == [True, False]
 
 
-async def test_a_threshold_reached_with_nobody_listening_is_not_told_later(
+async def test_a_threshold_crossed_before_anyone_listens_is_told_once_someone_does(
     webhook_client: httpx.AsyncClient, operator: Tenant, receiver: Receiver
 ) -> None:
     clock = await new_clock(webhook_client, operator, "2026-08-01T00:00:00+08:00")
     tenant, _ = await signup_tenant(webhook_client, operator, test_clock_id=clock, name="Quiet")
     await advance(webhook_client, operator, clock, "2026-08-20T00:00:00+08:00")
     await _orders(webhook_client, tenant, "q-1", 2500, "2026-08-10T10:00:00+08:00")
-    assert (await _watch(tenant.merchant_id)).thresholds == 1  # marked, nothing written
+    seen: watch.Seen = {}
+    now = datetime.now(UTC)
+    quiet = await watch.run(now=now, tax_rate=0, seen=seen, merchant_ids=[tenant.merchant_id])
+    assert quiet == watch.WatchSummary()  # nobody listens: not even looked at
+    async with registered(
+        webhook_client, operator, receiver.url, events=["invoice.paid"]
+    ) as unrelated:
+        receiver.secret = unrelated.secret
+        look = await watch.run(now=now, tax_rate=0, seen=seen, merchant_ids=[tenant.merchant_id])
+        assert look == watch.WatchSummary()  # listening, but not to thresholds
     assert not await OutgoingEvent.exists().where(OutgoingEvent.merchant_id == tenant.merchant_id)
-    async with registered(webhook_client, operator, receiver.url) as endpoint:
+    async with registered(
+        webhook_client, operator, receiver.url, events=["usage.threshold_reached"]
+    ) as endpoint:
         receiver.secret = endpoint.secret
-        assert (await _watch(tenant.merchant_id)).thresholds == 0
+        look = await watch.run(now=now, tax_rate=0, seen=seen, merchant_ids=[tenant.merchant_id])
+        assert look.thresholds == 1  # 80%, still true, told now
+        again = await watch.run(now=now, tax_rate=0, seen={}, merchant_ids=[tenant.merchant_id])
+        assert again.thresholds == 0
 
 
 async def test_a_trial_about_to_end_is_told_once_three_days_ahead(
