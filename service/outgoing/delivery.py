@@ -215,9 +215,13 @@ async def deliver_pass(
         attempted += len(claims)
 
         async def one(claim: _Claim) -> None:
-            async with slots:
-                outcome = await _send(sender, claim, wall_clock)
-            await _record(claim, outcome, settings, summary, now=now)
+            try:
+                async with slots:
+                    outcome = await _send(sender, claim, wall_clock)
+                await _record(claim, outcome, settings, summary, now=now)
+            except Exception:  # one delivery's trouble must not stop the others; its lease
+                # runs out and it is tried again
+                log.exception("webhook_delivery_error", delivery_id=str(claim.delivery_id))
 
         await asyncio.gather(*(one(claim) for claim in claims))
     return summary

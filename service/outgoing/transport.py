@@ -188,11 +188,17 @@ class Sender:
                 kept += chunk
                 if len(kept) >= EXCERPT_BYTES:
                     break  # the rest is never read (the connection is closed, not reused)
-            return response.status, kept[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+            return response.status, _storable(kept[:EXCERPT_BYTES].decode("utf-8", "replace"))
 
     async def aclose(self) -> None:
         await self._pool.aclose()
 
 
 def _short(text: str) -> str:
+    text = _storable(text)
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text holds no NUL character; a receiver may answer with them."""
+    return text.replace("\x00", "\ufffd")

@@ -570,6 +570,26 @@ async def test_a_redirect_is_not_followed(
         assert "redirect, which is not followed" in (attempt.error or "")
 
 
+async def test_a_hostile_answer_is_kept_as_a_short_excerpt_only(
+    webhook_client: httpx.AsyncClient, operator: Tenant, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    receiver.answer = b"\x00\xff<script>" * 10_000
+    async with registered(webhook_client, operator, receiver.url) as endpoint:
+        receiver.secret = endpoint.secret
+        tenant, _ = await signup_tenant(webhook_client, operator, name="Hostile answer")
+        deliverer = Deliverer([endpoint.id])
+        summary = await deliverer.run()
+        await deliverer.close()
+    assert summary.retrying == 1
+    [event] = await eventlog.events(merchant_id=tenant.merchant_id, limit=1)
+    [attempt] = (await eventlog.event(event.id)).deliveries[0].log or []
+    assert attempt.status_code == 500
+    assert attempt.response_excerpt is not None
+    assert len(attempt.response_excerpt) <= 300
+    assert "\x00" not in attempt.response_excerpt and "<script>" in attempt.response_excerpt
+
+
 def test_each_subscription_change_is_the_event_the_catalog_says() -> None:
     cases = {
         ("created", None, "active"): "subscription.created",
