@@ -79,7 +79,8 @@ def test_close_periods_help_lists_dry_run_as_a_flag() -> None:
          "'bills' is not one of 'invoices'"),
         (("export", "invoices", "--from", "2026-01-01", "--to", "2026-01-31", "--out", "x",
           "--format", "pdf"), "'pdf' is not one of 'csv', 'parquet', 'xlsx'"),
-        (("outbox", "--status", "stuck"), "'stuck' is not one of 'pending', 'in_flight', 'sent', 'parked'"),
+        (("outbox", "--status", "stuck"),
+         "'stuck' is not one of 'pending', 'in_flight', 'sent', 'parked'"),
         (("reconcile", "--from", "2026-03-31", "--to", "2026-03-01"), "--to is before --from"),
     ],
 )  # fmt: skip
