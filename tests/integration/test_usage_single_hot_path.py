@@ -204,6 +204,7 @@ async def test_an_unexpected_failure_is_a_500_problem_that_names_the_request(
         response = await client.post(
             "/v1/usage/events", json=event("boom-1", WHEN), headers=shop.headers
         )
+        billing_logging.flush()  # tracebacks are written by the log thread
     finally:
         billing_logging.configure(log_format="console", force=True)
     assert response.status_code == 500
