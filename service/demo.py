@@ -149,6 +149,7 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
             made = await api.call(
                 "POST",
                 "/v1/signup",
+                key={**api.operator, "Idempotency-Key": f"demo-{tag}-{plan}"},
                 json={
                     "merchant": {"name": f"{name} {tag}", "contact_email": f"{plan}-{tag}@demo.cn"},
                     "plan": plan,

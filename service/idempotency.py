@@ -14,9 +14,15 @@ from typing import Any
 import msgspec
 
 from service.db.tables import IdempotencyRecord
-from service.errors import IdempotencyConflict, InvalidInput
+from service.errors import BillingError, IdempotencyConflict, InvalidInput
 
 MAX_KEY_LENGTH = 200
+
+
+class IdempotencyKeyRequired(BillingError):
+    slug = "idempotency-key-required"
+    status = 400
+    title = "Idempotency-Key header required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +36,26 @@ def request_hash(body: Any) -> str:
 
 
 def check_key(key: str | None) -> str | None:
-    if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
+    if key is not None and (not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable()):
         raise InvalidInput(
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters", field="Idempotency-Key"
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters",
+            field="Idempotency-Key",
         )
     return key
+
+
+def require_key(key: str | None) -> str:
+    """Requests that make something (a signup) need a key: a client's retry of a request that
+    timed out must find the first answer instead of making a second merchant."""
+    if key is None:
+        raise IdempotencyKeyRequired(
+            "send an 'Idempotency-Key' header (a new UUID per signup, the same one on every "
+            "retry of it): without it a retried signup would create a second merchant",
+            field="Idempotency-Key",
+        )
+    checked = check_key(key)
+    assert checked is not None
+    return checked
 
 
 async def claim(scope: str, key: str, fingerprint: str) -> Replay | None:

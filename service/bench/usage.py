@@ -381,7 +381,7 @@ def _signup(base_url: str, operator_key: str) -> tuple[str, str]:
             "plan": "basic",
             "trial_days": 0,
         },
-        headers={"Authorization": f"Bearer {operator_key}"},
+        headers={"Authorization": f"Bearer {operator_key}", "Idempotency-Key": "bench-signup"},
         timeout=30,
     )
     created.raise_for_status()

@@ -523,6 +523,22 @@ class OutgoingEventMark(Table, tablename="outgoing_event_marks"):
     created_at = Timestamptz(default=TimestamptzNow())
 
 
+class FinanceSession(Table, tablename="finance_sessions"):
+    """A finance page login: its cookie's token hash, the key it was opened with, its end.
+
+    A tenant table under the platform tenant; the real primary key is (merchant_id, id), and
+    every statement names merchant_id (``service.tenancy.sessions``), never Piccolo's save().
+    """
+
+    merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is composite
+    id = UUID()
+    key_id = UUID()
+    token_hash = Varchar(length=64)
+    created_at = Timestamptz(default=TimestamptzNow())
+    expires_at = Timestamptz()
+    ended_at = Timestamptz(null=True, default=None)
+
+
 ALL_TABLES: tuple[type[Table], ...] = (
     Merchant,
     ApiKey,
@@ -555,4 +571,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     OutgoingDelivery,
     OutgoingAttempt,
     OutgoingEventMark,
+    FinanceSession,
 )

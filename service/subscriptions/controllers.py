@@ -15,7 +15,7 @@ from service.clock import SYSTEM_CLOCK
 from service.db.engine import current as current_database
 from service.db.tables import Subscription
 from service.errors import Forbidden
-from service.idempotency import check_key
+from service.idempotency import require_key
 from service.problems import responses
 from service.settings import Settings
 from service.subscriptions import actions, clocks, contracts, lifecycle, signup
@@ -44,7 +44,8 @@ IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
         name="Idempotency-Key",
-        description="Retry with the same key: the first answer is returned, nothing is made twice.",
+        description="Required on signup. A new key (a UUID) per signup, the same on every "
+        "retry of it: the first answer is returned, nothing is made twice.",
     ),
 ]
 
@@ -87,7 +88,7 @@ class SignupController(Controller):
         result = await signup.signup(
             data,
             actor=actor,
-            idempotency_key=check_key(idempotency_key),
+            idempotency_key=require_key(idempotency_key),
             system_now=SYSTEM_CLOCK.now(),
         )
         headers = {"Idempotent-Replayed": "true"} if result.is_replay else {}

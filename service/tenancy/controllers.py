@@ -84,21 +84,26 @@ class ApiKeyController(Controller):
     path = "/v1/api-keys"
     tags = ["api keys"]
 
-    @post("/", summary="Create an API key", responses=responses(400, 401, 403, 422))
+    @post("/", summary="Create an API key", responses=responses(400, 401, 403, 404, 422))
     async def create_key(
         self,
         data: JSONBody[ApiKeyCreate],
         principal: NamedDependency[Principal],
         actor: NamedDependency[Actor],
     ) -> ApiKeyIssuedOut:
-        """Mint a key. The answer holds the key itself, shown this once."""
+        """Mint a key with a role and scopes within the calling key's own (403 and audited
+        otherwise). The answer holds the key itself, shown this once."""
         role, merchant_id = _target_of(data, principal)
-        async with current_database().engine.transaction():
-            if merchant_id is not None:
-                await merchants.get(merchant_id)
-            issued = await keys.issue(
-                role=role, merchant_id=merchant_id, scopes=data.scopes, name=data.name, actor=actor
-            )
+        if merchant_id is not None:
+            await merchants.get(merchant_id)
+        issued = await keys.issue_for(
+            principal,
+            role=role,
+            merchant_id=merchant_id,
+            scopes=data.scopes,
+            name=data.name,
+            actor=actor,
+        )
         return ApiKeyIssuedOut(**_fields(ApiKeyOut.from_row(issued.row)), key=issued.secret)
 
     @get("/", summary="List API keys", responses=responses(401))
@@ -132,12 +137,10 @@ class ApiKeyController(Controller):
 
 def _target_of(data: ApiKeyCreate, principal: Principal) -> tuple[Role, UUID | None]:
     if not principal.is_operator:
-        if data.role not in (None, Role.MERCHANT.value) or data.merchant_id not in (
-            None,
-            principal.merchant_id,
-        ):
+        if data.merchant_id not in (None, principal.merchant_id):
             raise NotFound("a merchant key can only mint keys for its own merchant")
-        return Role.MERCHANT, principal.merchant_id
+        # An operator role asked by a merchant key is refused (and audited) by the issuing rule.
+        return Role(data.role or Role.MERCHANT.value), principal.merchant_id
     if data.role == Role.MERCHANT.value or (data.role is None and data.merchant_id is not None):
         if data.merchant_id is None:
             raise InvalidInput("a merchant key needs merchant_id", field="merchant_id")

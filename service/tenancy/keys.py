@@ -18,6 +18,7 @@ from service.audit import log as audit
 from service.db.engine import current as current_database
 from service.db.tables import ApiKey
 from service.errors import Forbidden, InvalidInput, NotFound
+from service.tenancy import sessions
 from service.tenancy.principal import (
     MERCHANT_SCOPES,
     OPERATOR_SCOPES,
@@ -60,6 +61,73 @@ def _check_scopes(role: Role, scopes: list[str] | tuple[str, ...] | None) -> tup
     if not scopes:
         raise InvalidInput("a key needs at least one scope", field="scopes")
     return tuple(sorted(set(scopes)))
+
+
+def issuable_scopes(
+    issuer: Principal, role: Role, scopes: list[str] | tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """The one rule for keys issued through the API: a key may only issue keys whose role and
+    scopes are a subset of its own (an operator key may issue merchant keys, a merchant key
+    never an operator key). Without ``scopes`` the new key gets every scope of its role that
+    the issuer holds. Anything else is `Forbidden`. (The command line, with database access,
+    is the root of trust and issues any key: ``billing keys create``.)"""
+    if role is Role.OPERATOR and not issuer.is_operator:
+        raise Forbidden(
+            "a merchant key cannot issue an operator key: ask an operator", field="role"
+        )
+    allowed = MERCHANT_SCOPES if role is Role.MERCHANT else OPERATOR_SCOPES
+    if scopes is None:
+        scopes = sorted(str(scope) for scope in allowed if scope in issuer.scopes)
+        if not scopes:
+            raise Forbidden(
+                f"this key holds none of the scopes a {role.value} key can have, so it can "
+                "issue none: name the scopes, or use a key that holds them",
+                field="scopes",
+            )
+    checked = _check_scopes(role, scopes)
+    missing = sorted(set(checked) - issuer.scopes)
+    if missing:
+        raise Forbidden(
+            "a key can only issue keys with scopes it holds itself; this one lacks "
+            f"{', '.join(missing)}: leave them out, or use a key that holds them",
+            field="scopes",
+            missing_scopes=missing,
+        )
+    return checked
+
+
+async def issue_for(
+    issuer: Principal,
+    *,
+    role: Role,
+    merchant_id: UUID | None,
+    scopes: list[str] | None,
+    name: str,
+    actor: Actor,
+) -> IssuedKey:
+    """Issue a key through the API, by the rule of `issuable_scopes`. A refusal is audited
+    (in its own transaction: it must outlive the refused request) and answered 403."""
+    try:
+        checked = issuable_scopes(issuer, role, scopes)
+    except Forbidden as refusal:
+        async with current_database().engine.transaction():
+            await audit.record(
+                actor,
+                merchant_id=issuer.merchant_id,
+                entity="api_key",
+                entity_id=str(issuer.key_id),
+                action="issue_refused",
+                changes={
+                    "role": role.value,
+                    "scopes": sorted(scopes) if scopes is not None else None,
+                    "reason": refusal.detail,
+                },
+            )
+        raise
+    async with current_database().engine.transaction():
+        return await issue(
+            role=role, merchant_id=merchant_id, scopes=checked, name=name, actor=actor
+        )
 
 
 async def issue(
@@ -120,6 +188,7 @@ async def revoke(key_id: UUID, *, merchant_id: UUID | None, actor: Actor, now: d
             action="revoked",
             changes={"prefix": row.prefix},
         )
+    await sessions.end_for_key(row.id, now=now)
     _cache.forget_key(row.id)
     return row
 
@@ -187,4 +256,9 @@ async def authenticate(secret: str) -> Principal | None:
 
 def require_scope(principal: Principal, scope: str) -> None:
     if not principal.has_scope(scope):
-        raise Forbidden(f"this API key lacks the {scope!r} scope", scope=scope)
+        name = str(scope)  # a KeyScope prints as its value, never as an enum repr
+        raise Forbidden(
+            f"this API key lacks the '{name}' scope: use a key that holds it "
+            "(GET /v1/api-keys lists each key's scopes)",
+            scope=name,
+        )

@@ -61,7 +61,8 @@ class MerchantOut(Output):
 class ApiKeyCreate(Input):
     name: Annotated[str, msgspec.Meta(max_length=100)] = ""
     scopes: list[ScopeName] | None = None
-    """Defaults to every scope the caller's role may hold."""
+    """Defaults to every scope of the new key's role that the calling key holds. A key never
+    issues a scope it lacks, nor an operator key from a merchant key (403, audited)."""
     role: Annotated[str, msgspec.Meta(pattern="^(merchant|operator)$")] | None = None
     """Operators only: ``operator`` mints an operator key, ``merchant`` one for ``merchant_id``."""
     merchant_id: UUID | None = None

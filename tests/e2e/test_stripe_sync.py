@@ -74,7 +74,7 @@ def test_two_workers_push_each_invoice_once_and_webhooks_mark_it_paid(
                     "trial_days": 0,
                     "test_clock_id": clock.json()["id"],
                 },
-                headers=operator,
+                headers={**operator, "Idempotency-Key": f"e2e-signup-{n}"},
             )
             assert made.status_code == 201, made.text
             merchant_keys.append({"Authorization": f"Bearer {made.json()['api_key']['key']}"})

@@ -37,7 +37,10 @@ def _signup(server: ServerProcess) -> tuple[dict[str, str], datetime]:
             "plan": "basic",
             "trial_days": 0,
         },
-        headers={"Authorization": f"Bearer {printed_key(server.output)}"},
+        headers={
+            "Authorization": f"Bearer {printed_key(server.output)}",
+            "Idempotency-Key": "e2e-busy-shop",
+        },
         timeout=30,
     )
     assert created.status_code == 201, created.text

@@ -130,7 +130,11 @@ async def signup_tenant(
     }
     if test_clock_id:
         body["test_clock_id"] = test_clock_id
-    response = await client.post("/v1/signup", json=body, headers=operator.headers)
+    response = await client.post(
+        "/v1/signup",
+        json=body,
+        headers={**operator.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
     assert response.status_code == 201, response.text
     created = response.json()
     tenant = Tenant(

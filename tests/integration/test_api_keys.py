@@ -82,7 +82,7 @@ async def test_merchant_cannot_mint_operator_or_foreign_keys(
     as_operator = await client.post(
         "/v1/api-keys", json={"role": "operator"}, headers=tenant.headers
     )
-    assert as_operator.status_code == 404
+    assert as_operator.status_code == 403
     foreign = await client.post(
         "/v1/api-keys", json={"merchant_id": str(other_tenant.merchant_id)}, headers=tenant.headers
     )

@@ -64,7 +64,7 @@ async def test_unknown_plan_and_addon_are_clear_4xx(client: AsyncClient, operato
     unknown = await client.post(
         "/v1/signup",
         json={"merchant": {"name": "x", "contact_email": "a@b.cn"}, "plan": "platinum"},
-        headers=operator.headers,
+        headers={**operator.headers, "Idempotency-Key": str(uuid.uuid4())},
     )
     assert unknown.status_code == 404
     assert "platinum" in unknown.json()["detail"]
@@ -94,7 +94,7 @@ async def test_currency_that_does_not_match_is_refused_and_creates_nothing(
             "merchant": {"name": "Dollar shop", "contact_email": "a@b.cn", "currency": "USD"},
             "plan": "basic",
         },
-        headers=operator.headers,
+        headers={**operator.headers, "Idempotency-Key": str(uuid.uuid4())},
     )
     assert response.status_code == 422
     assert response.json()["type"].endswith("/currency-mismatch")
