@@ -11,10 +11,11 @@ from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
-from service import openapi, runtime
+from service import openapi, runtime, wire
 from service.audit.controllers import AuditController
 from service.catalog.controllers import PlanController
 from service.db import engine as db_engine
+from service.edge import RequestEdge
 from service.finance.controllers import FinanceController, FinancePageController
 from service.health import HealthController
 from service.invoicing.controllers import (
@@ -47,6 +48,7 @@ from service.tenancy.auth import (
 from service.tenancy.controllers import ApiKeyController, MerchantController
 from service.tenancy.principal import Actor, Principal
 from service.tenancy.scope import TenantScope
+from service.usage import ingest
 from service.usage.controllers import UpcomingInvoiceController, UsageController
 from webhooks.endpoint import StripeWebhookController
 from webhooks.gateway import Gateway
@@ -56,8 +58,13 @@ from webhooks.reconcile_source import StripeLedgerSource
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     settings.check_production()
-    billing_logging.configure(log_format=settings.log_format, level=settings.log_level)
+    billing_logging.configure(
+        log_format=settings.log_format,
+        level=settings.log_level,
+        secrets=(settings.stripe.api_key, settings.stripe.webhook_secret),
+    )
     keys.configure_cache(settings.key_cache_seconds)
+    ingest.configure(properties_max_bytes=settings.limits.properties_max_bytes)
 
     @asynccontextmanager
     async def database_lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -139,6 +146,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
+        # Every JSON body is decoded by service.wire (limits, messages); query days and
+        # instants pass the same range rule.
+        request_class=wire.JsonRequest,
+        type_decoders=wire.TYPE_DECODERS,
+        plugins=[wire.QueryTypesSchema()],
         openapi_config=openapi.openapi_config(),
         debug=False,
         # Logging is configured once, by service.observability.logging (structlog, JSON in
@@ -148,4 +160,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Built now rather than on the first request, so the document is complete (and the same)
     # for every reader: the JSON, the page, the tests.
     openapi.finish(app.openapi_schema)
+    # Outside the router and its exception handler: 404 and 405 answers carry a request id too.
+    app.asgi_handler = RequestEdge(
+        app.asgi_handler, body_timeout_seconds=settings.limits.body_timeout_seconds
+    )
     return app

@@ -80,3 +80,37 @@ class Unavailable(BillingError):
     slug = "unavailable"
     status = 503
     title = "Service unavailable"
+
+
+class MalformedBody(BillingError):
+    """The body is not JSON we can read: malformed, nested too deep, not UTF-8."""
+
+    slug = "invalid-json"
+    status = 400
+    title = "Body is not valid JSON"
+
+
+class UnsupportedMediaType(BillingError):
+    slug = "unsupported-media-type"
+    status = 415
+    title = "Unsupported media type"
+
+
+class PayloadTooLarge(BillingError):
+    slug = "payload-too-large"
+    status = 413
+    title = "Payload too large"
+
+
+class RequestTimeout(BillingError):
+    slug = "request-timeout"
+    status = 408
+    title = "Request body too slow"
+
+
+class UpstreamUnavailable(Unavailable):
+    """A service we depend on (Stripe) did not answer; the same request may work later."""
+
+    slug = "upstream-unavailable"
+    status = 503
+    title = "Upstream service unavailable"

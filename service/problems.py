@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Scope, Send
 
 from service.errors import PROBLEM_BASE, BillingError
+from service.wire import PATTERN_HINTS
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +27,7 @@ _SLUG_BY_STATUS = {
     403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
+    408: "request-timeout",
     409: "conflict",
     413: "payload-too-large",
     415: "unsupported-media-type",
@@ -149,20 +152,21 @@ def _problem(
 
 
 def billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[dict[str, Any]]:
-    return _problem(
-        request, status=exc.status, slug=exc.slug, title=exc.title, detail=exc.detail, **exc.extra
+    extra = dict(exc.extra)
+    retry_after = extra.pop("retry_after", None)
+    response = _problem(
+        request, status=exc.status, slug=exc.slug, title=exc.title, detail=exc.detail, **extra
     )
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(int(retry_after))
+    return response
 
 
 def validation_error(
     request: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[dict[str, Any]]:
     errors = [
-        {
-            "field": _field_name(item.get("key"), item.get("message", "")),
-            "message": item.get("message", ""),
-            "source": item.get("source"),
-        }
+        _error_entry(request, item)
         for item in (exc.extra if isinstance(exc.extra, list) else [])
         if isinstance(item, dict)
     ]
@@ -175,23 +179,115 @@ def validation_error(
         slug="validation-error",
         title="Request is not valid",
         detail=detail,
+        field=errors[0]["field"] if errors else None,
         errors=errors or None,
     )
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+_HOSTILE_FIELD = re.compile(r"^field `([^`]+)` (.*)$", re.DOTALL)
+_REGEX = re.compile(r"matching regex '(.*)'$", re.DOTALL)
+_CHOICES = re.compile(r"^\^\(([\w:|]+)\)\$$")
 
 
-def _field_name(key: Any, message: str) -> str | None:
-    """The offending field: msgspec names it in the path, or in the message for unknown fields."""
-    text = str(key or "")
-    unknown = _UNKNOWN_FIELD.search(message)
-    if unknown:
-        parent = text.removeprefix("$").removeprefix(".") if text not in ("data", "$") else ""
-        return f"{parent}.{unknown.group(1)}" if parent else unknown.group(1)
-    if text in ("", "data"):
-        return None
-    return text.removeprefix("$.")
+def _error_entry(request: Request[Any, Any, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """One refused value: the field's path, and a message in words (a suggestion for a
+    misspelt field, the meaning of a pattern, never the regex itself)."""
+    key = str(item.get("key") or "")
+    message = str(item.get("message", ""))
+    if item.get("source") != "body":
+        key = _wire_name(request, key)
+    parent = "" if key in ("", "data", "$") else key.removeprefix("$").removeprefix(".")
+    field: str | None = parent or None
+    if unknown := _UNKNOWN_FIELD.search(message):
+        name = unknown.group(1)
+        field = _join(parent, name)
+        message = f"unknown field `{name}`" + _suggestion(request, parent, name)
+    elif missing := _MISSING_FIELD.search(message):
+        field = _join(parent, missing.group(1))
+        message = f"`{missing.group(1)}` is required: send it"
+    elif hostile := _HOSTILE_FIELD.match(message):
+        field = _join(parent, hostile.group(1))
+        message = hostile.group(2)
+    elif regex := _REGEX.search(message):
+        message = "must be " + _pattern_hint(regex.group(1))
+    return {"field": field, "message": message, "source": item.get("source")}
+
+
+def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
+    """A parameter as the client names it (``from``), not as the handler does (``first_day``)."""
+    try:
+        definition = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except AttributeError:
+        return key
+    kwarg = getattr(definition, "kwarg_definition", None)
+    for alias in ("query", "header", "cookie", "name"):
+        if name := getattr(kwarg, alias, None):
+            return str(name)
+    return key
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+def _pattern_hint(shown: str) -> str:
+    """What a pattern means; msgspec shows the regex as a repr (backslashes doubled)."""
+    for regex, hint in PATTERN_HINTS.items():
+        if shown in (regex, regex.replace("\\", "\\\\")):
+            return hint
+    if choices := _CHOICES.match(shown):
+        return "one of " + ", ".join(f"`{choice}`" for choice in choices.group(1).split("|"))
+    return "in the documented format (see the API reference at /schema)"
+
+
+def _suggestion(request: Request[Any, Any, Any], parent: str, name: str) -> str:
+    """ ", did you mean `x`?" for a misspelt field of the body, or the fields there are."""
+    known = _known_fields(request, parent)
+    if not known:
+        return ""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f": did you mean `{close[0]}`?"
+    return ": the fields here are " + ", ".join(f"`{field}`" for field in known)
+
+
+def _known_fields(request: Request[Any, Any, Any], parent: str) -> list[str]:
+    """The field names of the body's object at ``parent`` (``events[3].gmv``), if known."""
+    try:
+        data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    except AttributeError:
+        return []
+    if data is None:
+        return []
+    node: Any = msgspec.inspect.type_info(data.annotation)
+    for part in [p for p in re.split(r"\.|\[\d+\]", parent) if p]:
+        node = _struct_of(node)
+        if node is None:
+            return []
+        node = next((f.type for f in node.fields if f.encode_name == part), None)
+        if node is None:
+            return []
+    struct = _struct_of(node)
+    return [f.encode_name for f in struct.fields] if struct is not None else []
+
+
+def _struct_of(node: Any) -> Any:
+    """The struct a type stands for, through lists, optionals and annotations."""
+    while True:
+        if isinstance(node, msgspec.inspect.StructType):
+            return node
+        if isinstance(node, msgspec.inspect.Metadata):
+            node = node.type
+        elif isinstance(node, msgspec.inspect.ListType | msgspec.inspect.DictType):
+            node = getattr(node, "item_type", None) or node.value_type
+        elif isinstance(node, msgspec.inspect.UnionType):
+            node = next(
+                (t for t in node.types if not isinstance(t, msgspec.inspect.NoneType)), None
+            )
+        else:
+            return None
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

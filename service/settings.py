@@ -106,6 +106,22 @@ class OutgoingWebhookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """What a client may send (each a ``BILLING_*`` variable; the README lists them)."""
+
+    json_max_depth: int = 32
+    """Objects and arrays nested deeper than this in a JSON body are a 400."""
+    properties_max_bytes: int = 16 * 1024
+    """A usage event's ``properties``, encoded as JSON; larger is rejected per event."""
+    body_timeout_seconds: float = 30.0
+    """A request body must have arrived this long after the request began (408 otherwise)."""
+    webhook_max_body_bytes: int = 1024 * 1024
+    """A Stripe webhook body larger than this is a 413 (Stripe's events are a few KB)."""
+    test_clock_max_advance_days: int | None = None
+    """How far one test-clock advance may move (None: no cap; the fuzz gate sets a small one)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: str = "development"
     host: str = "127.0.0.1"
@@ -130,6 +146,7 @@ class Settings:
     stripe: StripeSettings = field(default_factory=StripeSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     outgoing: OutgoingWebhookSettings = field(default_factory=OutgoingWebhookSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def is_production(self) -> bool:
@@ -202,6 +219,20 @@ class Settings:
                 "BILLING_WEBHOOK_RETRY_HOURS and BILLING_WEBHOOK_DISABLE_AFTER_FAILURES must be"
                 " at least 1"
             )
+        if stripe.webhook_tolerance_seconds <= 0:
+            # The SDK reads 0 as "no age check": a replayed event would be accepted forever.
+            raise SettingsError(
+                "STRIPE_WEBHOOK_TOLERANCE_SECONDS must be a positive number of seconds, not "
+                f"{stripe.webhook_tolerance_seconds}"
+            )
+        limits = LimitSettings(
+            json_max_depth=_positive(env, "BILLING_JSON_MAX_DEPTH", 32),
+            properties_max_bytes=_positive(env, "BILLING_PROPERTIES_MAX_BYTES", 16 * 1024),
+            body_timeout_seconds=_positive_seconds(env, "BILLING_BODY_TIMEOUT_SECONDS", 30.0),
+            webhook_max_body_bytes=_positive(env, "BILLING_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024),
+            test_clock_max_advance_days=_positive(env, "BILLING_TEST_CLOCK_MAX_ADVANCE_DAYS", 0)
+            or None,
+        )
         settings = cls(
             environment=environment,
             host=env.get("BILLING_HOST", "127.0.0.1"),
@@ -220,6 +251,7 @@ class Settings:
             stripe=stripe,
             retention=retention,
             outgoing=outgoing,
+            limits=limits,
         )
         settings.check_production()
         return settings
@@ -262,6 +294,13 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, not {raw!r}")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 0 or (value == 0 and default != 0):
+        raise SettingsError(f"{name} must be a positive whole number, not {value}")
     return value
 
 

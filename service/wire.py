@@ -1,17 +1,148 @@
-"""Base types for what crosses the HTTP boundary: strict input Structs and output Structs."""
+"""What crosses the HTTP boundary: strict input Structs, output Structs, and the one decoder.
+
+Every JSON body is read by `decode_body` (Litestar's ``Request.json`` and the single-event hot
+path alike): a body that is not JSON, not UTF-8, nested deeper than the limit, or sent as
+another media type is refused here with a problem that says what is wrong and where. Every
+decoded value then passes `value_problem`, the one rule for hostile values: no NUL in text
+(PostgreSQL cannot store it), instants and days inside `MIN_INSTANT` … `MAX_INSTANT` (the
+calendar arithmetic of periods and months must never overflow), whole numbers inside 64 bits,
+finite decimals. `Input` applies it to every field of every request body (a 400 naming the
+field); usage events apply it per event (`PerEventInput`), so one bad event is rejected alone
+and never sinks its batch. Query parameters use `Day`, `Instant` and the month patterns below,
+decoded through the same rule.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
+from litestar import Request
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.typing import FieldDefinition
 
 from plans.money import plain_decimal
+from service.errors import MalformedBody, UnsupportedMediaType
+
+MIN_INSTANT: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_INSTANT: Final = datetime(9000, 1, 1, tzinfo=UTC)
+"""Instants accepted from clients: [1970-01-01, 9000-01-01) UTC. Wider than any bill, narrow
+enough that adding a period, a month or a time zone offset never leaves the calendar."""
+MIN_DAY: Final = MIN_INSTANT.date()
+MAX_DAY: Final = date(8999, 12, 31)
+_MIN_NAIVE: Final = MIN_INSTANT.replace(tzinfo=None)
+_MAX_NAIVE: Final = MAX_INSTANT.replace(tzinfo=None)
+_INT64: Final = 2**63
+_MAX_DECIMAL_EXPONENT: Final = 40
+
+RANGE_TEXT: Final = "between 1970-01-01 and 8999-12-31"
+
+
+# -- the rule for hostile values ----------------------------------------------------------------
+
+
+def text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (U+0000), which text here cannot hold: remove it"
+    return None
+
+
+def instant_problem(value: datetime) -> str | None:
+    if value.tzinfo is None:
+        is_inside = _MIN_NAIVE <= value < _MAX_NAIVE
+    else:
+        # Compared as instants: Python subtracts the offsets without building a datetime, so
+        # 9999-12-31T23:59:59-23:59 compares without overflowing.
+        is_inside = MIN_INSTANT <= value < MAX_INSTANT
+    if not is_inside:
+        return f"must be an instant {RANGE_TEXT} (UTC), not {value.isoformat()}"
+    return None
+
+
+def day_problem(value: date) -> str | None:
+    if not MIN_DAY <= value <= MAX_DAY:
+        return f"must be a day {RANGE_TEXT}, not {value.isoformat()}"
+    return None
+
+
+def value_problem(value: Any) -> str | None:
+    """Why a decoded value may not be used (None when it may). Containers are walked (they hold
+    decoded JSON of any shape: properties, contract overrides)."""
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else "is beyond 64 bits: send a smaller number"
+    if isinstance(value, datetime):
+        return instant_problem(value)
+    if isinstance(value, date):
+        return day_problem(value)
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        if not isinstance(exponent, int) or abs(exponent) > _MAX_DECIMAL_EXPONENT:
+            return "must be a finite decimal of reasonable size (such as 12.5)"
+        return None
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else "must be finite"
+    if isinstance(value, Mapping | list | tuple):
+        return _container_problem(value)
+    return None
+
+
+def _container_problem(root: Mapping[Any, Any] | list[Any] | tuple[Any, ...]) -> str | None:
+    """Walk decoded JSON without recursion; the path of the first bad value is in the answer."""
+    stack: list[tuple[str, Any]] = [("", root)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                key_text = str(key)
+                if (problem := text_problem(key_text)) is not None:
+                    return f"key {key_text[:40]!r} at {path or 'top'} {problem}"
+                stack.append((f"{path}.{key_text}", item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+        elif (problem := value_problem(value)) is not None:
+            return f"{path.lstrip('.') or 'value'} {problem}"
+    return None
+
+
+class HostileValue(ValueError):
+    """A decoded field breaks the rule; msgspec turns it into a validation error at its path."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field `{field}` {problem}")
 
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A request body: unknown fields are refused with a 4xx naming them."""
+    """A request body: unknown fields are refused with a 4xx naming them, and every field's
+    value passes `value_problem` (NUL, instants, 64-bit numbers) or is refused with a 400."""
+
+    def __post_init__(self) -> None:
+        for name, wire_name in zip(
+            self.__struct_fields__, self.__struct_encode_fields__, strict=True
+        ):
+            value = getattr(self, name)
+            if isinstance(value, Input) or (
+                isinstance(value, list) and value and isinstance(value[0], Input)
+            ):
+                continue  # checked by their own __post_init__, with their own paths
+            if (problem := value_problem(value)) is not None:
+                raise HostileValue(wire_name, problem)
+
+
+class PerEventInput(Input):
+    """A usage event's parts: their values are checked per event by ``service.usage.ingest``
+    (with the same rule), so one bad event is rejected on its own and never sinks a batch."""
+
+    def __post_init__(self) -> None:
+        return
 
 
 class Output(msgspec.Struct, kw_only=True):
@@ -49,10 +180,198 @@ def _may_be_decimal(info: msgspec.inspect.Type) -> bool:
     return False
 
 
+# -- patterns with words: a refused value is explained in words, never with the regex ----------
+
+PATTERN_HINTS: dict[str, str] = {}
+"""Each pattern used on the wire and what it means, for error messages (``service.problems``)."""
+
+
+def pattern(regex: str, hint: str, **meta: Any) -> msgspec.Meta:
+    """A ``msgspec.Meta`` with ``regex``; a refused value is answered with ``hint``."""
+    PATTERN_HINTS[regex] = hint
+    return msgspec.Meta(pattern=regex, **meta)
+
+
+MONTH_REGEX: Final = r"^(19[7-9]\d|[2-8]\d{3})-(0[1-9]|1[0-2])$"
+MONTH_HINT: Final = "a calendar month YYYY-MM (01 to 12) between 1970-01 and 8999-12"
+PATTERN_HINTS[MONTH_REGEX] = MONTH_HINT
+
 Email = Annotated[
     str,
-    msgspec.Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", examples=["ops@shop.cn"]),
+    pattern(
+        r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        "an email address such as ops@shop.cn",
+        max_length=320,
+        examples=["ops@shop.cn"],
+    ),
 ]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-CurrencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", examples=["CNY"])]
+CurrencyCode = Annotated[
+    str, pattern(r"^[A-Z]{3}$", "an ISO 4217 code in capitals, such as CNY", examples=["CNY"])
+]
 TimezoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["Asia/Shanghai"])]
+Month = Annotated[str, pattern(MONTH_REGEX, MONTH_HINT, examples=["2026-11"])]
+
+
+# -- query parameters: a day and an instant, decoded through the rule above --------------------
+
+
+class Day(date):
+    """A calendar day from a query (``2026-11-30``), inside `MIN_DAY` … `MAX_DAY`."""
+
+
+class Instant(datetime):
+    """An instant from a query (``2026-11-30T00:00:00+08:00``), inside the accepted range."""
+
+
+def decode_query_value(target: type, value: Any) -> Any:
+    """Litestar's type decoder for `Day` and `Instant` (``type_decoders`` in the app)."""
+    if target is Day:
+        parsed_day = value if isinstance(value, date) else msgspec.convert(value, date)
+        if (problem := day_problem(parsed_day)) is not None:
+            raise ValueError(problem)
+        return Day(parsed_day.year, parsed_day.month, parsed_day.day)
+    parsed = value if isinstance(value, datetime) else msgspec.convert(value, datetime)
+    if (problem := instant_problem(parsed)) is not None:
+        raise ValueError(problem)
+    return Instant.fromisoformat(parsed.isoformat())
+
+
+def is_query_type(target: Any) -> bool:
+    return target is Day or target is Instant
+
+
+TYPE_DECODERS: Final = [(is_query_type, decode_query_value)]
+
+
+# -- the body decoder ---------------------------------------------------------------------------
+
+_JSON_MEDIA = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
+_BYTE_AT = re.compile(r"\(byte (\d+)\)")
+
+
+def check_media_type(content_type: str | None) -> None:
+    """JSON bodies come as ``application/json`` (or ``+json``); none given is taken as JSON."""
+    if not content_type:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not _JSON_MEDIA.match(media):
+        raise UnsupportedMediaType(
+            f"this endpoint reads JSON: send the body as 'Content-Type: application/json', "
+            f"not {media[:80]!r}",
+            field="Content-Type",
+        )
+
+
+def decode_body(body: bytes, *, content_type: str | None, max_depth: int) -> Any:
+    """A request body as plain JSON values, or `MalformedBody` / `UnsupportedMediaType`."""
+    check_media_type(content_type)
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError as error:
+        raise MalformedBody(_where(str(error), body)) from None
+    except RecursionError:
+        raise MalformedBody(
+            f"the body is nested deeper than {max_depth} levels of objects and arrays: flatten it"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise MalformedBody(
+            f"the body is not UTF-8: invalid byte at {_position(body, error.start)}; "
+            "send JSON encoded as UTF-8"
+        ) from None
+    if body.count(b"[") + body.count(b"{") > max_depth:
+        too_deep = _too_deep_at(value, max_depth)
+        if too_deep is not None:
+            raise MalformedBody(
+                f"the body is nested deeper than {max_depth} levels of objects and arrays "
+                f"at {too_deep}: flatten it",
+                field=too_deep.removeprefix("$.") or None,
+            )
+    return value
+
+
+def _too_deep_at(root: Any, max_depth: int) -> str | None:
+    """The path where ``root`` nests deeper than ``max_depth`` containers, if it does."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > max_depth:
+            return _path_to(root, value)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return None
+
+
+def _path_to(root: Any, target: Any) -> str:
+    stack: list[tuple[Any, str]] = [(root, "$")]
+    while stack:
+        value, path = stack.pop()
+        if value is target:
+            return path
+        if isinstance(value, dict):
+            stack.extend((child, f"{path}.{key}") for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(value))
+    return "$"
+
+
+def _where(message: str, body: bytes) -> str:
+    if message == "Input data was truncated":
+        return (
+            f"the body is not valid JSON: it ends at {_position(body, len(body))} while a "
+            "string, array or object is not closed (was it cut short?)"
+        )
+    found = _BYTE_AT.search(message)
+    reason = _BYTE_AT.sub("", message).removeprefix("JSON is malformed:").strip()
+    if found is None:
+        return f"the body is not valid JSON: {reason}"
+    return f"the body is not valid JSON: {reason} at {_position(body, int(found.group(1)))}"
+
+
+def _position(body: bytes, offset: int) -> str:
+    before = body[:offset]
+    line = before.count(b"\n") + 1
+    column = offset - (before.rfind(b"\n") + 1) + 1
+    return f"line {line}, column {column} (byte {offset})"
+
+
+class JsonRequest(Request[Any, Any, Any]):
+    """Litestar's request, reading JSON bodies through `decode_body` (the app's
+    ``request_class``), so every route gets the same limits and the same messages."""
+
+    async def json(self) -> Any:
+        cached = self.scope.get("state", {}).get(_DECODED)
+        if cached is not None:
+            return cached[0]
+        limits = self.app.state.settings.limits
+        value = decode_body(
+            await self.body(),
+            content_type=self.headers.get("content-type"),
+            max_depth=limits.json_max_depth,
+        )
+        self.scope.setdefault("state", {})[_DECODED] = (value,)
+        return value
+
+
+_DECODED: Final = "decoded_json_body"
+
+
+class QueryTypesSchema(OpenAPISchemaPlugin):
+    """`Day` and `Instant` in the OpenAPI document: strings of format date and date-time."""
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return is_query_type(value)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        is_day = field_definition.annotation is Day
+        return Schema(
+            type=OpenAPIType.STRING,
+            format=OpenAPIFormat.DATE if is_day else OpenAPIFormat.DATE_TIME,
+            description=f"{'A day' if is_day else 'An instant'} {RANGE_TEXT}",
+        )

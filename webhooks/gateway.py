@@ -83,13 +83,13 @@ class Gateway:
         except stripe.CardError as error:
             raise CardDeclined(str(error.user_message or error)) from error
         except stripe.StripeError as error:
-            raise _failure(error) from error
+            raise stripe_failure(error) from error
 
     async def retrieve(self, fn: Callable[..., Any], object_id: str) -> Any:
         try:
             return await asyncio.to_thread(fn, object_id)
         except stripe.StripeError as error:
-            raise _failure(error) from error
+            raise stripe_failure(error) from error
 
     async def list_all(self, fn: Callable[..., Any], **params: Any) -> list[Any]:
         """Every object of a listing (``fn`` a service's ``list``), all its pages."""
@@ -100,7 +100,7 @@ class Gateway:
         try:
             return await asyncio.to_thread(run)
         except stripe.StripeError as error:
-            raise _failure(error) from error
+            raise stripe_failure(error) from error
 
 
 def id_of(value: Any) -> str:
@@ -116,7 +116,8 @@ def metadata_of(obj: Any) -> dict[str, str]:
     return metadata.to_dict() if metadata is not None else {}
 
 
-def _failure(error: stripe.StripeError) -> StripeFailure:
+def stripe_failure(error: stripe.StripeError) -> StripeFailure:
+    """What a Stripe error means for us: transient (retry later) or not."""
     if isinstance(error, stripe.APIConnectionError):
         return StripeFailure(
             f"network: {error.user_message or error}", is_transient=True, status=None, code=None

@@ -13,8 +13,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import stripe
+
+from service.errors import UpstreamUnavailable
 from service.finance.reconcile import StripeItem, StripeSnapshot
-from webhooks.gateway import Gateway, id_of, metadata_of
+from webhooks.gateway import Gateway, id_of, metadata_of, stripe_failure
 
 PAGE_SIZE = 100
 
@@ -26,7 +29,16 @@ class StripeLedgerSource:
         self.gateway = gateway
 
     async def snapshot(self, start: datetime, end: datetime) -> StripeSnapshot:
-        return await asyncio.to_thread(self._read, start, end)
+        try:
+            return await asyncio.to_thread(self._read, start, end)
+        except stripe.StripeError as error:
+            failure = stripe_failure(error)
+            # Nothing is stored from a partial read: the caller retries the whole range.
+            raise UpstreamUnavailable(
+                f"Stripe could not be read ({failure}); nothing was reconciled. "
+                "Try again in a minute; if it persists, check STRIPE_API_KEY and Stripe's status",
+                retry_after=60,
+            ) from error
 
     def _read(self, start: datetime, end: datetime) -> StripeSnapshot:
         v1 = self.gateway.client.v1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -13,6 +12,12 @@ from service.audit import log as audit
 from service.audit.schemas import AuditEntryOut, AuditPage
 from service.problems import responses
 from service.tenancy.auth import operator_only
+from service.wire import Instant
+
+AuditId = Annotated[
+    int | None,
+    QueryParameter(name="before_id", ge=1, le=2**63 - 1, description="Entries older than this id"),
+]
 
 
 class AuditController(Controller):
@@ -24,9 +29,9 @@ class AuditController(Controller):
     async def list_entries(
         self,
         merchant_id: FromQuery[UUID | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
-        before_id: FromQuery[int | None] = None,
+        since: FromQuery[Instant | None] = None,
+        until: FromQuery[Instant | None] = None,
+        before_id: AuditId = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=1000)] = 100,
     ) -> AuditPage:
         """Who changed what, newest first; filter by merchant and time (since <= at < until)."""

@@ -12,7 +12,7 @@ from plans.catalog import PlanVersion
 from plans.compare import BreakEven, Comparison
 from plans.periods import Period
 from service.subscriptions.schemas import LineOut
-from service.wire import Input, Output
+from service.wire import Input, Month, Output
 
 Hours = Annotated[
     Decimal, msgspec.Meta(description="Consultation hours, a decimal string such as '12.5'")
@@ -37,7 +37,7 @@ class QuoteRequest(Input):
     orders: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] = 0
     gmv_minor: Annotated[int, msgspec.Meta(ge=0, le=10**15)] = 0
     support_hours: Hours = Decimal(0)
-    month: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}$")] | None = None
+    month: Month | None = None
     """The calendar month to rate (Asia/Shanghai); the current month by default."""
     addons: dict[str, list[str]] = {}
     """Add-ons to include per plan code, e.g. ``{"basic": ["fast_response"]}``."""

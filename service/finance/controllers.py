@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
@@ -25,13 +25,17 @@ from service.finance.schemas import (
     ReconciliationCreate,
     TierMrrOut,
 )
+from service.html import html_response, require_same_origin
 from service.problems import responses
 from service.tenancy import keys
 from service.tenancy.auth import PUBLIC, operator_only, requires
 from service.tenancy.principal import KeyScope, Principal
+from service.wire import MONTH_HINT, MONTH_REGEX, Day
 
 Timezone = Annotated[str, QueryParameter(name="timezone", max_length=64)]
-MonthParam = Annotated[str, QueryParameter(name="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+MonthParam = Annotated[
+    str, QueryParameter(name="month", pattern=MONTH_REGEX, description=MONTH_HINT)
+]
 
 
 def _zone_checked(timezone: str) -> str:
@@ -91,8 +95,8 @@ class FinanceController(Controller):
     async def export(
         self,
         kind: FromPath[str],
-        first_day: Annotated[date, QueryParameter(name="from")],
-        last_day: Annotated[date, QueryParameter(name="to")],
+        first_day: Annotated[Day, QueryParameter(name="from")],
+        last_day: Annotated[Day, QueryParameter(name="to")],
         export_format: Annotated[
             str, QueryParameter(name="format", pattern="^(csv|parquet|xlsx)$")
         ] = "csv",
@@ -122,12 +126,7 @@ class FinanceController(Controller):
         with both sides."""
         if stripe_ledger is None:
             raise Conflict("no Stripe key is configured: there is no Stripe side to read")
-        try:
-            first_day = date.fromisoformat(data.first_day)
-            last_day = date.fromisoformat(data.last_day)
-            merchant = UUID(data.merchant_id) if data.merchant_id else None
-        except ValueError as error:
-            raise InvalidInput(str(error)) from None
+        first_day, last_day, merchant = data.first_day, data.last_day, data.merchant_id
         if last_day < first_day:
             raise InvalidInput("'to' is before 'from'", field="to")
         result = await reconcile.run(
@@ -166,7 +165,7 @@ class FinanceController(Controller):
     @get("/mrr", summary="MRR by tier on a date", responses=responses(400, 401, 403))
     async def mrr(
         self,
-        on: Annotated[date, QueryParameter(name="on")],
+        on: Annotated[Day, QueryParameter(name="on")],
         timezone: Timezone = "Asia/Shanghai",
         merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
     ) -> MrrOut:
@@ -242,17 +241,7 @@ async def _session_required(connection: ASGIConnection[Any, Any, Any, Any], _: A
 
 
 def html_page(content: str, status_code: int = 200) -> Response[str]:
-    return Response(
-        content,
-        media_type=MediaType.HTML,
-        status_code=status_code,
-        headers={
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return html_response(content, status_code)
 
 
 def _month_bounds(month: str | None) -> tuple[int, int]:
@@ -276,7 +265,7 @@ class FinancePageController(Controller):
         self,
         request: Request[Any, Any, Any],
         month: Annotated[
-            str | None, QueryParameter(name="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+            str | None, QueryParameter(name="month", pattern=MONTH_REGEX, description=MONTH_HINT)
         ] = None,
         timezone: Timezone = "Asia/Shanghai",
     ) -> Response[str]:
@@ -308,6 +297,7 @@ class FinancePageController(Controller):
         request: Request[Any, Any, Any],
         data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[str]:
+        require_same_origin(request)
         opened = await session.open_session(data.get("api_key", "").strip(), now=SYSTEM_CLOCK.now())
         if opened is None:
             return html_page(
@@ -336,7 +326,11 @@ class FinancePageController(Controller):
         )
 
     @post("/logout", status_code=303)
-    async def logout(self) -> Response[str]:
+    async def logout(self, request: Request[Any, Any, Any]) -> Response[str]:
+        require_same_origin(request)
+        await session.close_session(
+            request.cookies.get(session.COOKIE_NAME), now=SYSTEM_CLOCK.now()
+        )
         return Response(
             "",
             status_code=303,
@@ -348,8 +342,8 @@ class FinancePageController(Controller):
     async def download(
         self,
         kind: FromPath[str],
-        first_day: Annotated[date, QueryParameter(name="from")],
-        last_day: Annotated[date, QueryParameter(name="to")],
+        first_day: Annotated[Day, QueryParameter(name="from")],
+        last_day: Annotated[Day, QueryParameter(name="to")],
         export_format: FormatParam = "csv",
         merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
         timezone: Timezone = "Asia/Shanghai",

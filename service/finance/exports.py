@@ -49,7 +49,7 @@ FIXED_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
 
 MEDIA_TYPES: Final = {
-    ExportFormat.CSV: "text/csv; charset=utf-8",
+    ExportFormat.CSV: "text/csv",  # Litestar adds "; charset=utf-8" to text types
     ExportFormat.PARQUET: "application/vnd.apache.parquet",
     ExportFormat.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
+from uuid import UUID
 
 import msgspec
 
 from plans.money import minor_to_major
+from service.wire import Input
 
 Amount = Annotated[str, msgspec.Meta(pattern=r"^-?\d+(\.\d+)?$", description="major units")]
 
@@ -44,12 +47,8 @@ class MonthSummaryOut(msgspec.Struct, kw_only=True):
     invoice_status_counts: dict[str, int]
 
 
-class ReconciliationCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    first_day: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] = msgspec.field(
-        name="from"
-    )
-    last_day: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] = msgspec.field(
-        name="to"
-    )
-    timezone: str = "Asia/Shanghai"
-    merchant_id: str | None = None
+class ReconciliationCreate(Input):
+    first_day: date = msgspec.field(name="from")
+    last_day: date = msgspec.field(name="to")
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] = "Asia/Shanghai"
+    merchant_id: UUID | None = None

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, MediaType, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
@@ -17,6 +17,7 @@ from service.audit import log as audit
 from service.db.engine import current as current_database
 from service.db.tables import CreditNote, Invoice
 from service.errors import InvalidInput, NotFound
+from service.html import html_response
 from service.invoicing import credit_balance, credit_notes, invoices, render, sla_reports
 from service.invoicing.schemas import (
     CreditBalanceOut,
@@ -32,12 +33,15 @@ from service.tenancy import merchants
 from service.tenancy.auth import operator_only
 from service.tenancy.principal import Actor
 from service.tenancy.scope import TenantScope, scoped
+from service.wire import MONTH_HINT, MONTH_REGEX
 
 _INVOICE_REF = re.compile(r"^([0-9a-fA-F-]{36})(\.html)?$")
 InvoiceStatus = Annotated[
     str | None, QueryParameter(name="status", pattern="^(draft|open|paid|void|uncollectible)$")
 ]
-PeriodMonth = Annotated[str | None, QueryParameter(name="period", pattern=r"^\d{4}-\d{2}$")]
+PeriodMonth = Annotated[
+    str | None, QueryParameter(name="period", pattern=MONTH_REGEX, description=MONTH_HINT)
+]
 
 
 class InvoiceController(Controller):
@@ -96,9 +100,7 @@ class InvoiceController(Controller):
         notes = await credit_notes.for_invoice(invoice.merchant_id, invoice.id)
         if match.group(2):
             merchant = await merchants.get(invoice.merchant_id)
-            return Response(
-                render.invoice_html(invoice, lines, merchant, notes), media_type=MediaType.HTML
-            )
+            return html_response(render.invoice_html(invoice, lines, merchant, notes))
         return Response(InvoiceOut.from_row(invoice, lines=lines, notes=notes))
 
     @post(

@@ -8,8 +8,6 @@ which cost as much as the rest of a single-event request.) Bodies and headers ar
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from typing import Any, Final
 
@@ -17,8 +15,6 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 log = structlog.get_logger("service.request")
-
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 REQUESTS: Final = Counter(
     "billing_requests",
@@ -74,10 +70,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
+        # The request id is chosen and bound outside the router (``service.edge``).
         method: str = scope["method"]
         # The route's template (``/v1/invoices/{invoice_id:uuid}``) keeps the label set bounded.
         route: str = scope.get("path_template") or scope["path"]
@@ -85,17 +78,15 @@ class RequestContextMiddleware:
         in_progress.inc()
         started = time.perf_counter()
         status = 500
-        header = (b"x-request-id", request_id.encode())
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_noting_status(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_noting_status)
         except Exception as exc:
             # The app-level handler outside us answers; record the status it will send.
             status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
@@ -112,12 +103,3 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(seconds * 1000, 2),
             )
-            structlog.contextvars.clear_contextvars()
-
-
-def _incoming_request_id(scope: dict[str, Any]) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            return candidate if _VALID_REQUEST_ID.match(candidate) else None
-    return None

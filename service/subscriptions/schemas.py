@@ -12,10 +12,15 @@ import msgspec
 from plans.lines import InvoiceLine
 from service.db.tables import Subscription, TestClock
 from service.tenancy.schemas import ApiKeyIssuedOut, MerchantCreate, MerchantOut
-from service.wire import Input, Output
+from service.wire import Input, Output, pattern
 
-PlanCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$", examples=["advanced"])]
-AddonCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+_CODE = r"^[a-z][a-z0-9_]{0,39}$"
+_CODE_HINT = (
+    "a code in lower case (a-z, digits, _), up to 40 characters, such as `basic`: "
+    "GET /v1/plans lists them"
+)
+PlanCode = Annotated[str, pattern(_CODE, _CODE_HINT, examples=["advanced"])]
+AddonCode = Annotated[str, pattern(_CODE, _CODE_HINT, examples=["fast_response"])]
 
 
 class SignupRequest(Input):

@@ -9,9 +9,16 @@ from uuid import UUID
 import msgspec
 
 from service.db.tables import ApiKey, Merchant
-from service.wire import CurrencyCode, Email, Input, Name, Output, TimezoneName
+from service.wire import CurrencyCode, Email, Input, Name, Output, TimezoneName, pattern
 
-ScopeName = Annotated[str, msgspec.Meta(pattern=r"^[a-z:]+$", examples=["usage:write"])]
+ScopeName = Annotated[
+    str,
+    pattern(
+        r"^[a-z:]+$",
+        "a scope name such as usage:write, billing:read or billing:write",
+        examples=["usage:write"],
+    ),
+]
 
 
 class MerchantCreate(Input):

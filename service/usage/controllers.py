@@ -29,6 +29,7 @@ from service.usage.schemas import (
     UsageSummaryOut,
     VoidOut,
 )
+from service.wire import MONTH_HINT, MONTH_REGEX, PATTERN_HINTS
 
 _IDEMPOTENCY = """
 **`transaction_id` is the order's own id** in your system, and it MUST be the same on every
@@ -91,11 +92,14 @@ def _merchant_of(request: Request[Any, Any, Any]) -> UUID:
     return TenantScope(request.user).require_merchant()
 
 
+SUMMARY_PERIOD_REGEX = f"^(current|{MONTH_REGEX[1:-1]})$"
+PATTERN_HINTS[SUMMARY_PERIOD_REGEX] = f"`current` or {MONTH_HINT}"
+
 Period = Annotated[
     str,
     QueryParameter(
         name="period",
-        pattern=r"^(current|\d{4}-(0[1-9]|1[0-2]))$",
+        pattern=SUMMARY_PERIOD_REGEX,
         description="`current` or a calendar month `YYYY-MM`",
     ),
 ]

@@ -30,6 +30,7 @@ from uuid import UUID
 
 import msgspec
 
+from service import wire
 from service.db.coalescing import Coalescer
 from service.db.engine import current as current_database
 from service.errors import ConcurrentChange
@@ -39,6 +40,14 @@ from service.usage.periods import BillingPeriod, MerchantPeriods, Refusal
 from service.usage.schemas import EventResultOut, UsageEventIn
 
 MAX_TRANSACTION_ID: Final = 200
+_limits = {"properties_max_bytes": 16 * 1024}
+"""Set once at start from the settings (``configure``): a usage event's largest properties."""
+
+
+def configure(*, properties_max_bytes: int) -> None:
+    _limits["properties_max_bytes"] = properties_max_bytes
+
+
 AGGREGATE_SLOTS: Final = 64
 """Aggregate rows per (period, metric): a connection writes the slot of its backend pid."""
 
@@ -235,7 +244,6 @@ def _prepare(
     first_seen: dict[str, int] = {}  # transaction id -> position in the batch
     period_numbers: dict[BillingPeriod, str] = {}  # 1-based, as PostgreSQL arrays count
     has_period_refusal = False
-    encode = msgspec.json.Encoder(order="sorted").encode
     for index, event in enumerate(events):
         transaction_id = event.transaction_id
         checked = _check(event, known, future_limit)
@@ -252,10 +260,9 @@ def _prepare(
                 )
             )
             continue
-        micros, quantity, placed = checked
+        micros, quantity, placed, properties = checked
         gmv = event.gmv
         gmv_minor = str(gmv.amount_minor) if gmv else ""
-        properties = encode(event.properties).decode() if event.properties else ""
         digest = hashlib.blake2b(
             f"{event.metric}|{micros}|{quantity}|{gmv_minor}|{gmv.currency if gmv else ''}|"
             f"{properties}".encode(),
@@ -295,11 +302,15 @@ class _Rejection:
     detail: str
 
 
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
 def _check(
     event: UsageEventIn, known: MerchantPeriods, future_limit: datetime
-) -> _Rejection | tuple[str, str, BillingPeriod]:
-    """One event's values as stored (epoch microseconds, canonical quantity) and its period,
-    or why it is refused."""
+) -> _Rejection | tuple[str, str, BillingPeriod, str]:
+    """One event's values as stored (epoch microseconds, canonical quantity, properties as
+    JSON) and its period, or why it is refused. Values the wire rule refuses (NUL, instants
+    outside the calendar) are rejected here, per event (``service.wire``)."""
     transaction_id = event.transaction_id
     if (
         not 0 < len(transaction_id) <= MAX_TRANSACTION_ID
@@ -353,6 +364,8 @@ def _check(
             "occurred_at",
             "occurred_at needs a timezone offset, e.g. 2026-11-23T10:15:00+08:00",
         )
+    if (problem := wire.instant_problem(occurred_at)) is not None:
+        return _Rejection("occurred_at_out_of_range", "occurred_at", f"occurred_at {problem}")
     occurred_at = occurred_at.astimezone(UTC)
     if occurred_at > future_limit:
         return _Rejection(
@@ -380,7 +393,22 @@ def _check(
                 "gmv.amount_minor",
                 f"gmv.amount_minor must be between 0 and {MAX_GMV_MINOR}",
             )
-    return str((occurred_at - _EPOCH) // _MICROSECOND), quantity_text, placed
+    properties = ""
+    if event.properties:
+        encoded = _encode_sorted(event.properties)
+        limit = _limits["properties_max_bytes"]
+        if len(encoded) > limit:
+            return _Rejection(
+                "properties_too_large",
+                "properties",
+                f"properties take {len(encoded):,} bytes as JSON; at most {limit:,} are kept "
+                "with an event: keep only what you need to see again",
+            )
+        # NUL can only be there as the escape \u0000; the walk confirms it and says where.
+        if b"\\u0000" in encoded and (problem := wire.value_problem(event.properties)):
+            return _Rejection("invalid_properties", "properties", f"properties: {problem}")
+        properties = encoded.decode()
+    return str((occurred_at - _EPOCH) // _MICROSECOND), quantity_text, placed, properties
 
 
 def _repeat(index: int, transaction_id: str, *, is_same: bool) -> EventResultOut:

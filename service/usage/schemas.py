@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 
 from service.subscriptions.schemas import LineOut
-from service.wire import Input, Output
+from service.wire import Input, Output, PerEventInput
 
 MAX_BATCH = 10_000
 
@@ -28,7 +28,7 @@ TRANSACTION_ID_DOC = (
 )
 
 
-class GmvIn(Input):
+class GmvIn(PerEventInput):
     amount_minor: Annotated[
         int, msgspec.Meta(description="GMV of the order in minor units (fen for CNY).")
     ]
@@ -40,7 +40,7 @@ class GmvIn(Input):
     ]
 
 
-class UsageEventIn(Input):
+class UsageEventIn(PerEventInput):
     transaction_id: Annotated[str, msgspec.Meta(description=TRANSACTION_ID_DOC)]
     metric: Annotated[
         str,

@@ -19,6 +19,7 @@ from uuid import UUID
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import wire
 from service.errors import BillingError, Conflict, InvalidInput
 from service.problems import send_error, send_internal_error, send_json
 from service.tenancy.scope import TenantScope
@@ -74,10 +75,13 @@ class SingleEventHotPath:
             await self.app(scope, _replay(body), send)  # the handler answers the 413
             return
         try:
-            event = msgspec.convert(
-                msgspec.json.decode(body), UsageEventIn, strict=False, str_keys=True
+            decoded = wire.decode_body(
+                body,
+                content_type=_header(scope, b"content-type"),
+                max_depth=litestar_app.state.settings.limits.json_max_depth,
             )
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            event = msgspec.convert(decoded, UsageEventIn, strict=False, str_keys=True)
+        except (BillingError, msgspec.ValidationError):
             await self.app(scope, _replay(body), send)  # the handler answers as for any body
             return
         try:
@@ -95,6 +99,13 @@ class SingleEventHotPath:
             await send_internal_error(scope, send, error)
             return
         await send_json(send, status_of(answer), msgspec.json.encode(answer))
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
 
 
 def _declared_length(scope: Scope) -> int | None:

@@ -50,4 +50,6 @@ async def test_quote_refuses_bad_input(client: AsyncClient, tenant: Tenant) -> N
     bad_month = await client.post(
         "/v1/plans/quote", json={"month": "2026-13"}, headers=tenant.headers
     )
-    assert bad_month.status_code == 422
+    assert bad_month.status_code == 400
+    assert bad_month.json()["field"] == "month"
+    assert "YYYY-MM" in bad_month.json()["detail"]
