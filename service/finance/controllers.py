@@ -48,7 +48,7 @@ def _zone_checked(timezone: str) -> str:
     return timezone
 
 
-def _export_response(
+async def _export_response(
     kind: str,
     first_day: date,
     last_day: date,
@@ -75,7 +75,7 @@ def _export_response(
         has_bom=has_bom,
     )
     return Stream(
-        exports.stream(request),
+        await exports.primed_stream(request),
         media_type=request.media_type,
         headers={"Content-Disposition": f'attachment; filename="{request.filename}"'},
     )
@@ -108,7 +108,7 @@ class FinanceController(Controller):
         invoice_lines, payments, refunds, usage, revenue, mrr, reconciliation; ``from`` and
         ``to`` are inclusive accounting dates in ``timezone``; ``bom=true`` adds the
         byte-order mark Excel needs."""
-        return _export_response(
+        return await _export_response(
             kind, first_day, last_day, export_format, merchant_id, timezone, has_bom=bom
         )
 
@@ -350,6 +350,6 @@ class FinancePageController(Controller):
         bom: Annotated[bool, QueryParameter(name="bom")] = False,
     ) -> Stream:
         """The page's download links: the same exports, authorized by the session."""
-        return _export_response(
+        return await _export_response(
             kind, first_day, last_day, export_format, merchant_id, timezone, has_bom=bom
         )

@@ -15,6 +15,12 @@ for one merchant.
 - The same request on the same data gives the same bytes: every query orders by a unique key,
   values are formatted one fixed way, and nothing records "now" (XLSX: fixed document
   properties and zip entry times; Parquet: no timestamps in its metadata).
+- Finance opens these files in Excel, and merchants choose their own names: every cell goes
+  through one cell writer (`Cell`), for every export kind, over HTTP and ``billing export``
+  alike. A text cell is only ever text: in CSV one that starts with ``=``, ``+``, ``-``, ``@``,
+  a tab or a carriage return gets a leading ``'`` (OWASP's advice against CSV injection); in
+  XLSX it is a typed string cell (never a formula, URL or number) and such a cell is also
+  marked quote-prefixed, as Excel marks what a person types after ``'``. Numbers stay numbers.
 """
 
 from __future__ import annotations
@@ -24,13 +30,12 @@ import contextlib
 import csv
 import io
 import os
-import shutil
 import tempfile
-import zipfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, BinaryIO, Final
 from uuid import UUID
 
@@ -338,6 +343,55 @@ def header(kind: ExportKind) -> list[str]:
     return [name for column in SPECS[kind].columns for name in column.output_names]
 
 
+FORMULA_TRIGGERS: Final = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet may read as the start of a formula (OWASP, CSV injection)."""
+
+
+def is_formula_like(text: str) -> bool:
+    return text.startswith(FORMULA_TRIGGERS)
+
+
+class Cell(StrEnum):
+    """How an output cell is written: the one cell writer of every export (`cell_kinds`)."""
+
+    TEXT = "text"
+    INT = "int"
+    NUMBER = "number"
+    TIMESTAMP = "timestamp"
+
+
+def cell_kinds(kind: ExportKind) -> list[Cell]:
+    """The cell kind of every output column, in order (a money column is two: its major-unit
+    number and its ``_minor`` integer)."""
+    kinds: list[Cell] = []
+    for column in SPECS[kind].columns:
+        if column.kind == "money":
+            kinds += [Cell.NUMBER, Cell.INT]
+        elif column.kind == "int":
+            kinds.append(Cell.INT)
+        elif column.kind == "decimal":
+            kinds.append(Cell.NUMBER)
+        elif column.kind == "timestamp":
+            kinds.append(Cell.TIMESTAMP)
+        else:
+            kinds.append(Cell.TEXT)
+    return kinds
+
+
+def csv_cell(kind: Cell, value: Any) -> str:
+    """A cell as CSV text; text that a spreadsheet would run as a formula gets a leading '."""
+    if value is None:
+        return ""
+    if kind is Cell.TEXT:
+        text = str(value)
+        return "'" + text if is_formula_like(text) else text
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
 def _convert(columns: Sequence[Column], record: Any, tz: Any) -> list[Any]:
     """A database row as output values: Decimal major + int minor for money, aware datetimes
     in the export's zone, Decimal quantities, text ('' for none)."""
@@ -450,16 +504,6 @@ async def stream(
             yield chunk
 
 
-def _csv_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    return str(value)
-
-
 async def _csv_chunks(
     request: ExportRequest, on_rows: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
@@ -471,6 +515,7 @@ async def _csv_chunks(
     if request.has_bom:
         text.write("\ufeff")
     writer.writerow(header(request.kind))
+    kinds = cell_kinds(request.kind)
 
     def take() -> bytes:
         chunk = buffer.getvalue()
@@ -478,11 +523,14 @@ async def _csv_chunks(
         buffer.truncate()
         return chunk
 
-    yield take()
+    # The header goes out with the first rows: the first chunk exists only once the query ran.
     async for batch in row_batches(request):
-        writer.writerows([_csv_text(value) for value in row] for row in batch)
+        writer.writerows(
+            [csv_cell(kind, value) for kind, value in zip(kinds, row, strict=True)] for row in batch
+        )
         yield take()
         on_rows(len(batch))
+    yield take()  # the header alone, when there are no rows
 
 
 def _arrow_schema(request: ExportRequest) -> Any:
@@ -560,54 +608,72 @@ async def _parquet_chunks(
     yield sink.drain()
 
 
-class _FixedTimeZip(zipfile.ZipFile):
-    """A zip whose entries all carry one fixed time (openpyxl's would carry "now")."""
+class _XlsxSheet:
+    """One export sheet written by XlsxWriter in constant-memory mode (rows go to a temporary
+    file as they come). Strings are never turned into formulas, URLs or numbers; every cell is
+    written by its kind (`Cell`)."""
 
-    def writestr(self, zinfo_or_arcname: Any, data: Any, *args: Any, **kwargs: Any) -> None:
-        if not isinstance(zinfo_or_arcname, zipfile.ZipInfo):
-            zinfo_or_arcname = self._entry(zinfo_or_arcname)
-        super().writestr(zinfo_or_arcname, data, *args, **kwargs)
+    def __init__(self, path: str, request: ExportRequest) -> None:
+        import xlsxwriter
 
-    def write(self, filename: Any, arcname: Any = None, *args: Any, **kwargs: Any) -> None:
-        entry = self._entry(arcname or os.path.basename(filename))
-        with open(filename, "rb") as source, self.open(entry, "w", force_zip64=True) as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+        self.workbook = xlsxwriter.Workbook(
+            path,
+            {
+                "constant_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+                "tmpdir": tempfile.gettempdir(),
+                "default_date_format": "yyyy-mm-dd hh:mm:ss",
+            },
+        )
+        # What the file says about when it was made is a constant, so that bytes repeat.
+        self.workbook.set_properties({"author": "Kefu Billing", "created": FIXED_TIME})
+        self.sheet = self.workbook.add_worksheet(request.kind.value)
+        self.quoted = self.workbook.add_format({"quote_prefix": True})
+        self.timestamp = self.workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        self.kinds = cell_kinds(request.kind)
+        self.next_row = 0
+        self.write_rows([header(request.kind)], as_text=True)
 
-    def _entry(self, name: str) -> zipfile.ZipInfo:
-        entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-        entry.compress_type = zipfile.ZIP_DEFLATED
-        entry.external_attr = 0o600 << 16
-        return entry
+    def write_rows(self, rows: list[list[Any]], *, as_text: bool = False) -> None:
+        sheet = self.sheet
+        for row in rows:
+            number = self.next_row
+            for column, value in enumerate(row):
+                if value is None:
+                    continue
+                kind = Cell.TEXT if as_text else self.kinds[column]
+                if kind is Cell.TEXT:
+                    text = str(value)
+                    cell_format = self.quoted if is_formula_like(text) else None
+                    sheet.write_string(number, column, text, cell_format)
+                elif kind is Cell.TIMESTAMP:
+                    # Excel has no zones: the export's local time, as the CSV shows it.
+                    sheet.write_datetime(number, column, value.replace(tzinfo=None), self.timestamp)
+                else:
+                    sheet.write_number(number, column, value)
+            self.next_row += 1
 
-
-def _xlsx_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)  # Excel has no zones: local time of the export
-    return value
+    def close(self) -> None:
+        self.workbook.close()
 
 
 async def _xlsx_chunks(
     request: ExportRequest, on_rows: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
-    """openpyxl's write-only mode spools the sheet to a temporary file row by row (inline
-    strings, no shared-string table in memory); the finished file is then streamed from disk."""
-    from openpyxl import Workbook
-    from openpyxl.writer.excel import ExcelWriter
-
-    workbook = Workbook(write_only=True)
-    workbook.properties.creator = "Kefu Billing"
-    workbook.properties.created = FIXED_TIME
-    workbook.properties.modified = FIXED_TIME
-    sheet = workbook.create_sheet(request.kind.value)
-    sheet.append(header(request.kind))
-    async for batch in row_batches(request):
-        for row in batch:
-            sheet.append([_xlsx_value(value) for value in row])
-        on_rows(len(batch))
+    """Rows are written batch by batch (off the event loop) to a temporary file; the finished
+    file is then streamed from disk."""
     handle, path = tempfile.mkstemp(prefix="kefu-export-", suffix=".xlsx")
     os.close(handle)
     try:
-        await asyncio.to_thread(_save_workbook, workbook, path, ExcelWriter)
+        sheet = await asyncio.to_thread(_XlsxSheet, path, request)
+        try:
+            async for batch in row_batches(request):
+                await asyncio.to_thread(sheet.write_rows, batch)
+                on_rows(len(batch))
+        finally:
+            await asyncio.to_thread(sheet.close)
         finished = await asyncio.to_thread(_open_binary, path, "rb")
         try:
             while chunk := await asyncio.to_thread(finished.read, 1 << 20):
@@ -618,13 +684,23 @@ async def _xlsx_chunks(
         os.unlink(path)
 
 
-def _save_workbook(workbook: Any, path: str, writer: Any) -> None:
-    with _FixedTimeZip(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-        writer(workbook, archive).save()
-
-
 def _open_binary(path: str, mode: str) -> BinaryIO:
     return open(path, mode)  # the caller closes it
+
+
+async def primed_stream(request: ExportRequest) -> AsyncIterator[bytes]:
+    """`stream`, with its first chunk already made: a failure at the start (a query that
+    fails) is raised here, before any response header is sent, and answered as a problem."""
+    chunks = stream(request)
+    first = await anext(chunks, b"")
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
 
 
 async def export_to_file(
