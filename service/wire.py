@@ -280,7 +280,7 @@ def decode_body(body: bytes, *, content_type: str | None, max_depth: int) -> Any
             "send JSON encoded as UTF-8"
         ) from None
     if body.count(b"[") + body.count(b"{") > max_depth:
-        too_deep = _too_deep_at(value, max_depth)
+        too_deep = too_deep_at(value, max_depth)
         if too_deep is not None:
             raise MalformedBody(
                 f"the body is nested deeper than {max_depth} levels of objects and arrays "
@@ -290,7 +290,7 @@ def decode_body(body: bytes, *, content_type: str | None, max_depth: int) -> Any
     return value
 
 
-def _too_deep_at(root: Any, max_depth: int) -> str | None:
+def too_deep_at(root: Any, max_depth: int) -> str | None:
     """The path where ``root`` nests deeper than ``max_depth`` containers, if it does."""
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:

@@ -2,7 +2,10 @@
 
 Processing happens later in the worker (``webhooks.inbox``), so Stripe never waits on our
 handlers and a handler failure never makes Stripe resend. A missing, forged, tampered or stale
-signature is a 400 problem and nothing is stored.
+signature — or one dated further in the future than the tolerance — is a 400 problem and
+nothing is stored. A body larger than ``BILLING_WEBHOOK_MAX_BODY_BYTES`` (1 MiB; Stripe's
+events are a few KB) is a 413 before it is read whole. A validly signed event is never refused
+for what it holds: the inbox keeps what it cannot process, parked.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK
 
-from service.errors import BillingError
+from service.errors import BillingError, PayloadTooLarge
 from service.problems import PROBLEM_MEDIA_TYPE, Problem
 from service.settings import Settings
 from service.tenancy.auth import PUBLIC
@@ -46,7 +49,10 @@ class StripeWebhookController(Controller):
         responses={
             400: ResponseSpec(
                 Problem, description="Bad or stale signature", media_type=PROBLEM_MEDIA_TYPE
-            )
+            ),
+            413: ResponseSpec(
+                Problem, description="Body larger than the limit", media_type=PROBLEM_MEDIA_TYPE
+            ),
         },
     )
     async def receive(
@@ -55,7 +61,7 @@ class StripeWebhookController(Controller):
         secret = settings.stripe.webhook_secret
         if not secret:
             raise BadWebhook("no STRIPE_WEBHOOK_SECRET is configured; events cannot be verified")
-        payload = await request.body()
+        payload = await _read_capped(request, settings.limits.webhook_max_body_bytes)
         try:
             verify_signature(
                 payload,
@@ -66,10 +72,27 @@ class StripeWebhookController(Controller):
         except SignatureVerificationError:
             log.warning("stripe_webhook_refused", reason="signature")
             raise BadWebhook("the Stripe-Signature header does not verify") from None
-        try:
-            event_id, is_new = await inbox.store(payload)
-        except inbox.MalformedEvent as error:
-            raise BadWebhook(f"not a Stripe event: {error}") from None
+        event_id, is_new = await inbox.store(payload)
         if not is_new:
             log.info("webhook_duplicate", event_id=event_id)
         return {"received": True, "event_id": event_id, "duplicate": not is_new}
+
+
+async def _read_capped(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The body, or a 413 as soon as it is known to pass ``limit`` (declared or received)."""
+    too_large = PayloadTooLarge(
+        f"a Stripe webhook body is at most {limit:,} bytes here (Stripe's events are far "
+        "smaller): this one is larger and was not read",
+        limit=limit,
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

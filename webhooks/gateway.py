@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -145,6 +146,26 @@ def _should_retry(headers: Any) -> bool | None:
     return None
 
 
-def verify_signature(payload: bytes, header: str | None, secret: str, tolerance: int) -> None:
-    """Raise ``SignatureVerificationError`` unless ``header`` signs ``payload`` recently."""
+def verify_signature(
+    payload: bytes, header: str | None, secret: str, tolerance: int, *, now: float | None = None
+) -> None:
+    """Raise ``SignatureVerificationError`` unless ``header`` signs ``payload`` and its time is
+    within ``tolerance`` seconds of now, either way (the SDK only refuses old signatures: a
+    signature dated in the future would stay replayable for as long as it is ahead)."""
+    if tolerance <= 0:  # the SDK reads 0 as "no age check"
+        raise ValueError("the webhook tolerance must be a positive number of seconds")
     stripe.WebhookSignature.verify_header(payload, header, secret, tolerance)
+    now = time.time() if now is None else now
+    signed_at = _signed_at(header or "")
+    if signed_at is None or abs(now - signed_at) > tolerance:
+        raise SignatureVerificationError(
+            "the signature's timestamp is not within the tolerance of now", header, payload
+        )
+
+
+def _signed_at(header: str) -> int | None:
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t" and value.isdigit():
+            return int(value)
+    return None

@@ -380,7 +380,10 @@ class StripeInbox(Table, tablename="stripe_inbox"):
     event_id = Varchar(length=80, unique=True)
     event_type = Varchar(length=80)
     event_created = BigInt()
-    payload = JSONB()
+    payload = JSONB(null=True, default=None)
+    """The event as JSON; NULL for an event kept only as ``raw`` (see below)."""
+    raw = Bytea(null=True, default=None)
+    """The signed bytes of an event that cannot be processed (parked, reason in last_error)."""
     status = Varchar(length=16, default="pending")
     attempts = Integer(default=0)
     next_attempt_at = Timestamptz(default=TimestamptzNow())
