@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # instants pass the same range rule.
         request_class=wire.JsonRequest,
         type_decoders=wire.TYPE_DECODERS,
-        plugins=[wire.QueryTypesSchema()],
+        plugins=[wire.QueryTypesSchema(), wire.InputSchema()],
         openapi_config=openapi.openapi_config(),
         debug=False,
         # Logging is configured once, by service.observability.logging (structlog, JSON in

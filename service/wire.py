@@ -22,6 +22,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Request
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.typing import FieldDefinition
@@ -375,3 +376,18 @@ class QueryTypesSchema(OpenAPISchemaPlugin):
             format=OpenAPIFormat.DATE if is_day else OpenAPIFormat.DATE_TIME,
             description=f"{'A day' if is_day else 'An instant'} {RANGE_TEXT}",
         )
+
+
+class InputSchema(StructSchemaPlugin):
+    """`Input` bodies in the OpenAPI document say ``additionalProperties: false``, as the
+    service enforces (an unknown field is a 400): clients and fuzzers see the real contract."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return super().is_plugin_supported_field(field_definition) and issubclass(
+            field_definition.type_, Input
+        )
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema

@@ -127,11 +127,14 @@ async def quote(
     )
 
 
-async def advance_clock(clock_id: UUID, to: datetime, actor: Actor) -> int:
-    """Move a test clock and fire everything that fell due for its merchants' subscriptions."""
+async def advance_clock(
+    clock_id: UUID, to: datetime, actor: Actor, *, max_days: int | None = None
+) -> int:
+    """Move a test clock and fire everything that fell due for its merchants' subscriptions
+    (at most ``max_days`` at once when set: ``BILLING_TEST_CLOCK_MAX_ADVANCE_DAYS``)."""
     async with current_database().engine.transaction():
         clock = await clocks.get(clock_id, lock=True)
-        clock = await clocks.move(clock, to)
+        clock = await clocks.move(clock, to, max_days=max_days)
         steps = 0
         for merchant_id in await clocks.attached_merchants(clock_id):
             for sub in (

@@ -7,7 +7,7 @@ the system clock.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from service.clock import SYSTEM_CLOCK, Clock, FrozenClock
@@ -45,11 +45,17 @@ async def attach(clock_id: UUID, merchant_id: UUID) -> None:
     await Merchant.update({Merchant.test_clock_id: clock_id}).where(Merchant.id == merchant_id)
 
 
-async def move(clock: TestClock, to: datetime) -> TestClock:
+async def move(clock: TestClock, to: datetime, *, max_days: int | None = None) -> TestClock:
     if to.tzinfo is None:
         raise InvalidInput("the new time needs a timezone offset", field="frozen_time")
     if to < clock.frozen_time:
         raise InvalidInput("a test clock only moves forward", field="frozen_time")
+    if max_days is not None and to - clock.frozen_time > timedelta(days=max_days):
+        raise InvalidInput(
+            f"this service moves a test clock at most {max_days} days at once "
+            "(BILLING_TEST_CLOCK_MAX_ADVANCE_DAYS): advance in steps",
+            field="frozen_time",
+        )
     clock.frozen_time = to
     await clock.save([TestClock.frozen_time])
     return clock

@@ -44,6 +44,9 @@ IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
         name="Idempotency-Key",
+        required=True,
+        min_length=1,
+        max_length=200,
         description="Required on signup. A new key (a UUID) per signup, the same on every "
         "retry of it: the first answer is returned, nothing is made twice.",
     ),
@@ -332,15 +335,18 @@ class TestClockController(Controller):
         "/{clock_id:uuid}/advance",
         summary="Advance a test clock",
         status_code=200,
-        responses=responses(400, 401, 403, 404),
+        responses=responses(400, 401, 403, 404, 422),
     )
     async def advance(
         self,
         clock_id: FromPath[UUID],
         data: JSONBody[TestClockAdvance],
         actor: NamedDependency[Actor],
+        settings: NamedDependency[Settings],
     ) -> TestClockOut:
         """Move the clock forward; trial ends, period ends and scheduled changes fire."""
-        await actions.advance_clock(clock_id, data.frozen_time, actor)
+        await actions.advance_clock(
+            clock_id, data.frozen_time, actor, max_days=settings.limits.test_clock_max_advance_days
+        )
         clock = await clocks.get(clock_id)
         return TestClockOut.from_row(clock, await clocks.attached_merchants(clock_id))

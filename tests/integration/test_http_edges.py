@@ -230,3 +230,29 @@ async def test_signup_without_an_idempotency_key_is_a_400_and_makes_nothing(
         "SELECT count(*) FROM merchants WHERE name = $1", name
     )
     assert made == 0
+
+
+async def test_a_capped_test_clock_moves_at_most_the_cap_at_once(
+    settings: Settings, operator: Tenant
+) -> None:
+    capped = create_app(
+        Settings(
+            environment="test",
+            database=settings.database,
+            limits=LimitSettings(test_clock_max_advance_days=3),
+        )
+    )
+    transport = httpx.ASGITransport(app=capped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        clock = await new_clock(client, operator, "2026-03-01T00:00:00+08:00")
+        url = f"/v1/test-clocks/{clock}/advance"
+        far = await client.post(
+            url, json={"frozen_time": "2027-03-01T00:00:00+08:00"}, headers=operator.headers
+        )
+        assert far.status_code == 422, far.text
+        assert far.json()["field"] == "frozen_time"
+        assert "at most 3 days" in far.json()["detail"]
+        near = await client.post(
+            url, json={"frozen_time": "2026-03-04T00:00:00+08:00"}, headers=operator.headers
+        )
+        assert near.status_code == 200, near.text
