@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     keys.configure_cache(settings.key_cache_seconds)
     ingest.configure(properties_max_bytes=settings.limits.properties_max_bytes)
+    wire.configure(json_max_depth=settings.limits.json_max_depth)
 
     @asynccontextmanager
     async def database_lifespan(_: Litestar) -> AsyncIterator[None]:

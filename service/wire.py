@@ -1,9 +1,10 @@
 """What crosses the HTTP boundary: strict input Structs, output Structs, and the one decoder.
 
 Every JSON body is read by `decode_body` (Litestar's ``Request.json`` and the single-event hot
-path alike): a body that is not JSON, not UTF-8, nested deeper than the limit, or sent as
-another media type is refused here with a problem that says what is wrong and where. Every
-decoded value then passes `value_problem`, the one rule for hostile values: no NUL in text
+path alike): a body that is not JSON, not UTF-8, nested beyond what the decoder can follow, or
+sent as another media type is refused here with a problem that says what is wrong and where. Every
+decoded value then passes `value_problem`, the one rule for hostile values: free-form JSON
+nested at most ``BILLING_JSON_MAX_DEPTH`` levels (typed fields cannot nest), no NUL in text
 (PostgreSQL cannot store it), instants and days inside `MIN_INSTANT` … `MAX_INSTANT` (the
 calendar arithmetic of periods and months must never overflow), whole numbers inside 64 bits,
 finite decimals. `Input` applies it to every field of every request body (a 400 naming the
@@ -96,19 +97,39 @@ def value_problem(value: Any) -> str | None:
     return None
 
 
+_limits = {"json_max_depth": 32}
+"""Set once at start from the settings (``configure``)."""
+
+
+def configure(*, json_max_depth: int) -> None:
+    _limits["json_max_depth"] = json_max_depth
+
+
+def max_depth() -> int:
+    return _limits["json_max_depth"]
+
+
 def _container_problem(root: Mapping[Any, Any] | list[Any] | tuple[Any, ...]) -> str | None:
-    """Walk decoded JSON without recursion; the path of the first bad value is in the answer."""
-    stack: list[tuple[str, Any]] = [("", root)]
+    """Walk decoded JSON without recursion; the path of the first bad value is in the answer.
+    Free-form JSON (properties, contract overrides) may nest ``json_max_depth`` levels: typed
+    fields cannot nest at all, so this is where the JSON depth limit applies."""
+    max_depth = _limits["json_max_depth"]
+    stack: list[tuple[str, Any, int]] = [("", root, 1)]
     while stack:
-        path, value = stack.pop()
+        path, value, depth = stack.pop()
+        if isinstance(value, Mapping | list | tuple) and depth > max_depth:
+            return (
+                f"{path.lstrip('.') or 'value'} is nested deeper than {max_depth} levels of "
+                "objects and arrays: flatten it"
+            )
         if isinstance(value, Mapping):
             for key, item in value.items():
                 key_text = str(key)
                 if (problem := text_problem(key_text)) is not None:
                     return f"key {key_text[:40]!r} at {path or 'top'} {problem}"
-                stack.append((f"{path}.{key_text}", item))
+                stack.append((f"{path}.{key_text}", item, depth + 1))
         elif isinstance(value, list | tuple):
-            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+            stack.extend((f"{path}[{index}]", item, depth + 1) for index, item in enumerate(value))
         elif (problem := value_problem(value)) is not None:
             return f"{path.lstrip('.') or 'value'} {problem}"
     return None
@@ -280,14 +301,8 @@ def decode_body(body: bytes, *, content_type: str | None, max_depth: int) -> Any
             f"the body is not UTF-8: invalid byte at {_position(body, error.start)}; "
             "send JSON encoded as UTF-8"
         ) from None
-    if body.count(b"[") + body.count(b"{") > max_depth:
-        too_deep = too_deep_at(value, max_depth)
-        if too_deep is not None:
-            raise MalformedBody(
-                f"the body is nested deeper than {max_depth} levels of objects and arrays "
-                f"at {too_deep}: flatten it",
-                field=too_deep.removeprefix("$.") or None,
-            )
+    # Deeper nesting inside free-form values is refused by the value rule, field by field
+    # (walking every container of a 10,000-event batch here would double its decoding cost).
     return value
 
 

@@ -404,8 +404,11 @@ def _check(
                 f"properties take {len(encoded):,} bytes as JSON; at most {limit:,} are kept "
                 "with an event: keep only what you need to see again",
             )
-        # NUL can only be there as the escape \u0000; the walk confirms it and says where.
-        if b"\\u0000" in encoded and (problem := wire.value_problem(event.properties)):
+        # The value rule walks properties only when it may find something: a NUL can only be
+        # there as the escape \u0000, and nesting needs as many brackets as levels.
+        if (
+            b"\\u0000" in encoded or encoded.count(b"{") + encoded.count(b"[") > wire.max_depth()
+        ) and (problem := wire.value_problem(event.properties)):
             return _Rejection("invalid_properties", "properties", f"properties: {problem}")
         properties = encoded.decode()
     return str((occurred_at - _EPOCH) // _MICROSECOND), quantity_text, placed, properties

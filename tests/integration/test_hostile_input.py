@@ -5,6 +5,7 @@ session cookie, Stripe unreachable. One bad event of a batch is rejected alone."
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -74,43 +75,69 @@ async def test_a_nul_in_any_string_is_a_4xx_naming_the_field(
     assert_problem(response, 422, "query")
 
 
-@pytest.mark.parametrize(
-    ("path", "template"),
-    [
-        ("/v1/usage/events", '{"transaction_id":"d","metric":"orders","quantity":1,'
-         '"occurred_at":"2026-10-15T08:00:00Z","properties":{"a":%s}}'),
-        ("/v1/usage/events/batch", '{"events":%s}'),
-        ("/v1/merchants/me", '{"name":%s}'),
-        ("/v1/signup", '{"merchant":{"name":"x","contact_email":"a@b.cn"},"plan":"basic",'
-         '"contract_overrides":{"a":{"b":%s}}}'),
-    ],
-)  # fmt: skip
+BODIES = [
+    ("/v1/usage/events", '{"transaction_id":"d","metric":"orders","quantity":1,'
+     '"occurred_at":"2026-10-15T08:00:00Z","properties":{"a":%s}}'),
+    ("/v1/usage/events/batch", '{"events":%s}'),
+    ("/v1/merchants/me", '{"name":%s}'),
+    ("/v1/signup", '{"merchant":{"name":"x","contact_email":"a@b.cn"},"plan":"basic",'
+     '"contract_overrides":{"a":{"b":%s}}}'),
+]  # fmt: skip
+
+
+async def _send_raw(client: AsyncClient, caller: Tenant, path: str, content: str) -> httpx.Response:
+    return await client.request(
+        "PATCH" if path.endswith("/me") else "POST",
+        path,
+        content=content.encode(),
+        headers={**caller.headers, "content-type": "application/json", "Idempotency-Key": "d"},
+    )
+
+
+@pytest.mark.parametrize(("path", "template"), BODIES)
 async def test_a_body_nested_a_thousand_deep_is_a_400(
     client: AsyncClient, operator: Tenant, shop: Tenant, path: str, template: str
 ) -> None:
     caller = operator if path == "/v1/signup" else shop
-    method = "PATCH" if path.endswith("/me") else "POST"
-    for depth in (40, 1_000, 100_000):
-        response = await client.request(
-            method,
-            path,
-            content=(template % nested(depth)).encode(),
-            headers={**caller.headers, "content-type": "application/json", "Idempotency-Key": "d"},
-        )
+    for depth in (1_000, 100_000):
+        response = await _send_raw(client, caller, path, template % nested(depth))
         assert_problem(response, 400)
         body = response.json()
         assert body["type"].endswith("/invalid-json")
         assert "nested deeper than 32" in body["detail"]
 
 
-async def test_properties_nested_within_the_limit_are_kept(
+@pytest.mark.parametrize(
+    ("path", "template", "status", "field"),
+    [(*BODIES[0], 422, "properties"), (*BODIES[1], 400, "events[0]"), (*BODIES[2], 400, "name"),
+     (*BODIES[3], 400, "contract_overrides")],
+)  # fmt: skip
+async def test_a_body_nested_past_the_limit_is_refused_naming_the_field(
+    client: AsyncClient,
+    operator: Tenant,
+    shop: Tenant,
+    path: str,
+    template: str,
+    status: int,
+    field: str,
+) -> None:
+    caller = operator if path == "/v1/signup" else shop
+    response = await _send_raw(client, caller, path, template % nested(40))
+    assert_problem(response, status, field)
+
+
+async def test_properties_nest_up_to_the_limit_and_no_further(
     client: AsyncClient, shop: Tenant
 ) -> None:
-    properties = {"a": [[[[{"b": [1, 2]}]]]]}
-    response = await send(
-        client, shop, event("shallow", at("2026-10-15T08:00:00"), properties=properties)
-    )
+    when = at("2026-10-15T08:00:00")
+    at_limit = {"a": json.loads(nested(31))}  # 32 levels: the object and 31 arrays
+    response = await send(client, shop, event("at-limit", when, properties=at_limit))
     assert response.status_code == 201, response.text
+    past = {"a": json.loads(nested(32))}
+    response = await send(client, shop, event("past-limit", when, properties=past))
+    assert_problem(response, 422, "properties")
+    assert response.json()["reason"] == "invalid_properties"
+    assert "nested deeper than 32" in response.json()["detail"]
 
 
 async def test_instants_at_the_edges_of_the_calendar_are_refused_by_name(
