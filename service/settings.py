@@ -107,7 +107,8 @@ class OutgoingWebhookSettings:
 
 @dataclass(frozen=True, slots=True)
 class LimitSettings:
-    """What a client may send (each a ``BILLING_*`` variable; the README lists them)."""
+    """What a client may send (``BILLING_*`` variables, and ``STRIPE_WEBHOOK_MAX_BODY_BYTES``
+    for Stripe's webhooks; the README lists them)."""
 
     json_max_depth: int = 32
     """Objects and arrays nested deeper than this in a JSON body are a 400."""
@@ -229,7 +230,7 @@ class Settings:
             json_max_depth=_positive(env, "BILLING_JSON_MAX_DEPTH", 32),
             properties_max_bytes=_positive(env, "BILLING_PROPERTIES_MAX_BYTES", 16 * 1024),
             body_timeout_seconds=_positive_seconds(env, "BILLING_BODY_TIMEOUT_SECONDS", 30.0),
-            webhook_max_body_bytes=_positive(env, "BILLING_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024),
+            webhook_max_body_bytes=_positive(env, "STRIPE_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024),
             test_clock_max_advance_days=_positive(env, "BILLING_TEST_CLOCK_MAX_ADVANCE_DAYS", 0)
             or None,
         )

@@ -3,7 +3,7 @@
 Processing happens later in the worker (``webhooks.inbox``), so Stripe never waits on our
 handlers and a handler failure never makes Stripe resend. A missing, forged, tampered or stale
 signature — or one dated further in the future than the tolerance — is a 400 problem and
-nothing is stored. A body larger than ``BILLING_WEBHOOK_MAX_BODY_BYTES`` (1 MiB; Stripe's
+nothing is stored. A body larger than ``STRIPE_WEBHOOK_MAX_BODY_BYTES`` (1 MiB; Stripe's
 events are a few KB) is a 413 before it is read whole. A validly signed event is never refused
 for what it holds: the inbox keeps what it cannot process, parked.
 """
