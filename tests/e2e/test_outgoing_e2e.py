@@ -94,7 +94,7 @@ def test_the_worker_delivers_a_merchants_events_signed_and_in_order(
                     "trial_days": 0,
                     "test_clock_id": clock,
                 },
-                headers=operator,
+                headers={**operator, "Idempotency-Key": "e2e-webhook-shop"},
             ),
             201,
         )
