@@ -136,8 +136,14 @@ async def test_a_worker_killed_mid_pass_leaves_whole_invoices_only(
 
 async def test_worker_stops_cleanly_on_sigterm(database: Database) -> None:
     worker = start_worker(database.dsn, "--interval", "0.5")
-    await asyncio.sleep(3)  # started, migrated, at least one pass done
-    assert worker.poll() is None, worker.output()
+    # Signal handlers are installed before `worker_started` is logged; wait for it (however
+    # slow a loaded machine makes the start) rather than for a fixed time.
+    deadline = time.monotonic() + 90
+    while '"worker_started"' not in worker.output() and time.monotonic() < deadline:
+        assert worker.poll() is None, worker.output()
+        await asyncio.sleep(0.2)
+    assert '"worker_started"' in worker.output(), worker.output()
+    await asyncio.sleep(1)  # inside a pass or between passes: both must stop cleanly
     worker.process.send_signal(signal.SIGTERM)
     output = worker.finish(timeout=30)
     assert worker.returncode == 0, output
