@@ -7,8 +7,8 @@ import pytest
 import stripe
 
 from webhooks.standin import StandIn
+from webhooks.standin.disputes import DISPUTE_FEE_MINOR
 from webhooks.standin.schema import StripeError
-from webhooks.standin.state import DISPUTE_FEE_MINOR
 
 from .conftest import charge_of, paid_invoice
 

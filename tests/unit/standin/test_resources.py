@@ -8,7 +8,7 @@ import pytest
 import stripe
 
 from webhooks.standin import StandIn
-from webhooks.standin.state import stripe_fee
+from webhooks.standin.payments import stripe_fee
 
 from .conftest import charge_of, paid_invoice
 
