@@ -27,7 +27,7 @@ from litestar.openapi.spec import (
 
 from service.errors import PROBLEM_BASE, BillingError
 
-API_VERSION: Final = "2026-12-05"
+API_VERSION: Final = "2026-12-06"
 """The API's version, as a date (as Stripe names its versions): the day its shape last changed.
 Bump it with any change a client could notice; outgoing events carry it."""
 

@@ -1,5 +1,6 @@
 """``billing outbox`` and ``billing webhooks``: see what waits to go to Stripe and what Stripe
-sent, put a parked push back in line, re-run one event."""
+sent; put a parked push back in line, skip it (with a reason) or resolve it (record what exists
+in Stripe); re-run one event. Skips and resolutions are audit entries."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from uuid import UUID
 
 import typer
 
-from service.command import console, run_with_database, settings
+from service.command import UserError, console, run_with_database, settings
 
 outbox_app = typer.Typer(
     help="The Stripe outbox: pushes waiting, sent or parked.",
@@ -27,6 +28,8 @@ class OutboxStatus(StrEnum):
     IN_FLIGHT = "in_flight"
     SENT = "sent"
     PARKED = "parked"
+    SKIPPED = "skipped"
+    RESOLVED = "resolved"
 
 
 class InboxStatus(StrEnum):
@@ -44,7 +47,10 @@ def outbox_list(
     merchant: Annotated[UUID | None, typer.Option(help="Only this merchant.")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown.")] = 50,
 ) -> None:
-    """List outbox rows. Without a Stripe key configured, pending rows wait (shown as such)."""
+    """List outbox rows. Without a Stripe key configured, pending rows wait (shown as such).
+    A parked row shows why, and what it made in Stripe already; rows behind it about the same
+    thing (the same invoice; everything, for the customer's creation) wait for it, others go
+    on."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.markup import escape
@@ -64,8 +70,10 @@ def outbox_list(
     table = RichTable(
         title="Stripe outbox" + (" — no STRIPE_API_KEY: waiting" if is_waiting else "")
     )
-    for column in ("id", "merchant", "command", "status", "attempts", "next attempt", "error"):
+    for column in ("id", "merchant", "command", "status", "attempts", "next attempt"):
         table.add_column(column)
+    table.add_column("error / resolution", overflow="fold", min_width=30)
+    table.add_column("made in Stripe", overflow="fold")
     for row in rows:
         state = row["status"]
         if is_waiting and state == "pending":
@@ -77,16 +85,24 @@ def outbox_list(
             state,
             str(row["attempts"]),
             _next_attempt(row),
-            escape((row["last_error"] or "")[:60]),
+            escape(row["resolution"] or row["last_error"] or ""),
+            escape(_made(row["stripe_ids"])),
         )
     console().print(table)
     console().print(f"{len(rows)} row(s)")
 
 
+def _made(stripe_ids: Any) -> str:
+    import msgspec
+
+    ids = msgspec.json.decode(stripe_ids) if isinstance(stripe_ids, str | bytes) else stripe_ids
+    return ", ".join(f"{kind} {value}" for kind, value in (ids or {}).items() if value)
+
+
 def _next_attempt(row: dict[str, Any]) -> str:
     """When the row goes (again): its next attempt, or for one in flight the end of its lease
     (a worker that died leaves it in flight; another takes it then)."""
-    if row["status"] == "sent":
+    if row["status"] in ("sent", "skipped", "resolved"):
         return ""
     if row["status"] == "in_flight" and row["lease_until"] is not None:
         return "lease until " + row["lease_until"].strftime("%Y-%m-%d %H:%M:%S")
@@ -105,6 +121,65 @@ def outbox_retry(outbox_id: int) -> None:
         console().print(f"outbox row {outbox_id} is not parked")
         raise typer.Exit(1)
     console().print(f"outbox row {outbox_id} is pending again")
+
+
+@outbox_app.command("skip")
+def outbox_skip(
+    outbox_id: int,
+    reason: Annotated[
+        str, typer.Option(help="Why it is not sent (kept with the row and in the audit log).")
+    ],
+) -> None:
+    """Never send a parked row: what it was to do was done otherwise (a refund paid by bank
+    transfer, ...) or is not wanted. The rows waiting behind it go on. Audited."""
+    from service import stripe_outbox
+    from service.tenancy.principal import COMMAND_LINE_ACTOR
+
+    if not reason.strip():
+        raise UserError("--reason must say why", exit_code=2)
+
+    async def work() -> bool:
+        return await stripe_outbox.skip(
+            outbox_id, reason=reason, actor=COMMAND_LINE_ACTOR, now=datetime.now(UTC)
+        )
+
+    if not run_with_database(settings(), work):
+        raise UserError(f"outbox row {outbox_id} is not parked: only a parked row is skipped")
+    console().print(f"outbox row {outbox_id} skipped", markup=False)
+
+
+@outbox_app.command("resolve")
+def outbox_resolve(
+    outbox_id: int,
+    reason: Annotated[
+        str, typer.Option(help="What was done by hand (kept with the row and in the audit log).")
+    ],
+) -> None:
+    """A parked row's work is done in Stripe (by hand, or by an earlier attempt): look it up in
+    Stripe by our ids, record it here, and mark the row resolved. Makes nothing in Stripe; when
+    Stripe lacks something, says what and leaves the row parked. Audited."""
+    from service.tenancy.principal import COMMAND_LINE_ACTOR
+    from webhooks import outbox
+    from webhooks.gateway import Gateway
+
+    if not reason.strip():
+        raise UserError("--reason must say what was done", exit_code=2)
+    found = settings()
+    if not found.stripe.is_configured:
+        raise UserError("resolving reads Stripe: set STRIPE_API_KEY (and STRIPE_API_BASE if any)")
+
+    async def work() -> dict[str, Any]:
+        gateway = Gateway.from_settings(found.stripe)
+        try:
+            return await outbox.resolve(
+                gateway, outbox_id, reason=reason, actor=COMMAND_LINE_ACTOR, now=datetime.now(UTC)
+            )
+        except outbox.NotResolved as error:
+            raise UserError(str(error)) from None
+
+    recorded = run_with_database(found, work)
+    made = _made(recorded) or "nothing more"
+    console().print(f"outbox row {outbox_id} resolved; recorded: {made}", markup=False)
 
 
 @webhooks_app.command("list")

@@ -86,9 +86,19 @@ class Gateway:
         except stripe.StripeError as error:
             raise stripe_failure(error) from error
 
-    async def retrieve(self, fn: Callable[..., Any], object_id: str) -> Any:
+    async def retrieve(
+        self, fn: Callable[..., Any], object_id: str, *, expand: list[str] | None = None
+    ) -> Any:
+        """One object. Fields Stripe leaves out unless asked (``Invoice.payments``: see
+        ``webhooks/standin/expansion.py``) and ids to turn into objects go in ``expand``."""
+
+        def run() -> Any:
+            if expand:
+                return fn(object_id, params={"expand": expand})
+            return fn(object_id)
+
         try:
-            return await asyncio.to_thread(fn, object_id)
+            return await asyncio.to_thread(run)
         except stripe.StripeError as error:
             raise stripe_failure(error) from error
 
@@ -102,6 +112,18 @@ class Gateway:
             return await asyncio.to_thread(run)
         except stripe.StripeError as error:
             raise stripe_failure(error) from error
+
+
+class WouldWrite(Exception):
+    """A read-only gateway was asked to change something in Stripe."""
+
+
+class ReadOnlyGateway(Gateway):
+    """Reads Stripe, never writes: what resolving a parked outbox row by hand uses, so that it
+    only records what exists in Stripe and never makes anything."""
+
+    async def call(self, fn: Callable[..., Any], *args: Any, key: str, **params: Any) -> Any:
+        raise WouldWrite(f"{getattr(fn, '__qualname__', fn)}")
 
 
 def id_of(value: Any) -> str:

@@ -2,6 +2,13 @@
 
 A row is sent only when every earlier row of its stream has been sent, so any number of workers
 keep a merchant's pushes in order (customer before invoice, invoice before its credit notes).
+A row **parked** for a person (Stripe refused it) holds back only the later rows of its
+*subject* (the same invoice; every row when it concerns the whole stream, like the customer's
+creation): a refused credit note must not stop the next month's invoice from being collected,
+but a credit note or a void must never overtake the push of its invoice. Parked rows stay
+visible (``billing outbox``) with their reason and what they already made in Stripe, and a
+person retries, skips (with a reason) or resolves them (`resolve`: record what exists in
+Stripe, make nothing).
 No database lock is held while Stripe is called: a row is **claimed** by one short statement
 that marks it ``in_flight`` with a lease (``lease_until``) and commits; the worker then calls
 Stripe with no transaction open; the outcome (the Stripe ids onto our rows, and the row marked
@@ -27,13 +34,30 @@ import msgspec
 import structlog
 
 from plans.charges import FlatAddon, FlatFee
+from service import stripe_outbox
+from service.audit import log as audit
 from service.catalog import store as catalog_store
 from service.db.engine import current as current_database
 from service.db.engine import transaction_connection
-from service.db.tables import CreditNote, Invoice, InvoiceLineRow, Merchant, StripeCatalogMap
-from service.stripe_outbox import Command
+from service.db.tables import (
+    CreditNote,
+    Invoice,
+    InvoiceLineRow,
+    Merchant,
+    Payment,
+    StripeCatalogMap,
+)
+from service.stripe_outbox import Command, credit_note_key
+from service.tenancy.principal import Actor
 from webhooks import records
-from webhooks.gateway import CardDeclined, Gateway, StripeFailure, id_of, metadata_of
+from webhooks.gateway import (
+    CardDeclined,
+    Gateway,
+    ReadOnlyGateway,
+    StripeFailure,
+    WouldWrite,
+    metadata_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -78,12 +102,28 @@ class Claim:
     belongs to the newer attempt)."""
     looks_back: bool
     """The row is older than `KEY_WINDOW`: look in Stripe for what an earlier attempt made."""
+    is_resolving: bool = False
+    """A person resolves the parked row: only find and record what exists (`resolve`)."""
     writes: list[Write] = field(default_factory=list)
+    made: dict[str, str] = field(default_factory=dict)
+    """Stripe objects this attempt made or found, by kind: kept on the row when it parks, so a
+    person sees what exists in Stripe already."""
 
     def later(self, write: Write) -> None:
         """Record ``write`` (a statement about what Stripe did) with the outcome, in one
         transaction: a push that fails halfway records nothing."""
         self.writes.append(write)
+
+    def saw(self, kind: str, stripe_id: str) -> None:
+        """Note a Stripe object this push made or found (shown with the row if it parks)."""
+        self.made[kind] = stripe_id
+
+    @property
+    def may_have_made(self) -> bool:
+        """Whether an earlier attempt may have made something its keys no longer cover, or a
+        person resolves the row: then look in Stripe first. An attempt after a failed one looks
+        too, where making a thing twice would move money twice (refunds, credit notes)."""
+        return self.looks_back or self.is_resolving
 
 
 def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
@@ -105,6 +145,10 @@ _DUE = (
 
 # Rows at the head of their stream that are due (or whose lease ran out), read without taking a
 # lock. Raw SQL: the per-stream ordering condition is not something the ORM expresses.
+# An earlier row holds ``o`` back while it is unsent — except a parked row of another subject
+# (subject '' concerns the whole stream), and a pending row that such a parked row holds back
+# itself (a row of the parked subject waits, the other subjects go on). Skipped and resolved
+# rows are done, like sent ones.
 _CANDIDATES = f"""
 SELECT o.merchant_id, o.id
 FROM stripe_outbox o
@@ -113,7 +157,15 @@ WHERE {_DUE.format(now="$1")}
        OR ($3::boolean AND o.merchant_id IS NULL))
   AND NOT EXISTS (
       SELECT 1 FROM stripe_outbox earlier
-      WHERE earlier.stream = o.stream AND earlier.id < o.id AND earlier.status <> 'sent')
+      WHERE earlier.stream = o.stream AND earlier.id < o.id
+        AND earlier.status IN ('pending', 'in_flight', 'parked')
+        AND CASE WHEN earlier.status = 'parked'
+                 THEN earlier.subject IN (o.subject, '') OR o.subject = ''
+                 ELSE NOT EXISTS (
+                     SELECT 1 FROM stripe_outbox held
+                     WHERE held.stream = earlier.stream AND held.id < earlier.id
+                       AND held.status = 'parked' AND held.subject IN (earlier.subject, ''))
+            END)
 ORDER BY o.id
 LIMIT $4
 """
@@ -138,7 +190,7 @@ RETURNING o.id
 
 _MARK_FAILED = f"""
 UPDATE stripe_outbox o SET status = $4, lease_until = NULL, next_attempt_at = $5,
-    last_error = $6
+    last_error = $6, stripe_ids = o.stripe_ids || $7::jsonb
 WHERE {_THIS_ROW} AND o.status = 'in_flight' AND o.attempts = $3
 """
 
@@ -263,6 +315,7 @@ async def _record_failure(
         status,
         next_at,
         str(error)[:2000],
+        msgspec.json.encode(claim.made).decode(),
     )
     if is_transient:
         log.warning(
@@ -274,7 +327,13 @@ async def _record_failure(
             error=str(error),
         )
         return "retrying"
-    log.error("stripe_outbox_parked", outbox_id=claim.id, command=claim.command, error=str(error))
+    log.error(
+        "stripe_outbox_parked",
+        outbox_id=claim.id,
+        command=claim.command,
+        error=str(error),
+        made_in_stripe=claim.made,
+    )
     return "parked"
 
 
@@ -282,6 +341,110 @@ def _json(value: Any) -> dict[str, Any]:
     if isinstance(value, str | bytes):
         return msgspec.json.decode(value)  # type: ignore[no-any-return]
     return dict(value)
+
+
+# -- a person resolves a parked row --------------------------------------------------------
+
+_CLAIM_PARKED = f"""
+UPDATE stripe_outbox o SET status = 'in_flight', lease_until = $3, attempts = o.attempts + 1
+WHERE {_THIS_ROW} AND o.status = 'parked'
+RETURNING o.merchant_id, o.id, o.command, o.payload, o.idempotency_key, o.attempts,
+    o.created_at
+"""
+
+_MARK_RESOLVED = f"""
+UPDATE stripe_outbox o SET status = 'resolved', resolved_at = $4, resolution = $5,
+    lease_until = NULL, stripe_ids = o.stripe_ids || $6::jsonb
+WHERE {_THIS_ROW} AND o.status = 'in_flight' AND o.attempts = $3
+RETURNING o.id
+"""
+
+_PARK_AGAIN = f"""
+UPDATE stripe_outbox o SET status = 'parked', lease_until = NULL
+WHERE {_THIS_ROW} AND o.status = 'in_flight' AND o.attempts = $3
+"""
+
+
+class NotResolved(Exception):
+    """Resolving a parked row found nothing to record; the row stays parked."""
+
+
+async def resolve(
+    gateway: Gateway,
+    outbox_id: int,
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    lease: timedelta = DEFAULT_LEASE,
+) -> dict[str, Any]:
+    """A person says a parked row's work is done in Stripe (by hand in the dashboard, or by an
+    earlier attempt): its push runs once more reading Stripe only — it looks for what the row
+    was to make, by our ids in the metadata, and records it here, but makes nothing — then the
+    row is ``resolved`` with ``reason``, audited. When Stripe lacks something the push needs,
+    nothing is recorded, the row stays parked, and `NotResolved` says what is missing."""
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("resolving a row needs a reason")
+    found = await stripe_outbox.row(outbox_id)
+    if found is None or found["status"] != "parked":
+        raise NotResolved(f"outbox row {outbox_id} is not parked")
+    pool = current_database().pool
+    claimed = await pool.fetchrow(_CLAIM_PARKED, found["merchant_id"], outbox_id, now + lease)
+    if claimed is None:
+        raise NotResolved(f"outbox row {outbox_id} is not parked")
+    claim = Claim(
+        id=claimed["id"],
+        merchant_id=claimed["merchant_id"],
+        command=claimed["command"],
+        payload=_json(claimed["payload"]),
+        key=claimed["idempotency_key"],
+        attempts=claimed["attempts"],
+        looks_back=True,
+        is_resolving=True,
+    )
+    try:
+        push = _COMMANDS[Command(claim.command)]
+        stripe_ids = await push(ReadOnlyGateway(gateway.client), claim, claim.payload)
+    except (WouldWrite, StripeFailure, NotReady) as error:
+        await pool.execute(_PARK_AGAIN, claim.merchant_id, claim.id, claim.attempts)
+        if isinstance(error, WouldWrite):
+            raise NotResolved(
+                f"Stripe does not have what outbox row {outbox_id} ({claim.command}) was to"
+                f" make (it would call {error}); resolving records only what exists. Make it in"
+                f" Stripe with our ids in its metadata, `billing outbox retry {outbox_id}`, or"
+                f" `billing outbox skip {outbox_id} --reason ...`"
+            ) from error
+        raise NotResolved(f"outbox row {outbox_id} ({claim.command}): {error}") from error
+    async with current_database().engine.transaction():
+        marked = await transaction_connection().fetchval(
+            _MARK_RESOLVED,
+            claim.merchant_id,
+            claim.id,
+            claim.attempts,
+            now,
+            reason,
+            msgspec.json.encode({**claim.made, **stripe_ids}).decode(),
+        )
+        if marked is None:
+            raise NotResolved(f"outbox row {outbox_id} was taken by a worker meanwhile")
+        for write in claim.writes:
+            await write()
+        await audit.record(
+            actor,
+            merchant_id=claim.merchant_id,
+            entity="stripe_outbox",
+            entity_id=str(claim.id),
+            action="resolve",
+            changes={
+                "command": claim.command,
+                "reason": reason,
+                "last_error": found["last_error"],
+                "recorded": {**claim.made, **stripe_ids},
+            },
+        )
+    log.info("stripe_outbox_resolved", outbox_id=claim.id, command=claim.command)
+    return stripe_ids
 
 
 # -- the pushes --------------------------------------------------------------------------------
@@ -300,7 +463,7 @@ async def _ensure_customer(gateway: Gateway, claim: Claim, merchant_id: UUID) ->
         return merchant.stripe_customer_id
     customer = await _made_before(
         gateway,
-        claim.looks_back,
+        claim.may_have_made,
         gateway.client.v1.customers.list,
         {"kefu_merchant_id": str(merchant.id)},
         email=merchant.contact_email,
@@ -443,7 +606,7 @@ async def _invoice_push(gateway: Gateway, claim: Claim, payload: dict[str, Any])
     }
     stripe_invoice = await _made_before(
         gateway,
-        claim.looks_back,
+        claim.may_have_made,
         v1.invoices.list,
         {"kefu_invoice_id": str(invoice.id)},
         customer=customer_id,
@@ -559,7 +722,7 @@ async def _credit_before_payment(
     v1 = gateway.client.v1
     made = (
         await gateway.list_all(v1.credit_notes.list, invoice=stripe_invoice.id)
-        if claim.looks_back
+        if claim.may_have_made
         else []
     )
     for note in notes:
@@ -570,7 +733,7 @@ async def _credit_before_payment(
                 note,
                 invoice,
                 stripe_invoice.id,
-                key=f"{claim.key}:credit_note:{note.id}",
+                key=credit_note_key(claim.key, note.id),
             )
         claim.later(_credit_note_update(note, {CreditNote.stripe_credit_note_id: stripe_note.id}))
     return await gateway.retrieve(v1.invoices.retrieve, stripe_invoice.id)
@@ -612,13 +775,21 @@ credit note, a failed or canceled refund): never taken as the earlier attempt's.
 
 
 async def _collect(gateway: Gateway, stripe_invoice_id: str, *, key: str) -> str:
+    """Ask Stripe to collect an open invoice: its status after, or ``declined``. Stripe refuses
+    to pay an invoice that is no longer open (paid meanwhile, voided in the dashboard) with a
+    plain 400 and no code to tell it by: then the invoice is read, and a closed one is no
+    failure of ours."""
+    v1 = gateway.client.v1
     try:
-        paid = await gateway.call(gateway.client.v1.invoices.pay, stripe_invoice_id, key=key)
+        paid = await gateway.call(v1.invoices.pay, stripe_invoice_id, key=key)
     except CardDeclined:
         return "declined"
     except StripeFailure as failure:
-        if failure.code in ("invoice_already_paid", "invoice_not_open"):
-            return failure.code
+        if failure.is_transient:
+            raise
+        current = await gateway.retrieve(v1.invoices.retrieve, stripe_invoice_id)
+        if current.status != "open":
+            return f"skipped ({current.status})"
         raise
     return str(paid.status)
 
@@ -655,11 +826,16 @@ _STRIPE_CREDIT_REASONS = {"duplicate": "duplicate"}
 async def _credit_note_push(
     gateway: Gateway, claim: Claim, payload: dict[str, Any]
 ) -> dict[str, Any]:
-    """An open invoice gets a Stripe credit note; a paid one a refund (tagged with our credit
-    note, so its webhooks are recognised as ours) and a credit note linking it. A credit note
-    already in Stripe (made by the invoice's own push, or by an earlier attempt) or a refund an
-    earlier attempt made is found by that tag, never made twice."""
-    key = claim.key
+    """Our credit note in Stripe. On an open invoice it lowers what is due. On a paid one the
+    money goes back in the **same request**: a Stripe credit note with ``refund_amount`` makes
+    the refund and the credit note together or neither, so a refusal can strand no refund.
+
+    A retry after an earlier attempt (or a row older than Stripe keeps keys, or a person
+    resolving it) first looks in Stripe for what exists — the credit note, tagged with our ids,
+    or a refund tagged so (made by the two-step push that came before) — and links or records it
+    instead of making more. The refund made by the credit note carries no metadata of ours: its
+    webhooks are recognised by their request's idempotency key, which names our credit note
+    (``service.stripe_outbox.credit_note_key``)."""
     note = (
         await CreditNote.objects()
         .where(CreditNote.merchant_id == _merchant_of(claim))
@@ -683,59 +859,70 @@ async def _credit_note_push(
         return {"credit_note": note.stripe_credit_note_id, "refund": note.stripe_refund_id}
     v1 = gateway.client.v1
     tags = _credit_note_tags(note, invoice)
+    looks = claim.may_have_made or claim.attempts > 1
     stripe_note = await _made_before(
         gateway,
-        claim.looks_back,
+        looks,
         v1.credit_notes.list,
         {"kefu_credit_note_id": str(note.id)},
         invoice=invoice.stripe_invoice_id,
+        expand=["data.refunds.refund"],
     )
     refund: Any = None
-    refunds: list[dict[str, Any]] = []
-    if stripe_note is not None:
-        refund_id = next(
-            (found for item in stripe_note.refunds or () if (found := id_of(item.refund))), None
+    if stripe_note is None:
+        stripe_invoice = await gateway.retrieve(
+            v1.invoices.retrieve, invoice.stripe_invoice_id, expand=["payments"]
         )
-        if refund_id is not None:
-            refund = await gateway.retrieve(v1.refunds.retrieve, refund_id)
-    else:
-        stripe_invoice = await gateway.retrieve(v1.invoices.retrieve, invoice.stripe_invoice_id)
         if stripe_invoice.status == "paid":
             payment_intent = records.payment_intent_of(stripe_invoice)
             if payment_intent is None:
-                raise NotReady(f"Stripe invoice {stripe_invoice.id} has no payment to refund")
-            refund = await _made_before(
-                gateway,
-                claim.looks_back,
-                v1.refunds.list,
-                tags,
-                payment_intent=payment_intent,
-            )
-            if refund is None:
-                refund = await gateway.call(
-                    v1.refunds.create,
-                    key=f"{key}:refund",
-                    payment_intent=payment_intent,
-                    amount=note.amount_minor,
-                    metadata=tags,
+                raise StripeFailure(
+                    f"Stripe invoice {stripe_invoice.id} was paid outside Stripe, so Stripe has"
+                    " nothing to refund: give the money back outside Stripe, then `billing"
+                    f" outbox skip {claim.id} --reason ...`",
+                    is_transient=False,
+                    status=None,
+                    code=None,
                 )
-            refunds = [{"refund": refund.id, "amount_refunded": note.amount_minor}]
+            refund = await _made_before(
+                gateway, looks, v1.refunds.list, tags, payment_intent=payment_intent
+            )
+            if refund is not None:
+                claim.saw("refund", refund.id)
         elif stripe_invoice.status != "open":
             raise StripeFailure(
-                f"Stripe invoice {stripe_invoice.id} is {stripe_invoice.status}: no credit note",
+                f"Stripe invoice {stripe_invoice.id} is {stripe_invoice.status}: Stripe takes no"
+                " credit note on it. Settle it there, then `billing outbox resolve` or `skip`"
+                f" {claim.id}",
                 is_transient=False,
                 status=None,
                 code=None,
             )
+        if claim.is_resolving and refund is not None:
+            # Done by hand: the money went back; record it, make no credit note now.
+            claim.later(_refund_record(note, invoice, refund))
+            claim.later(_credit_note_update(note, {CreditNote.stripe_refund_id: refund.id}))
+            return {"credit_note": None, "refund": refund.id}
+        refunding = stripe_invoice.status == "paid"
         stripe_note = await _make_credit_note(
             gateway,
             note,
             invoice,
             invoice.stripe_invoice_id,
-            key=f"{key}:credit_note",
-            refunds=refunds,
+            key=credit_note_key(claim.key, note.id),
+            refunds=[{"refund": refund.id, "amount_refunded": note.amount_minor}]
+            if refund is not None
+            else (),
+            refund_amount=note.amount_minor if refunding and refund is None else None,
+        )
+    claim.saw("credit_note", stripe_note.id)
+    if refund is None:
+        refund = next(
+            (item.refund for item in stripe_note.refunds or () if not isinstance(item.refund, str)),
+            None,
         )
     if refund is not None:
+        claim.saw("refund", refund.id)
         claim.later(_refund_record(note, invoice, refund))
     refund_id = refund.id if refund is not None else None
     claim.later(
@@ -768,7 +955,7 @@ def _refund_record(note: CreditNote, invoice: Invoice, refund: Any) -> Write:
 
 
 def _credit_note_tags(note: CreditNote, invoice: Invoice) -> dict[str, str]:
-    """The metadata naming our credit note on what Stripe makes for it (credit note, refund)."""
+    """The metadata naming our credit note on what Stripe makes for it."""
     return {
         "kefu_credit_note_id": str(note.id),
         "kefu_invoice_id": str(invoice.id),
@@ -784,8 +971,11 @@ async def _make_credit_note(
     *,
     key: str,
     refunds: Sequence[dict[str, Any]] = (),
+    refund_amount: int | None = None,
 ) -> Any:
-    """Our credit note as a Stripe credit note on ``stripe_invoice_id`` (linking ``refunds``)."""
+    """Our credit note as a Stripe credit note on ``stripe_invoice_id``: linking ``refunds``
+    that exist, or making a refund of ``refund_amount`` with it (the refund comes back
+    expanded)."""
     params: dict[str, Any] = {}
     if note.reason in _STRIPE_CREDIT_REASONS:
         params["reason"] = _STRIPE_CREDIT_REASONS[note.reason]
@@ -793,6 +983,10 @@ async def _make_credit_note(
         params["memo"] = note.memo[:500]
     if refunds:
         params["refunds"] = list(refunds)
+    if refund_amount is not None:
+        params["refund_amount"] = refund_amount
+    if refunds or refund_amount is not None:
+        params["expand"] = ["refunds.refund"]
     return await gateway.call(
         gateway.client.v1.credit_notes.create,
         key=key,
@@ -804,6 +998,54 @@ async def _make_credit_note(
     )
 
 
+async def _payment_lookup(
+    gateway: Gateway, claim: Claim, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """Which payment intent, and which charge of it, paid an invoice: ``invoice.paid`` webhooks
+    do not carry them (``Invoice.payments`` is includable, and events are never expanded).
+    One read with a nested expansion; the charge is the payment intent's latest charge."""
+    merchant_id = _merchant_of(claim)
+    invoice_id = UUID(payload["invoice_id"])
+    payment = (
+        await Payment.objects()
+        .where(Payment.merchant_id == merchant_id)
+        .where(Payment.invoice_id == invoice_id)
+        .first()
+    )
+    if payment is None:
+        raise NotReady(f"no payment recorded for invoice {invoice_id} yet")
+    if payment.stripe_payment_intent_id and payment.stripe_charge_id:
+        return {"payment_intent": payment.stripe_payment_intent_id}
+    stripe_invoice = await gateway.retrieve(
+        gateway.client.v1.invoices.retrieve,
+        payment.stripe_invoice_id,
+        expand=["payments.data.payment.payment_intent"],
+    )
+    found = records.payment_of(stripe_invoice)
+    if found is None:
+        return {"payment_intent": None}  # paid outside Stripe: no charge to name
+    intent_id, charge_id = found
+    claim.later(_payment_update(merchant_id, invoice_id, intent_id, charge_id))
+    return {"payment_intent": intent_id, "charge": charge_id}
+
+
+def _payment_update(
+    merchant_id: UUID, invoice_id: UUID, intent_id: str, charge_id: str | None
+) -> Write:
+    def write() -> Any:
+        return Payment.raw(
+            "UPDATE payments SET stripe_payment_intent_id = coalesce(stripe_payment_intent_id,"
+            " {}), stripe_charge_id = coalesce(stripe_charge_id, {})"
+            " WHERE merchant_id = {} AND invoice_id = {}",
+            intent_id,
+            charge_id,
+            merchant_id,
+            invoice_id,
+        )
+
+    return write
+
+
 _COMMANDS: dict[Command, Push] = {
     Command.CUSTOMER_CREATE: _customer_create,
     Command.CUSTOMER_UPDATE: _customer_update,
@@ -812,4 +1054,5 @@ _COMMANDS: dict[Command, Push] = {
     Command.INVOICE_RETRY_PAYMENT: _invoice_retry_payment,
     Command.INVOICE_VOID: _invoice_void,
     Command.CREDIT_NOTE_PUSH: _credit_note_push,
+    Command.PAYMENT_LOOKUP: _payment_lookup,
 }

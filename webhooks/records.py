@@ -35,14 +35,30 @@ def at(unix: int | None) -> datetime:
     return datetime.fromtimestamp(unix or 0, UTC)
 
 
-def payment_intent_of(stripe_invoice: Any) -> str | None:
-    """The PaymentIntent that paid a Stripe invoice, if it was paid through Stripe."""
+def payment_of(stripe_invoice: Any) -> tuple[str, str | None] | None:
+    """The payment intent that paid a Stripe invoice and its latest charge (None when the
+    intent came as an id, not expanded), or None if it was not paid through Stripe — or if
+    the invoice came without its ``payments``: an includable field, present only when the
+    request expanded it (never in a webhook)."""
     invoice = as_dict(stripe_invoice)
     for entry in (invoice.get("payments") or {}).get("data") or []:
         payment = entry.get("payment") or {}
-        if entry.get("status") == "paid" and payment.get("payment_intent"):
-            return str(payment["payment_intent"])
+        intent = payment.get("payment_intent")
+        if entry.get("status") != "paid" or not intent:
+            continue
+        if isinstance(intent, dict):
+            charge = intent.get("latest_charge")
+            charge_id = charge.get("id") if isinstance(charge, dict) else charge
+            return str(intent["id"]), str(charge_id) if charge_id else None
+        return str(intent), None
     return None
+
+
+def payment_intent_of(stripe_invoice: Any) -> str | None:
+    """The payment intent that paid a Stripe invoice, if it was paid through Stripe (and the
+    invoice came with its ``payments`` expanded)."""
+    found = payment_of(stripe_invoice)
+    return found[0] if found else None
 
 
 _INSERT_REFUND = """

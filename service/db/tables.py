@@ -354,11 +354,15 @@ class UsageTransaction(Table, tablename="usage_transactions"):
 
 class StripeOutbox(Table, tablename="stripe_outbox"):
     """A push to Stripe, written with the change that causes it; sent in order per stream.
-    ``status``: pending, in_flight (claimed, Stripe being called), sent or parked."""
+    ``status``: pending, in_flight (claimed, Stripe being called), sent, parked (waits for a
+    person), skipped or resolved (by a person, with the ``resolution``)."""
 
     id = BigSerial(primary_key=True)
     merchant_id = UUID(null=True, default=None)
     stream = Varchar(length=40)
+    subject = Varchar(length=80, default="")
+    """What in Stripe the row changes ('invoice <id>', ...; '' the whole stream): a parked row
+    holds back the later rows of its subject only (see ``webhooks.outbox``)."""
     command = Varchar(length=40)
     payload = JSONB()
     idempotency_key = Varchar(length=80, unique=True)
@@ -371,6 +375,8 @@ class StripeOutbox(Table, tablename="stripe_outbox"):
     stripe_ids = JSONB(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())
     sent_at = Timestamptz(null=True, default=None)
+    resolution = Text(null=True, default=None)
+    resolved_at = Timestamptz(null=True, default=None)
 
 
 class StripeInbox(Table, tablename="stripe_inbox"):

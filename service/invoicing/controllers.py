@@ -82,7 +82,8 @@ class InvoiceController(Controller):
         "/{invoice_ref:str}",
         summary="One invoice",
         responses=responses(401, 404),
-        description="`{id}` answers JSON with lines and credit notes; `{id}.html` the document.",
+        description="`{id}` answers JSON with lines, credit notes and payments (with their Stripe"
+        " payment intent and charge); `{id}.html` the document.",
     )
     async def get_invoice(
         self, tenant: NamedDependency[TenantScope], invoice_ref: FromPath[str]
@@ -101,7 +102,8 @@ class InvoiceController(Controller):
         if match.group(2):
             merchant = await merchants.get(invoice.merchant_id)
             return html_response(render.invoice_html(invoice, lines, merchant, notes))
-        return Response(InvoiceOut.from_row(invoice, lines=lines, notes=notes))
+        paid = await invoices.payments(invoice.merchant_id, invoice.id)
+        return Response(InvoiceOut.from_row(invoice, lines=lines, notes=notes, payments=paid))
 
     @post(
         "/{invoice_id:uuid}/void",

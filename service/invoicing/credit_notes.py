@@ -89,7 +89,11 @@ async def issue(
             invoice.paid_at = now
             columns += [Invoice.status, Invoice.paid_at]
     await invoice.save(columns)
-    await enqueue(invoice.merchant_id, Command.CREDIT_NOTE_PUSH, {"credit_note_id": str(note.id)})
+    await enqueue(
+        invoice.merchant_id,
+        Command.CREDIT_NOTE_PUSH,
+        {"credit_note_id": str(note.id), "invoice_id": str(invoice.id)},
+    )
     await emit.credit_note_issued(note, at=now)
     if was_open and invoice.status == "paid":  # credited in full
         await emit.invoice_paid(invoice.merchant_id, invoice.id, at=now)

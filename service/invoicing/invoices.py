@@ -12,7 +12,7 @@ from uuid import UUID
 from plans.periods import zone
 from plans.rating import InvoiceDraft
 from service.db.engine import transaction_connection
-from service.db.tables import Invoice, InvoiceLineRow
+from service.db.tables import Invoice, InvoiceLineRow, Payment
 from service.errors import Conflict, NotFound
 from service.invoicing import numbering
 from service.outgoing import emit
@@ -144,6 +144,16 @@ async def lines(merchant_id: UUID, invoice_id: UUID) -> list[dict[str, Any]]:
         .where(InvoiceLineRow.merchant_id == merchant_id)
         .where(InvoiceLineRow.invoice_id == invoice_id)
         .order_by(InvoiceLineRow.position)
+    )
+
+
+async def payments(merchant_id: UUID, invoice_id: UUID) -> list[Payment]:
+    """Money Stripe reported for the invoice (its payment intent and charge once known)."""
+    return await (
+        Payment.objects()
+        .where(Payment.merchant_id == merchant_id)
+        .where(Payment.invoice_id == invoice_id)
+        .order_by(Payment.paid_at)
     )
 
 

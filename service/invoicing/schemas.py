@@ -9,7 +9,7 @@ from uuid import UUID
 
 import msgspec
 
-from service.db.tables import CreditNote, Invoice
+from service.db.tables import CreditNote, Invoice, Payment
 from service.subscriptions.schemas import LineOut
 from service.wire import Input, Output
 
@@ -43,6 +43,24 @@ class CreditNoteOut(Output):
         return cls(**{name: getattr(row, name) for name in cls.__struct_fields__})
 
 
+class PaymentOut(Output):
+    """Money Stripe collected for an invoice. The payment intent and its charge are filled in
+    once Stripe has said which they are (shortly after ``paid_at``); finance matches the charge
+    with Stripe's balance, the exports carry it."""
+
+    id: UUID
+    amount_minor: int
+    currency: str
+    paid_at: datetime
+    stripe_invoice_id: str
+    stripe_payment_intent_id: str | None
+    stripe_charge_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Payment) -> PaymentOut:
+        return cls(**{name: getattr(row, name) for name in cls.__struct_fields__})
+
+
 class InvoiceOut(Output):
     id: UUID
     merchant_id: UUID
@@ -72,6 +90,8 @@ class InvoiceOut(Output):
     voided_at: datetime | None
     lines: list[InvoiceLineOut] | None = None
     credit_notes: list[CreditNoteOut] | None = None
+    payments: list[PaymentOut] | None = None
+    """With one invoice (not in lists): what Stripe collected for it."""
 
     @classmethod
     def from_row(
@@ -80,11 +100,12 @@ class InvoiceOut(Output):
         *,
         lines: list[dict[str, Any]] | None = None,
         notes: list[CreditNote] | None = None,
+        payments: list[Payment] | None = None,
     ) -> InvoiceOut:
         fields = {
             name: getattr(row, name)
             for name in cls.__struct_fields__
-            if name not in ("lines", "credit_notes")
+            if name not in ("lines", "credit_notes", "payments")
         }
         return cls(
             **fields,
@@ -95,6 +116,7 @@ class InvoiceOut(Output):
             if lines is not None
             else None,
             credit_notes=[CreditNoteOut.from_row(n) for n in notes] if notes is not None else None,
+            payments=[PaymentOut.from_row(p) for p in payments] if payments is not None else None,
         )
 
 

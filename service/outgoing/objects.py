@@ -14,7 +14,14 @@ from uuid import UUID
 import msgspec
 
 from plans.lines import InvoiceLine
-from service.db.tables import CreditNote, Invoice, InvoiceLineRow, Merchant, PendingLine
+from service.db.tables import (
+    CreditNote,
+    Invoice,
+    InvoiceLineRow,
+    Merchant,
+    Payment,
+    PendingLine,
+)
 from service.db.tables import Subscription as SubscriptionRow
 from service.invoicing.schemas import CreditNoteOut, InvoiceOut
 from service.subscriptions.schemas import SubscriptionOut
@@ -64,7 +71,13 @@ async def invoice(merchant_id: UUID, invoice_id: UUID) -> InvoiceOut:
         .where(CreditNote.invoice_id == invoice_id)
         .order_by(CreditNote.created_at)
     )
-    return InvoiceOut.from_row(row, lines=lines, notes=notes)
+    payments = (
+        await Payment.objects()
+        .where(Payment.merchant_id == merchant_id)
+        .where(Payment.invoice_id == invoice_id)
+        .order_by(Payment.paid_at)
+    )
+    return InvoiceOut.from_row(row, lines=lines, notes=notes, payments=payments)
 
 
 def credit_note(note: CreditNote) -> CreditNoteOut:

@@ -61,3 +61,5 @@ class Actor:
 
 
 SYSTEM_ACTOR = Actor(key_id=None, role="system")
+COMMAND_LINE_ACTOR = Actor(key_id=None, role="command_line")
+"""A person at the ``billing`` command (database access: the root of trust), no API key."""

@@ -18,8 +18,8 @@ SUBCOMMANDS = (
     (), ("serve",), ("worker",), ("migrate",), ("close-periods",), ("export",), ("reconcile",),
     ("demo",), ("keys",), ("keys", "create"), ("keys", "list"), ("keys", "revoke"), ("bench",),
     ("bench", "usage"), ("bench", "close"), ("bench", "export"), ("bench", "webhooks"),
-    ("outbox",), ("outbox", "retry"), ("webhooks",), ("webhooks", "list"),
-    ("webhooks", "replay"),
+    ("outbox",), ("outbox", "retry"), ("outbox", "skip"), ("outbox", "resolve"), ("webhooks",),
+    ("webhooks", "list"), ("webhooks", "replay"),
 )  # fmt: skip
 
 _IMPORTS_AFTER_HELP = """
@@ -80,7 +80,7 @@ def test_close_periods_help_lists_dry_run_as_a_flag() -> None:
         (("export", "invoices", "--from", "2026-01-01", "--to", "2026-01-31", "--out", "x",
           "--format", "pdf"), "'pdf' is not one of 'csv', 'parquet', 'xlsx'"),
         (("outbox", "--status", "stuck"),
-         "'stuck' is not one of 'pending', 'in_flight', 'sent', 'parked'"),
+         "'stuck' is not one of 'pending', 'in_flight', 'sent', 'parked', 'skipped', 'resolved'"),
         (("reconcile", "--from", "2026-03-31", "--to", "2026-03-01"), "--to is before --from"),
     ],
 )  # fmt: skip

@@ -134,3 +134,11 @@ def stripe_objects(standin: StandIn, kind: str, merchant_id: UUID) -> list[dict[
         for obj in standin.objects(kind)
         if (obj.get("metadata") or {}).get("kefu_merchant_id") == str(merchant_id)
     ]
+
+
+def stripe_refunds(standin: StandIn, merchant_id: UUID) -> list[dict[str, Any]]:
+    """Stripe refunds of one merchant's charges (a refund a credit note makes carries no
+    metadata of ours: it is found through the charge's customer)."""
+    customers = {c["id"] for c in stripe_objects(standin, "customer", merchant_id)}
+    charges = {c["id"] for c in standin.objects("charge") if c["customer"] in customers}
+    return [r for r in standin.objects("refund") if r["charge"] in charges]

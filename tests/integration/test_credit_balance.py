@@ -27,6 +27,7 @@ from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     standin,
     stripe_client,
     stripe_objects,
+    stripe_refunds,
     stripe_settings,
     sync,
 )
@@ -314,7 +315,7 @@ async def test_in_stripe_the_balance_lowers_what_an_open_invoice_collects(
         4950,
         "credit_balance",
     )
-    assert stripe_objects(sync.standin, "refund", tenant.merchant_id) == []
+    assert stripe_refunds(sync.standin, tenant.merchant_id) == []
     row = await Invoice.objects().where(Invoice.id == uuid.UUID(first["id"])).first()
     assert row is not None
     assert (row.status, row.amount_paid_minor) == ("paid", 4950)
@@ -333,7 +334,7 @@ async def test_in_stripe_the_last_balance_is_refunded_against_the_latest_charge(
     await close_pass(tenant.merchant_id)
     await sync.settle()
 
-    [refund] = stripe_objects(sync.standin, "refund", tenant.merchant_id)
+    [refund] = stripe_refunds(sync.standin, tenant.merchant_id)
     assert refund["amount"] == 4950
     [stripe_note] = stripe_objects(sync.standin, "credit_note", tenant.merchant_id)
     assert stripe_note["refunds"][0]["refund"] == refund["id"]

@@ -26,6 +26,7 @@ from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     standin,
     stripe_client,
     stripe_objects,
+    stripe_refunds,
     stripe_settings,
     sync,
 )
@@ -91,10 +92,14 @@ async def test_invoice_is_pushed_and_paid_by_webhook(
     assert paid.hosted_invoice_url
     [payment] = await Payment.objects().where(Payment.merchant_id == tenant.merchant_id)
     assert payment.amount_minor == total
-    assert payment.stripe_payment_intent_id
+    # invoice.paid carries no payments (includable): the outbox asked Stripe which intent and
+    # charge paid it.
+    [intent] = sync.standin.objects("payment_intent")
+    assert payment.stripe_payment_intent_id == intent["id"]
+    assert payment.stripe_charge_id == intent["latest_charge"]
     pushed = await StripeOutbox.objects().where(StripeOutbox.merchant_id == tenant.merchant_id)
     assert {row.status for row in pushed} == {"sent"}
-    assert [row.command for row in pushed] == ["customer.create", "invoice.push"]
+    assert [row.command for row in pushed] == ["customer.create", "invoice.push", "payment.lookup"]
 
 
 async def test_payment_failed_then_retried_and_paid(
@@ -167,7 +172,7 @@ async def test_credit_note_on_a_paid_invoice_is_refunded_once(
     assert response.status_code == 201, response.text
     await sync.settle()
 
-    [refund] = stripe_objects(sync.standin, "refund", tenant.merchant_id)
+    [refund] = stripe_refunds(sync.standin, tenant.merchant_id)
     assert refund["amount"] == 1000
     [stripe_note] = stripe_objects(sync.standin, "credit_note", tenant.merchant_id)
     assert stripe_note["refunds"][0]["refund"] == refund["id"]
@@ -203,7 +208,7 @@ async def test_credit_note_issued_before_the_push_lowers_what_stripe_collects(
     assert stripe_invoice["amount_paid"] == invoice.total_minor - 1000  # charged net, once
     [stripe_note] = stripe_objects(sync.standin, "credit_note", tenant.merchant_id)
     assert (stripe_note["type"], stripe_note["amount"]) == ("pre_payment", 1000)
-    assert stripe_objects(sync.standin, "refund", tenant.merchant_id) == []
+    assert stripe_refunds(sync.standin, tenant.merchant_id) == []
     [note] = await CreditNote.objects().where(CreditNote.merchant_id == tenant.merchant_id)
     assert note.stripe_credit_note_id == stripe_note["id"]
     assert await Refund.objects().where(Refund.merchant_id == tenant.merchant_id) == []
@@ -225,7 +230,7 @@ async def test_an_invoice_credited_in_full_before_the_push_charges_nothing(
     [stripe_invoice] = stripe_objects(sync.standin, "invoice", tenant.merchant_id)
     assert (stripe_invoice["status"], stripe_invoice["amount_paid"]) == ("paid", 0)
     assert len(stripe_objects(sync.standin, "credit_note", tenant.merchant_id)) == 1
-    assert stripe_objects(sync.standin, "refund", tenant.merchant_id) == []
+    assert stripe_refunds(sync.standin, tenant.merchant_id) == []
     assert (await _refresh(invoice)).status == "paid"
     assert await Payment.objects().where(Payment.merchant_id == tenant.merchant_id) == []
 
@@ -248,8 +253,8 @@ async def test_refund_made_in_the_dashboard_becomes_a_credit_note(
     [refund] = await Refund.objects().where(Refund.merchant_id == tenant.merchant_id)
     assert (refund.origin, refund.credit_note_id) == ("stripe_dashboard", note.id)
     assert (await _refresh(invoice)).amount_credited_minor == 2000
-    # Nothing is pushed back to Stripe for it.
-    assert len(stripe_objects(sync.standin, "refund", tenant.merchant_id)) == 0
+    # Nothing is pushed back to Stripe for it: the dashboard's refund stays the only one.
+    assert len(stripe_refunds(sync.standin, tenant.merchant_id)) == 1
     assert sync.standin.count("refund") == 1
     assert sync.standin.count("credit_note") == 0
 

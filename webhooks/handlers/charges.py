@@ -1,10 +1,14 @@
 """Charge events: refunds and disputes.
 
-A refund we made (from a credit note) carries our credit note id in its metadata and is matched
-to it; any other refund of one of our payments was made in the Stripe dashboard and becomes a
-credit note (reason ``stripe_refund``) and a refund here. ``refund.created``, ``refund.updated``
-and ``charge.refunded`` may all report the same refund: the unique Stripe refund id makes the
-first one count and the others only move its status forward.
+A refund we made is matched to our credit note: the Stripe credit note that made it was created
+by a request whose idempotency key names our credit note, and the events it caused carry that
+key (``request.idempotency_key``); a refund made by the earlier two-step push carries our credit
+note id in its metadata instead. Any other refund of one of our payments was made in the Stripe
+dashboard and becomes a credit note (reason ``stripe_refund``) and a refund here.
+``refund.created``, ``refund.updated`` and ``charge.refunded`` may all report the same refund:
+the unique Stripe refund id makes the first one count and the others only move its status
+forward. (``charge.refunded`` carries no refunds since API 2022-11-15 — ``Charge.refunds`` is
+includable — so the ``refund.*`` events do the work.)
 """
 
 from __future__ import annotations
@@ -17,22 +21,25 @@ import structlog
 
 from service.db.tables import CreditNote, Dispute, Invoice, Merchant, Refund
 from service.invoicing import credit_notes
+from service.stripe_outbox import credit_note_of
 from webhooks import records
 from webhooks.handlers.lookup import NotYet, data_object, is_our_customer, payment_for
 
 log = structlog.get_logger(__name__)
 
 
-async def _refund(refund: dict[str, Any], *, event_created: int) -> str:
+async def _refund(
+    refund: dict[str, Any], *, event_created: int, caused_by: str | None = None
+) -> str:
     refund_id = refund["id"]
     status = refund.get("status") or "pending"
     if await Refund.exists().where(Refund.stripe_refund_id == refund_id):
         await records.advance_refund_status(refund_id, status)
         return f"refund {refund_id} known ({status})"
     metadata = refund.get("metadata") or {}
-    note_id = metadata.get("kefu_credit_note_id")
+    note_id = metadata.get("kefu_credit_note_id") or credit_note_of(caused_by)
     if note_id:
-        note = await CreditNote.objects().where(CreditNote.id == UUID(note_id)).first()
+        note = await CreditNote.objects().where(CreditNote.id == UUID(str(note_id))).first()
         if note is None:
             raise NotYet(f"credit note {note_id} not committed yet")
         await records.record_refund(
@@ -90,8 +97,14 @@ async def _refund(refund: dict[str, Any], *, event_created: int) -> str:
     return f"dashboard refund {refund_id} → credit note {note.number}"
 
 
+def _request_key(event: dict[str, Any]) -> str | None:
+    return (event.get("request") or {}).get("idempotency_key")
+
+
 async def refund_event(event: dict[str, Any], *, now: datetime) -> str:
-    return await _refund(data_object(event), event_created=event["created"])
+    return await _refund(
+        data_object(event), event_created=event["created"], caused_by=_request_key(event)
+    )
 
 
 async def charge_refunded(event: dict[str, Any], *, now: datetime) -> str:
@@ -99,8 +112,10 @@ async def charge_refunded(event: dict[str, Any], *, now: datetime) -> str:
     outcomes = []
     for refund in (charge.get("refunds") or {}).get("data") or []:
         refund.setdefault("customer", charge.get("customer"))
-        outcomes.append(await _refund(refund, event_created=event["created"]))
-    return "; ".join(outcomes) or "no refunds listed"
+        outcomes.append(
+            await _refund(refund, event_created=event["created"], caused_by=_request_key(event))
+        )
+    return "; ".join(outcomes) or "no refunds listed (the refund.* events record them)"
 
 
 _DISPUTE_RANK = {

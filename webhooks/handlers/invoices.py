@@ -14,6 +14,7 @@ import structlog
 from service.db.tables import Invoice, Payment, Subscription
 from service.invoicing import invoices
 from service.outgoing import emit
+from service.stripe_outbox import Command, enqueue
 from service.subscriptions import lifecycle
 from service.subscriptions.states import ALLOWED, Status
 from service.tenancy.principal import SYSTEM_ACTOR
@@ -104,21 +105,30 @@ async def paid(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> 
     paid_at = records.at((obj.get("status_transitions") or {}).get("paid_at") or event["created"])
     outcome = "nothing paid: credited in full"  # no money moved, so no payment row
     if obj.get("amount_paid"):
+        # Which payment intent and charge paid it: from the payload when it says (a webhook of
+        # an API version or endpoint that includes them), else asked of Stripe by the outbox.
+        intent_id, charge_id = records.payment_of(obj) or (None, None)
         inserted = await Payment.raw(
             "INSERT INTO payments (merchant_id, invoice_id, amount_minor, currency,"
-            " stripe_invoice_id, stripe_payment_intent_id, paid_at, stripe_event_id) VALUES"
-            " ({}, {}, {}, {}, {}, {}, {}, {}) ON CONFLICT (merchant_id, invoice_id) DO NOTHING"
-            " RETURNING id",
+            " stripe_invoice_id, stripe_payment_intent_id, stripe_charge_id, paid_at,"
+            " stripe_event_id) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {})"
+            " ON CONFLICT (merchant_id, invoice_id) DO NOTHING RETURNING id",
             invoice.merchant_id,
             invoice.id,
             obj["amount_paid"],
             invoice.currency,
             obj["id"],
-            records.payment_intent_of(obj),
+            intent_id,
+            charge_id,
             paid_at,
             event["id"],
         )
         outcome = "payment recorded" if inserted else "payment already recorded"
+        if inserted and charge_id is None:
+            await enqueue(
+                invoice.merchant_id, Command.PAYMENT_LOOKUP, {"invoice_id": str(invoice.id)}
+            )
+            outcome += "; its charge is asked of Stripe"
     if invoice.status in ("open", "uncollectible"):
         if obj.get("amount_paid") != invoice.amount_due_minor:
             log.warning(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from typing import Any
 
 from stripe._api_version import _ApiVersion
 
-from webhooks.standin import objects, sdk_types
+from webhooks.standin import expansion, objects, sdk_types
 from webhooks.standin.schema import StripeError, invalid
 
 API_VERSION = _ApiVersion.CURRENT
@@ -44,6 +45,17 @@ def no_such(kind: str, object_id: str, *, param: str | None = None) -> StripeErr
         param=param or "id",
         code="resource_missing",
     )
+
+
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+
+
+def currency_code(value: str, *, param: str = "currency") -> str:
+    """A currency as Stripe keeps it: a three-letter ISO code, lower case."""
+    code = value.lower()
+    if not _CURRENCY.match(code):
+        raise invalid(f"Invalid currency: {value}.", param=param)
+    return code
 
 
 def merge_metadata(current: dict[str, str] | None, update: Any) -> dict[str, str]:
@@ -169,10 +181,15 @@ class Account:
         request = objects.sub_object(
             "event", "Request", id=self._request.id, idempotency_key=self._request.idempotency_key
         )
+        # An event cannot be expanded: its object carries no includable field (nor do the
+        # previous values of one).
+        snapshot = expansion.without_includable(copy.deepcopy(obj))
+        if previous is not None:
+            previous = {k: v for k, v in previous.items() if k in snapshot or k not in obj}
         event = self._new(
             "event",
             api_version=API_VERSION,
-            data={"object": copy.deepcopy(obj), "previous_attributes": previous},
+            data={"object": snapshot, "previous_attributes": previous},
             pending_webhooks=1 if self._on_event else 0,
             request=request,
             type=event_type,
@@ -213,30 +230,6 @@ class Account:
         if "created" in params:
             items = [o for o in items if in_range(o["created"], params["created"])]
         return items
-
-    def expand(self, obj: Obj, paths: list[str]) -> Obj:
-        """Replace the ids at the dotted ``expand`` paths with the objects they name."""
-        for path in paths:
-            self._expand_path(obj, path.split("."))
-        return obj
-
-    def _expand_path(self, node: Any, parts: list[str]) -> None:
-        if not parts or not isinstance(node, dict):
-            return
-        head, rest = parts[0], parts[1:]
-        if head == "data" and node.get("object") == "list":
-            for item in node["data"]:
-                self._expand_path(item, rest)
-            return
-        value = node.get(head)
-        if isinstance(value, str) and (target := self.find(value)) is not None:
-            node[head] = value = copy.deepcopy(target)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                if isinstance(item, str) and (target := self.find(item)) is not None:
-                    value[index] = copy.deepcopy(target)
-            return
-        self._expand_path(value, rest)
 
 
 def in_range(value: int, condition: Any) -> bool:

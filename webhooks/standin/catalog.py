@@ -11,6 +11,7 @@ from webhooks.standin.account import (
     Account,
     Obj,
     Params,
+    currency_code,
     decimal_text,
     merge_metadata,
 )
@@ -184,7 +185,7 @@ class Catalog(Account):
             "price",
             active=params.get("active", True),
             billing_scheme=params.get("billing_scheme", "per_unit"),
-            currency=params["currency"].lower(),
+            currency=currency_code(params["currency"]),
             lookup_key=params.get("lookup_key"),
             metadata=merge_metadata({}, params.get("metadata", {})),
             nickname=params.get("nickname"),

@@ -1,8 +1,10 @@
 """Steering the stand-in from tests and the demo: failure injection and the "dashboard".
 
 ``FaultInjector`` decides, before a request touches anything, whether it fails (500, 429, any
-status, or a timeout that drops the connection), and can hold every request a while first (a
-slow Stripe). ``Dashboard`` does what a person would do in the
+status, or a timeout that drops the connection), or is carried out and its answer lost (the
+connection drops after Stripe did it: ``"lost"``); it can hold every request a while first (a
+slow Stripe), or hold one request until the test lets it go (``hold_next``: kill the caller
+meanwhile, and Stripe still does it). ``Dashboard`` does what a person would do in the
 Stripe dashboard — refund, void, archive, dispute, mark paid or failed — each emitting the events
 Stripe would, with an empty ``request`` (no API request caused them).
 """
@@ -13,13 +15,14 @@ import copy
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhooks.standin.schema import StripeError
 from webhooks.standin.state import Obj, Store
 
-FaultStatus = int | Literal["timeout"]
+FaultStatus = int | Literal["timeout", "lost"]
+HOLD_LIMIT_SECONDS = 60.0
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Fault:
 
     def response(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Status, Stripe error body and extra headers of this failure (not for timeouts)."""
-        assert self.status != "timeout"
+        assert isinstance(self.status, int)
         headers = {}
         if self.should_retry is not None:
             headers["Stripe-Should-Retry"] = "true" if self.should_retry else "false"
@@ -70,6 +73,7 @@ class FaultInjector:
         self.injected: Counter[str] = Counter()
         self.delay_seconds = 0.0
         self._delayed_now = 0
+        self._holds: list[Hold] = []
 
     def delay_answers(self, seconds: float) -> None:
         """Hold every API request ``seconds`` before it is handled: a slow Stripe (0: off)."""
@@ -95,6 +99,22 @@ class FaultInjector:
         finally:
             with self._lock:
                 self._delayed_now -= 1
+
+    def hold_next(self, *, method: str | None = None, path_prefix: str | None = None) -> Hold:
+        """Hold the next matching request until ``release()`` (at most ``HOLD_LIMIT_SECONDS``)."""
+        hold = Hold(method, path_prefix)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def wait_out_hold(self, method: str, path: str) -> None:
+        with self._lock:
+            hold = next((h for h in self._holds if h.matches(method, path)), None)
+            if hold is not None:
+                self._holds.remove(hold)
+        if hold is not None:
+            hold.arrived.set()
+            hold.released.wait(HOLD_LIMIT_SECONDS)
 
     def fail_next(
         self,
@@ -124,6 +144,9 @@ class FaultInjector:
         with self._lock:
             self._rules.clear()
             self._outage = None
+            for hold in self._holds:
+                hold.release()
+            self._holds.clear()
 
     @property
     def is_outage(self) -> bool:
@@ -147,8 +170,27 @@ class FaultInjector:
 
 
 def _check_status(status: FaultStatus) -> None:
-    if status != "timeout" and not (isinstance(status, int) and 400 <= status <= 599):
-        raise ValueError(f"fault status must be 400-599 or 'timeout', not {status!r}")
+    if status not in ("timeout", "lost") and not (isinstance(status, int) and 400 <= status <= 599):
+        raise ValueError(f"fault status must be 400-599, 'timeout' or 'lost', not {status!r}")
+
+
+@dataclass
+class Hold:
+    """One request held before it is carried out: ``arrived`` is set when it comes, and it goes
+    on (Stripe does it, whoever still listens) after ``release()``."""
+
+    method: str | None
+    path_prefix: str | None
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method.upper() == method) and (
+            self.path_prefix is None or path.startswith(self.path_prefix)
+        )
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class Dashboard:

@@ -201,14 +201,24 @@ class CreditNotes(Account):
         out_of_band = params.get("out_of_band_amount", 0)
         linked = []
         for index, entry in enumerate(params.get("refunds", [])):
-            existing = self.get(
-                "refund", entry.get("refund", ""), param=f"refunds[{index}][refund]"
-            )
-            amount = entry.get("amount_refunded", existing["amount"])
-            if amount > existing["amount"]:
+            where = f"refunds[{index}]"
+            existing = self.get("refund", entry.get("refund", ""), param=f"{where}[refund]")
+            if is_pre_payment or existing["charge"] != self._invoice_charge(invoice)["id"]:
                 raise invalid(
-                    "amount_refunded exceeds the refund.",
-                    param=f"refunds[{index}][amount_refunded]",
+                    f"Refund {existing['id']} is not a refund of this invoice's payment.",
+                    param=f"{where}[refund]",
+                )
+            if existing["status"] in ("failed", "canceled"):
+                raise invalid(
+                    f"Refund {existing['id']} is {existing['status']}.", param=f"{where}[refund]"
+                )
+            amount = entry.get("amount_refunded", existing["amount"])
+            already = self._linked_to_credit_notes(existing["id"])
+            if amount > existing["amount"] - already:
+                raise invalid(
+                    f"amount_refunded ({amount}) exceeds what is left of refund "
+                    f"{existing['id']} to link ({existing['amount'] - already}).",
+                    param=f"{where}[amount_refunded]",
                 )
             linked.append((existing["id"], amount))
         linked_total = sum(amount for _, amount in linked)
@@ -242,6 +252,16 @@ class CreditNotes(Account):
             "out_of_band": out_of_band,
             "linked_refunds": linked,
         }
+
+    def _linked_to_credit_notes(self, refund_id: str) -> int:
+        """How much of a refund credit notes (not void) account for already."""
+        return sum(
+            entry["amount_refunded"]
+            for note in self.table("credit_note").values()
+            if note["status"] != "void"
+            for entry in note["refunds"]
+            if entry["refund"] == refund_id
+        )
 
     def _invoice_charge(self, invoice: Obj) -> Obj:
         for payment in self.table("invoice_payment").values():

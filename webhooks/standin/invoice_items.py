@@ -11,6 +11,7 @@ from webhooks.standin.account import (
     Account,
     Obj,
     Params,
+    currency_code,
     decimal_text,
     merge_metadata,
 )
@@ -136,7 +137,7 @@ class InvoiceItems(Account):
         amount = int((unit * quantity).quantize(Decimal(1), rounding=ROUND_HALF_UP))
         return {
             "amount": amount,
-            "currency": currency.lower(),
+            "currency": currency_code(currency),
             "quantity": int(quantity.to_integral_value(rounding=ROUND_HALF_UP)),
             "quantity_decimal": decimal_text(quantity),
             "pricing": objects.sub_object(

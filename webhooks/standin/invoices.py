@@ -11,9 +11,11 @@ from webhooks.standin.account import (
     Account,
     Obj,
     Params,
+    currency_code,
     in_range,
     merge_metadata,
 )
+from webhooks.standin.payments import MAX_AMOUNT_MINOR
 from webhooks.standin.schema import StripeError, invalid
 
 RETRY_AFTER_FAILURE_SECONDS = 3 * 86400
@@ -49,7 +51,7 @@ class Invoices(Account):
                 "days_until_due and due_date are only for collection_method=send_invoice.",
                 param="days_until_due",
             )
-        currency = params.get("currency", customer["currency"] or "usd").lower()
+        currency = currency_code(params.get("currency", customer["currency"] or "usd"))
         pending = []
         if params.get("pending_invoice_items_behavior") == "include":
             pending = [
@@ -218,11 +220,15 @@ class Invoices(Account):
         if "auto_advance" in params:
             invoice["auto_advance"] = params["auto_advance"]
         # A credit (negative balance) pays down the invoice as far as it goes; a debt is added.
-        balance = customer["balance"]
+        # The balance is in the customer's currency: an invoice in another one leaves it alone.
+        same_currency = customer["currency"] == invoice["currency"]
+        balance = customer["balance"] if same_currency else 0
         applied = max(balance, -invoice["total"]) if balance < 0 else balance
         self._balance_applied[invoice_id] = applied
         invoice["starting_balance"] = balance
-        invoice["ending_balance"] = customer["balance"] = balance - applied
+        invoice["ending_balance"] = balance - applied
+        if same_currency:
+            customer["balance"] = balance - applied
         if invoice["number"] is None:
             invoice["number"] = (
                 f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
@@ -268,12 +274,10 @@ class Invoices(Account):
     def pay_invoice(self, invoice_id: str, params: Params) -> Obj:
         invoice = self._invoice(invoice_id)
         if invoice["status"] == "paid":
-            raise invalid("Invoice is already paid.", code="invoice_already_paid")
+            # Stripe says so in words only: its list of error codes has none for it.
+            raise invalid("Invoice is already paid.")
         if invoice["status"] not in ("open", "uncollectible"):
-            raise invalid(
-                f"You cannot pay an invoice with status {invoice['status']}.",
-                code="invoice_not_open",
-            )
+            raise invalid(f"You cannot pay an invoice with status {invoice['status']}.")
         if params.get("paid_out_of_band"):
             amount = invoice["amount_remaining"]
             invoice["amount_paid_off_stripe"] = (invoice["amount_paid_off_stripe"] or 0) + amount
@@ -300,6 +304,13 @@ class Invoices(Account):
 
     def _charge_invoice(self, invoice: Obj) -> Obj:
         amount = invoice["amount_remaining"]
+        if amount > MAX_AMOUNT_MINOR:
+            raise invalid(
+                f"Amount must be no more than {MAX_AMOUNT_MINOR} {invoice['currency']} minor"
+                " units.",
+                param="amount",
+                code="amount_too_large",
+            )
         intent, charge = self._create_payment(
             amount=amount,
             currency=invoice["currency"],

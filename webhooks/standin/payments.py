@@ -23,6 +23,8 @@ from webhooks.standin.account import (
 FEE_RATE = Decimal("0.029")
 FEE_FIXED_MINOR = 30
 AVAILABLE_AFTER_SECONDS = 2 * 86400
+MAX_AMOUNT_MINOR = 99_999_999
+"""Stripe charges at most eight digits of minor units (99,999,999: $999,999.99)."""
 
 
 def stripe_fee(amount_minor: int) -> int:

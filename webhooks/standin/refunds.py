@@ -50,6 +50,16 @@ class Refunds(Account):
         """Refund (part of) a succeeded charge: refund + negative balance transaction + events."""
         if charge["status"] != "succeeded":
             raise invalid("This charge did not succeed and cannot be refunded.", param="charge")
+        # Charged back: the card network has the money; a refund would pay it out twice.
+        if any(
+            d["charge"] == charge["id"] and d["status"] != "won"
+            for d in self.table("dispute").values()
+        ):
+            raise invalid(
+                f"Charge {charge['id']} has been charged back; cannot issue a refund.",
+                param="charge",
+                code="charge_disputed",
+            )
         refundable = charge["amount"] - charge["amount_refunded"]
         if refundable == 0:
             raise invalid(

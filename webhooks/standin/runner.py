@@ -17,7 +17,7 @@ from typing import Any
 
 import stripe
 
-from webhooks.standin.control import Dashboard, FaultInjector, FaultStatus
+from webhooks.standin.control import Dashboard, FaultInjector, FaultStatus, Hold
 from webhooks.standin.server import StandInHTTPServer
 from webhooks.standin.state import Obj, Store
 from webhooks.standin.webhook_sender import WebhookSender
@@ -85,6 +85,7 @@ class StandIn:
         return standin
 
     def stop(self) -> None:
+        self.faults.clear()  # let held requests go, so the server's threads can end
         self._server.shutdown()
         self._server.server_close()
         self.webhooks.stop()
@@ -128,6 +129,11 @@ class StandIn:
         self.faults.fail_next(
             count, status=status, path_prefix=path_prefix, method=method, should_retry=should_retry
         )
+
+    def hold_next(self, *, method: str | None = None, path_prefix: str | None = None) -> Hold:
+        """Hold the next matching API request until ``release()``; ``arrived`` tells when it came.
+        The request is then carried out as usual, whether its caller still waits or not."""
+        return self.faults.hold_next(method=method, path_prefix=path_prefix)
 
     def start_outage(self, *, status: FaultStatus = 500, path_prefix: str | None = None) -> None:
         self.faults.start_outage(status=status, path_prefix=path_prefix)

@@ -252,26 +252,72 @@ SERVICE_MODULES = (
 )
 
 
+@dataclass(frozen=True)
+class Operation:
+    """One SDK service method: the route it calls, the params type it sends, what it answers."""
+
+    service: str
+    """The service class, ``stripe._invoice_service.InvoiceService``."""
+    method: str
+    """Its method, ``finalize_invoice``."""
+    http_method: str
+    path: str
+    """As the SDK writes it: ``/v1/invoices/{invoice}/finalize``."""
+    params_type: type
+    answer: Any
+    """The answer's SDK type: a resource class, or ``ListObject[Resource]``."""
+
+
 @functools.cache
-def sdk_routes() -> dict[tuple[str, str], type]:
-    """``("POST", "/v1/invoices/{invoice}/pay") -> InvoicePayParams``, read from the SDK source."""
-    routes: dict[tuple[str, str], type] = {}
+def sdk_operations() -> tuple[Operation, ...]:
+    """Every method of the served SDK services, read from the SDK's source (not its docs)."""
+    operations = []
     for module_name in SERVICE_MODULES:
-        tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            params_arg = next((a for a in node.args.args if a.arg == "params"), None)
-            if params_arg is None or params_arg.annotation is None:
-                continue
-            constants = [
-                n.value
-                for n in ast.walk(node)
-                if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            ]
-            method = next((c for c in constants if c in ("get", "post", "delete")), None)
-            path = next((c for c in constants if c.startswith("/v1/")), None)
-            params_name = re.search(r"(\w+Params)", ast.unparse(params_arg.annotation))
-            if method and path and params_name:
-                routes[(method.upper(), path)] = getattr(stripe.params, params_name.group(1))
-    return routes
+        module = importlib.import_module(module_name)
+        tree = ast.parse(inspect.getsource(module))
+        for klass in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            owner = getattr(module, klass.name)
+            for node in klass.body:
+                if not isinstance(node, ast.FunctionDef):
+                    continue
+                params_arg = next((a for a in node.args.args if a.arg == "params"), None)
+                if params_arg is None or params_arg.annotation is None:
+                    continue
+                constants = [
+                    n.value
+                    for n in ast.walk(node)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                ]
+                method = next((c for c in constants if c in ("get", "post", "delete")), None)
+                path = next((c for c in constants if c.startswith("/v1/")), None)
+                params_name = re.search(r"(\w+Params)", ast.unparse(params_arg.annotation))
+                if not (method and path and params_name and node.returns is not None):
+                    continue
+                answer_text = ast.unparse(node.returns).strip("'\"")
+                operations.append(
+                    Operation(
+                        service=f"{module_name}.{klass.name}",
+                        method=node.name,
+                        http_method=method.upper(),
+                        path=path,
+                        params_type=getattr(stripe.params, params_name.group(1)),
+                        answer=sdk_types.resolve_in(answer_text, owner),
+                    )
+                )
+    return tuple(operations)
+
+
+@functools.cache
+def sdk_routes() -> dict[tuple[str, str], Operation]:
+    """``("POST", "/v1/invoices/{invoice}/pay")`` -> its ``Operation`` (``InvoicePayParams``)."""
+    return {(op.http_method, op.path): op for op in sdk_operations()}
+
+
+def operation_of(bound_method: Any) -> Operation:
+    """The operation behind an SDK client method (``client.v1.invoices.pay``)."""
+    service = type(bound_method.__self__)
+    name = f"{service.__module__}.{service.__name__}"
+    for op in sdk_operations():
+        if op.service == name and op.method == bound_method.__name__:
+            return op
+    raise KeyError(f"{name}.{bound_method.__name__} is not a served SDK operation")

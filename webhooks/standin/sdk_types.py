@@ -7,9 +7,12 @@ the top-level ``stripe`` namespace, and reports what it cannot resolve as ``None
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
+import inspect
 import sys
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, ForwardRef
@@ -38,10 +41,29 @@ class _Names(dict[str, Any]):
             return self._module_globals[name]
         if hasattr(typing, name):
             return getattr(typing, name)
+        aliased = _type_checking_names(self._module_globals.get("__name__", "")).get(name)
+        if aliased is not None:
+            module_name, attribute = aliased
+            return getattr(importlib.import_module(module_name), attribute)
         try:
             return getattr(stripe, name)
         except AttributeError:
             raise KeyError(name) from None  # falls through to globals and builtins
+
+
+@functools.cache
+def _type_checking_names(module_name: str) -> dict[str, tuple[str, str]]:
+    """``{"RefundResource": ("stripe._refund", "Refund")}``: the names a module imports (under
+    ``TYPE_CHECKING`` too, often with an alias), read from its source."""
+    module = sys.modules.get(module_name)
+    if module is None or not module_name.startswith("stripe"):
+        return {}
+    names: dict[str, tuple[str, str]] = {}
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                names[alias.asname or alias.name] = (node.module, alias.name)
+    return names
 
 
 def resolve(annotation: Any, owner: type) -> Any:
@@ -94,6 +116,24 @@ def param_fields(params_cls: type) -> dict[str, tuple[Any, bool]]:
             (tp,) = typing.get_args(tp)
         out[name] = (tp, name in required)
     return out
+
+
+def resolve_in(annotation: Any, owner: type) -> Any:
+    """``resolve`` applied inside generics too: ``ListObject[ForwardRef("Refund")]`` ->
+    ``ListObject[stripe.Refund]`` (unresolvable names become ``None``)."""
+    annotation = resolve(annotation, owner)
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return annotation
+    args = tuple(resolve_in(arg, owner) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[args]  # noqa: UP007 - built from a tuple
+    if origin is typing.Literal:
+        return annotation
+    try:
+        return origin[args] if len(args) > 1 else origin[args[0]]
+    except TypeError:
+        return annotation
 
 
 def object_class(object_name: str) -> type | None:

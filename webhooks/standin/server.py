@@ -1,8 +1,10 @@
 """The stand-in's HTTP face: Stripe's ``/v1`` routes and the ``/_standin`` control routes.
 
 Each API request goes: fault injection (before anything is touched) -> route -> decode ->
-idempotency ledger -> validation against the SDK's params type -> store operation under the
-store lock -> ``expand`` -> JSON. The control routes take and return JSON.
+idempotency ledger -> validation against the SDK's params type and of ``expand[]`` against the
+answer's type -> store operation under the store lock -> the answer as Stripe shapes it
+(includable fields only when expanded, ids expanded; ``expansion``) -> JSON. The control
+routes take and return JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from webhooks.standin import schema
+from webhooks.standin import expansion, schema
 from webhooks.standin.control import DASHBOARD_ACTIONS
 from webhooks.standin.schema import StripeError, invalid
 from webhooks.standin.state import API_VERSION, Obj, Params, Store, no_such
@@ -168,6 +170,7 @@ class _Route:
     template: str
     pattern: re.Pattern[str]
     params_type: type
+    answer: Any
     handler: Handler
 
 
@@ -181,7 +184,10 @@ def compile_routes() -> list[_Route]:
         pattern = re.compile(
             "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
         )
-        routes.append(_Route(method, template, pattern, sdk[(method, template)], handler))
+        operation = sdk[(method, template)]
+        routes.append(
+            _Route(method, template, pattern, operation.params_type, operation.answer, handler)
+        )
     routes.sort(key=lambda r: r.template.count("{"))
     return routes
 
@@ -273,6 +279,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(answer)
 
     def _send(self, answer: _Answer) -> None:
+        try:
+            self._write(answer)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the caller is gone (killed while we worked)
+
+    def _write(self, answer: _Answer) -> None:
         if isinstance(answer.body, str):
             payload = answer.body.encode()
             content_type = "text/html; charset=utf-8"
@@ -302,13 +314,31 @@ class _RequestHandler(BaseHTTPRequestHandler):
             )
             return _Answer(401, error.body(), base_headers)
         standin.faults.wait_out_delay()
+        standin.faults.wait_out_hold(method, path)
         fault = standin.faults.take(method, path)
+        if fault is not None and fault.status == "lost":
+            # Done here, never heard there: the answer is dropped with the connection.
+            self._answer_api(method, path, query, body, authorization, base_headers)
+            return None
         if fault is not None:
             if fault.status == "timeout":
                 time.sleep(standin.faults.timeout_seconds)
                 return None
             status, error_body, extra = fault.response()
             return _Answer(status, error_body, base_headers + tuple(extra.items()))
+        return self._answer_api(method, path, query, body, authorization, base_headers)
+
+    def _answer_api(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        body: str,
+        authorization: str,
+        base_headers: tuple[tuple[str, str], ...],
+    ) -> _Answer:
+        standin = self.server.standin
+        request_id = dict(base_headers)["Request-Id"]
         route, args = self._match(method, path)
         if route is None:
             error = invalid(f"Unrecognized request URL ({method}: {path}).")
@@ -328,10 +358,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     return _Answer(replay.status, replay.body, base_headers + replay.headers)
             try:
                 params = schema.validate(route.params_type, raw)
+                tree = expansion.check(route.answer, params.get("expand", []))
             except StripeError as error:
                 # Like Stripe, a request that fails validation is not saved under its key.
                 return _Answer(error.status, error.body(), headers)
-            answer = self._run(store, route, args, params, request_id, key, headers)
+            answer = self._run(store, route, args, params, tree, request_id, key, headers)
             if key:
                 self.server.ledger.record(authorization, key, fingerprint, answer)
             return answer
@@ -342,6 +373,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         route: _Route,
         args: dict[str, str],
         params: Params,
+        tree: expansion.Tree,
         request_id: str,
         key: str | None,
         headers: tuple[tuple[str, str], ...],
@@ -349,7 +381,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         try:
             with store.request_scope(request_id, key):
                 result = route.handler(store, args, params)
-            answer = store.expand(copy.deepcopy(result), params.get("expand", []))
+            answer = expansion.present(copy.deepcopy(result), tree, store.find)
         except StripeError as error:
             return _Answer(error.status, error.body(), headers)
         except Exception:

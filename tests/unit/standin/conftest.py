@@ -46,7 +46,8 @@ def paid_invoice(client: stripe.StripeClient, amount: int = 10_000) -> stripe.In
         params={"invoice": invoice.id, "amount": amount, "currency": "usd", "description": "Plan"}
     )
     client.v1.invoices.finalize_invoice(invoice.id)
-    return client.v1.invoices.pay(invoice.id)
+    # Invoice.payments is includable: Stripe answers it only when asked for.
+    return client.v1.invoices.pay(invoice.id, params={"expand": ["payments"]})
 
 
 def charge_of(client: stripe.StripeClient, invoice: stripe.Invoice) -> stripe.Charge:

@@ -155,7 +155,7 @@ def test_invoice_from_draft_to_paid(standin: StandIn, client: stripe.StripeClien
     assert (finalized.subtotal, finalized.total, finalized.amount_due) == (10_432, 10_432, 10_432)
     assert [line.metadata.to_dict().get("line_id") for line in finalized.lines.data] == ["L1", None]
     assert finalized.lines.data[0].parent.invoice_item_details.invoice_item == first.id
-    paid = client.v1.invoices.pay(invoice.id)
+    paid = client.v1.invoices.pay(invoice.id, params={"expand": ["payments"]})
     assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 10_432, 0)
     assert paid.status_transitions.paid_at is not None
     charge = charge_of(client, paid)
@@ -287,7 +287,9 @@ def test_refunds_partial_then_rest_and_not_more(
     assert rest.amount == 3_500
     refreshed = client.v1.charges.retrieve(charge.id)
     assert (refreshed.amount_refunded, refreshed.refunded) == (5_000, True)
-    assert len(refreshed.refunds.data) == 2
+    assert "refunds" not in refreshed  # includable since API 2022-11-15: only when expanded
+    with_refunds = client.v1.charges.retrieve(charge.id, params={"expand": ["refunds"]})
+    assert len(with_refunds.refunds.data) == 2
     txn = client.v1.balance_transactions.retrieve(partial.balance_transaction)
     assert (txn.type, txn.amount, txn.fee, txn.net) == ("refund", -1_500, 0, -1_500)
     refunded_events = standin.events("charge.refunded")

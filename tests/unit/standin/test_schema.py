@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import stripe
 from stripe.params import (
     CreditNoteCreateParams,
     CustomerListParams,
@@ -115,5 +116,8 @@ def test_union_of_hash_and_integer_takes_either() -> None:
 
 def test_sdk_routes_are_read_from_the_sdk_services() -> None:
     routes = schema.sdk_routes()
-    assert routes[("POST", "/v1/invoices/{invoice}/pay")].__name__ == "InvoicePayParams"
-    assert routes[("GET", "/v1/customers")] is CustomerListParams
+    pay = routes[("POST", "/v1/invoices/{invoice}/pay")]
+    assert pay.params_type.__name__ == "InvoicePayParams"
+    assert pay.answer is stripe.Invoice
+    assert routes[("GET", "/v1/customers")].params_type is CustomerListParams
+    assert routes[("GET", "/v1/customers")].answer == stripe.ListObject[stripe.Customer]
