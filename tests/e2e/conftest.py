@@ -144,12 +144,15 @@ class WorkerProcess:
         return self.process.returncode
 
 
-def start_worker(database_url: str, *args: str) -> WorkerProcess:
+def start_worker(
+    database_url: str, *args: str, extra_env: dict[str, str] | None = None
+) -> WorkerProcess:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "BILLING_ENV": "test",
         "BILLING_LOG_FORMAT": "json",
+        **(extra_env or {}),
     }
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(

@@ -4,6 +4,9 @@ disputes, dashboard edits of the catalog and customers."""
 
 from __future__ import annotations
 
+import csv
+import io
+from datetime import timedelta
 from uuid import UUID
 
 import httpx
@@ -312,3 +315,37 @@ async def test_our_void_is_pushed_to_stripe(
     [stripe_invoice] = stripe_objects(sync.standin, "invoice", tenant.merchant_id)
     assert stripe_invoice["status"] == "void"
     assert (await _refresh(invoice)).status == "void"
+
+
+async def test_a_payment_carries_its_charge_in_the_api_and_the_payments_export(
+    stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
+) -> None:
+    tenant, invoice = await paid_invoice(stripe_client, operator, sync)
+    [charge] = sync.standin.objects("charge")
+    response = await stripe_client.get(f"/v1/invoices/{invoice.id}", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    [payment] = response.json()["payments"]
+    assert (payment["stripe_charge_id"], payment["stripe_payment_intent_id"]) == (
+        charge["id"],
+        charge["payment_intent"],
+    )
+    assert payment["amount_minor"] == invoice.total_minor
+
+    [row] = await Payment.objects().where(Payment.merchant_id == tenant.merchant_id)
+    day = row.paid_at.date()
+    export = await stripe_client.get(
+        "/v1/finance/exports/payments",
+        params={
+            "from": (day - timedelta(days=1)).isoformat(),
+            "to": (day + timedelta(days=1)).isoformat(),
+            "merchant_id": str(tenant.merchant_id),
+            "format": "csv",
+        },
+        headers=operator.headers,
+    )
+    assert export.status_code == 200, export.text
+    [exported] = list(csv.DictReader(io.StringIO(export.text)))
+    assert (exported["stripe_charge_id"], exported["stripe_payment_intent_id"]) == (
+        charge["id"],
+        charge["payment_intent"],
+    )
