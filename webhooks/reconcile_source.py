@@ -44,9 +44,8 @@ class StripeLedgerSource:
         v1 = self.gateway.client.v1
         window = {"gte": int(start.timestamp()), "lt": int(end.timestamp())}
 
-        def every(service: Any) -> Iterable[Any]:
-            listing = service.list(params={"limit": PAGE_SIZE, "created": window})
-            return listing.auto_paging_iter()
+        def every(listing: Any) -> Iterable[Any]:
+            return listing(params={"limit": PAGE_SIZE, "created": window}).auto_paging_iter()
 
         invoices = [
             StripeItem(
@@ -60,7 +59,7 @@ class StripeLedgerSource:
                 merchant_id=metadata_of(obj).get("kefu_merchant_id", ""),
                 number=obj.number or "",
             )
-            for obj in every(v1.invoices)
+            for obj in every(v1.invoices.list)
             if obj.status not in (None, "draft")
         ]
         charges = [
@@ -74,7 +73,7 @@ class StripeLedgerSource:
                 link=id_of(obj.payment_intent),
                 balance_transaction=id_of(obj.balance_transaction),
             )
-            for obj in every(v1.charges)
+            for obj in every(v1.charges.list)
         ]
         refunds = [
             StripeItem(
@@ -85,7 +84,7 @@ class StripeLedgerSource:
                 link=id_of(obj.charge),
                 balance_transaction=id_of(obj.balance_transaction),
             )
-            for obj in every(v1.refunds)
+            for obj in every(v1.refunds.list)
         ]
         transactions = [
             StripeItem(
@@ -97,7 +96,7 @@ class StripeLedgerSource:
                 fee_minor=obj.fee,
                 net_minor=obj.net,
             )
-            for obj in every(v1.balance_transactions)
+            for obj in every(v1.balance_transactions.list)
         ]
         return StripeSnapshot(
             invoices=invoices, charges=charges, refunds=refunds, transactions=transactions

@@ -18,7 +18,7 @@ from typing import Any
 import stripe
 
 from webhooks.standin.control import Dashboard, FaultInjector, FaultStatus, Hold
-from webhooks.standin.server import StandInHTTPServer
+from webhooks.standin.server import Received, StandInHTTPServer
 from webhooks.standin.state import Obj, Store
 from webhooks.standin.webhook_sender import WebhookSender
 
@@ -163,6 +163,12 @@ class StandIn:
     def objects(self, kind: str) -> list[Obj]:
         """Snapshots of all objects of ``kind``, oldest first."""
         return self.store.all(kind)
+
+    def received(self) -> list[Received]:
+        """Every API request received so far that reached a route (replays excepted), oldest
+        first, with the parameters it carried."""
+        with self.store.lock:
+            return list(self._server.received)
 
     def events(self, event_type: str | None = None) -> list[Obj]:
         """Recorded events, oldest first, optionally of one type."""

@@ -231,6 +231,17 @@ class IdempotencyLedger:
         self._entries.clear()
 
 
+@dataclass(frozen=True)
+class Received:
+    """One API request as the stand-in received it (for the contract test of every call): its
+    route, its parameters (validated, or raw when validation refused them) and the refusal."""
+
+    method: str
+    template: str
+    params: Params
+    refused: str | None
+
+
 class StandInHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -239,6 +250,7 @@ class StandInHTTPServer(ThreadingHTTPServer):
         self.standin = standin
         self.routes = compile_routes()
         self.ledger = IdempotencyLedger()
+        self.received: list[Received] = []
         super().__init__(address, _RequestHandler)
 
 
@@ -360,8 +372,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 params = schema.validate(route.params_type, raw)
                 tree = expansion.check(route.answer, params.get("expand", []))
             except StripeError as error:
+                self.server.received.append(Received(method, route.template, raw, error.message))
                 # Like Stripe, a request that fails validation is not saved under its key.
                 return _Answer(error.status, error.body(), headers)
+            self.server.received.append(Received(method, route.template, params, None))
             answer = self._run(store, route, args, params, tree, request_id, key, headers)
             if key:
                 self.server.ledger.record(authorization, key, fingerprint, answer)
