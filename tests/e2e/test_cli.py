@@ -139,3 +139,54 @@ def test_production_without_a_database_url_is_refused_in_one_line() -> None:
     (line,) = done.stderr.strip().splitlines()
     assert "BILLING_ENV=production needs DATABASE_URL" in line
     assert "BILLING_ALLOW_EMBEDDED_DATABASE=1" in line
+
+
+def test_a_parked_push_is_shown_with_its_reason_and_skipped_with_one(
+    fresh_database_url: str,
+) -> None:
+    """`billing outbox` shows a parked row's reason and what it made in Stripe; `skip` takes a
+    reason, only for a parked row, and says so in one line otherwise."""
+    import asyncio
+
+    import asyncpg
+
+    env = {
+        "DATABASE_URL": fresh_database_url,
+        "BILLING_ENV": "test",
+        "BILLING_LOG_LEVEL": "WARNING",
+    }
+    assert _billing("migrate", **env).returncode == 0
+
+    async def park() -> int:
+        connection = await asyncpg.connect(fresh_database_url)
+        try:
+            return await connection.fetchval(
+                "INSERT INTO stripe_outbox (stream, subject, command, payload, idempotency_key,"
+                " status, attempts, last_error, stripe_ids) VALUES ('catalog', 'plan x v1',"
+                " 'catalog.plan', '{\"code\": \"x\", \"version\": 1}', 'kefu-outbox-test',"
+                " 'parked', 1, '400 : Stripe said no', '{\"product\": \"prod_made\"}')"
+                " RETURNING id"
+            )
+        finally:
+            await connection.close()
+
+    row = str(asyncio.run(park()))
+    listed = _billing("outbox", **env)
+    assert listed.returncode == 0, listed.stderr
+    assert "parked" in listed.stdout
+    assert "Stripe said no" in listed.stdout
+    assert "product prod_made" in listed.stdout
+
+    no_reason = _billing("outbox", "skip", row, **env)
+    assert no_reason.returncode == 2
+    assert "Missing option '--reason'" in no_reason.stderr
+    skipped = _billing("outbox", "skip", row, "--reason", "plan withdrawn", **env)
+    assert skipped.returncode == 0, skipped.stderr
+    assert f"outbox row {row} skipped" in skipped.stdout
+    shown = _billing("outbox", "--status", "skipped", **env)
+    assert "plan withdrawn" in shown.stdout
+    again = _billing("outbox", "skip", row, "--reason", "twice", **env)
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f"error: outbox row {row} is not parked: only a parked row is skipped"
+    ]
