@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 import stripe
 
-from service.db.tables import Invoice
+from service.db.engine import current as current_database
+from service.db.tables import Invoice, StripeCatalogMap
+from service.stripe_outbox import Command, enqueue
 from tests.integration.conftest import Tenant
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
@@ -92,7 +94,14 @@ def test_the_code_names_its_stripe_calls_as_sdk_operations() -> None:
 
 async def _tour(stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync) -> None:
     """Every kind of push, look-up and read the code makes."""
-    sync.include_catalog = True  # the catalog's products and prices
+    # The catalog's products and prices: the basic plan pushed as to a fresh Stripe account
+    # (earlier tests of the run may have mapped it already).
+    await StripeCatalogMap.delete().where(
+        (StripeCatalogMap.item_kind == "plan") & (StripeCatalogMap.code == "basic")
+    )
+    async with current_database().engine.transaction():
+        await enqueue(None, Command.CATALOG_PLAN, {"code": "basic", "version": 1})
+    sync.include_catalog = True
 
     # A credit note before the invoice's push, the push (customer, invoice, items, finalize,
     # credit note, pay), the look-up of the charge, a customer edit, then a credit note after
