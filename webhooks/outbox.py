@@ -121,8 +121,8 @@ class Claim:
     @property
     def may_have_made(self) -> bool:
         """Whether an earlier attempt may have made something its keys no longer cover, or a
-        person resolves the row: then look in Stripe first. An attempt after a failed one looks
-        too, where making a thing twice would move money twice (refunds, credit notes)."""
+        person resolves the row: then look in Stripe first. (Where making a thing twice would
+        move money twice, a credit note's push also looks on any attempt after the first.)"""
         return self.looks_back or self.is_resolving
 
 
