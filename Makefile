@@ -13,12 +13,14 @@ $(UV):
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 .venv/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --all-groups --python $(PYTHON)
+	$(UV) sync --frozen --all-groups --all-extras --python $(PYTHON)
 	touch $@
 
 env: .venv/.synced
 
+# `serve` changes no schema: `migrate` brings the (embedded or DATABASE_URL) database up to date.
 run: env
+	.venv/bin/billing migrate
 	.venv/bin/billing serve
 
 test: env lint browser

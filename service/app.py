@@ -74,7 +74,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if owns_connection:
             dsn, is_embedded = db_engine.resolve_dsn(settings)
             await db_engine.ensure_database_exists(dsn)
-            db_engine.connect(dsn, is_embedded=is_embedded)
+            db_engine.connect(
+                dsn,
+                is_embedded=is_embedded,
+                statement_cache_size=settings.database.statement_cache_size,
+            )
         database = db_engine.current()
         # Before the pool: connections the pool later replaces must not be frozen.
         runtime.settle_after_startup()

@@ -9,6 +9,7 @@ terminal is one line on stderr and a non-zero exit, never a traceback (see ``mai
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -60,14 +61,24 @@ ToDay = Annotated[
 ]
 
 
-async def ensure_operator_key() -> keys.IssuedKey | None:
-    """On first start, mint an operator key so someone can use the API. ``None`` if one exists."""
+async def ensure_operator_key(*, mints: bool = True) -> keys.IssuedKey | None:
+    """On first start, mint an operator key so someone can use the API. ``None`` if one exists,
+    or if none exists and ``mints`` is off (production: a key printed by a server lands in its
+    log, and each replica would print its own); the caller says how to make one."""
     from service.db import engine as db_engine
     from service.tenancy import keys
     from service.tenancy.principal import SYSTEM_ACTOR
 
     existing = [k for k in await keys.list_keys(None, operators=True) if k.revoked_at is None]
     if existing:
+        return None
+    if not mints:
+        console().print(
+            "warning: no operator API key yet: make one with"
+            " `billing keys create --role operator --all-scopes` (shown once, never logged)",
+            markup=False,
+            highlight=False,
+        )
         return None
     async with db_engine.current().engine.transaction():
         return await keys.issue(
@@ -91,8 +102,18 @@ def _warn_about_what_is_off(settings: Settings) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (BILLING_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (BILLING_PORT).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes serving the API on the one port (for hosts with several cores);"
+            " each has its own pool of up to BILLING_DB_POOL_MAX connections.",
+        ),
+    ] = 1,
 ) -> None:
-    """Start the database if needed, migrate, then serve the API (docs at /schema)."""
+    """Serve the API (docs at /schema) on a database `billing migrate` has brought up to date
+    (a schema behind or ahead of this code is refused); serve changes no table's shape. Without
+    DATABASE_URL it starts the embedded PostgreSQL (`make run` migrates it first)."""
     import uvicorn
 
     from service.app import create_app
@@ -100,7 +121,11 @@ def serve(
     settings = load_settings()
     host = host or settings.host
     port = port or settings.port
-    issued = run_with_database(settings, ensure_operator_key)
+
+    async def first_key() -> keys.IssuedKey | None:
+        return await ensure_operator_key(mints=not settings.is_production)
+
+    issued = run_with_database(settings, first_key, waits=True)
     base = f"http://{host}:{port}"
     if issued is not None:
         console().print(
@@ -113,8 +138,22 @@ def serve(
         console().print(f"API docs: {base}/schema")
     _warn_about_what_is_off(settings)
     _exit_cleanly_on_signals()
+    if workers == 1:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        return
+    # uvicorn's own workers: each process builds the app from the same environment and opens
+    # its own pool; the parent only watches them (and restarts one that dies).
     uvicorn.run(
-        create_app(settings),
+        "service.app:create_app",
+        factory=True,
+        workers=workers,
         host=host,
         port=port,
         log_config=None,
@@ -136,14 +175,40 @@ def _exit_cleanly_on_signals() -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (safe to run from several processes at once)."""
+    """Create the database if missing, apply migrations and make the monthly partitions ahead:
+    the only command that changes the schema (safe from several processes at once). Run it as
+    the migrator role, straight to PostgreSQL (its lock is a session lock: not via PgBouncer)."""
     settings = load_settings()
 
     async def nothing() -> None:
         return None
 
-    run_with_database(settings, nothing)
+    run_with_database(settings, nothing, migrates=True, waits=True)
     console().print("database is up to date")
+
+
+@app.command()
+def partitions() -> None:
+    """Make the monthly partitions two years ahead and drop audit-log months past retention
+    (BILLING_RETAIN_AUDIT_MONTHS). Changes the schema: run it as the migrator role, daily (the
+    CronJob in infra/k8s does)."""
+    from service import retention
+    from service.clock import SYSTEM_CLOCK
+    from service.db.partitions import ensure_partitions
+
+    settings = load_settings()
+
+    async def work() -> tuple[list[str], int]:
+        created = await ensure_partitions(months_ahead=24)
+        dropped = await retention.drop_expired_audit_months(
+            settings.retention, now=SYSTEM_CLOCK.now()
+        )
+        return created, dropped.total
+
+    created, dropped = run_with_database(settings, work, waits=True)
+    out = console()
+    out.print(f"partitions made: {len(created)}", markup=False, highlight=False)
+    out.print(f"audit entries dropped with their months: {dropped}", markup=False)
 
 
 @keys_app.command("create")
@@ -285,7 +350,7 @@ def worker(
         await runner.run(interval_seconds=interval)
         return None
 
-    report = run_with_database(settings, work, pool_max=settings.database.pool_max)
+    report = run_with_database(settings, work, pool_max=settings.database.pool_max, waits=True)
     if report is not None:
         for line in report.lines():
             console().print(line, markup=False, highlight=False)
@@ -534,6 +599,11 @@ def _user_error_message(error: Exception) -> str | None:
 
     if isinstance(error, SettingsError):
         return str(error)
+    if "service.db.migrate" in sys.modules:
+        from service.db.migrate import MigrationFailed
+
+        if isinstance(error, MigrationFailed):
+            return str(error)
     if "service.errors" in sys.modules:
         from service.errors import BillingError
 
@@ -549,6 +619,16 @@ def _user_error_message(error: Exception) -> str | None:
             | asyncpg.InvalidCatalogNameError,
         ):
             return f"cannot use the database: {error} (check DATABASE_URL)"
+        if isinstance(error, asyncpg.InsufficientPrivilegeError):
+            return (
+                f"the database refused: {error} (`billing migrate` and `billing partitions` need"
+                " the migrator role, which owns the schema; see infra/sql/roles.sql)"
+            )
+    if isinstance(error, ssl.SSLError):
+        return (
+            f"cannot reach the database securely: {error} (check DATABASE_URL's sslmode and"
+            " sslrootcert, the CA that signed the server's certificate)"
+        )
     if isinstance(error, ConnectionError | TimeoutError):
         return f"cannot reach the database: {error} (check DATABASE_URL)"
     if isinstance(error, OSError) and error.filename is not None:

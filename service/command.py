@@ -53,12 +53,21 @@ def settings(*, log_level: str | None = None) -> Settings:
 
 
 def run_with_database(
-    settings: Settings, work: Callable[[], Awaitable[T]], *, pool_max: int = 4
+    settings: Settings,
+    work: Callable[[], Awaitable[T]],
+    *,
+    pool_max: int = 4,
+    migrates: bool = False,
+    waits: bool = False,
 ) -> T:
-    """Start or reach the database, apply migrations, run ``work``, close the pool."""
+    """Start or reach the database, check its schema (or migrate it: ``migrates``), run
+    ``work``, close the pool. ``waits``: wait for PostgreSQL to accept connections first (the
+    long-running processes and ``migrate``, which may start before the database does)."""
 
     async def runner() -> T:
-        database = await prepare_database(settings, pool_max=pool_max)
+        database = await prepare_database(
+            settings, pool_max=pool_max, migrates=migrates, waits=waits
+        )
         try:
             return await work()
         finally:
@@ -67,10 +76,15 @@ def run_with_database(
     return asyncio.run(runner())
 
 
-async def prepare_database(settings: Settings, *, pool_max: int = 4) -> Database:
-    """Connect (starting the embedded server if there is no ``DATABASE_URL``) and migrate."""
+async def prepare_database(
+    settings: Settings, *, pool_max: int = 4, migrates: bool = False, waits: bool = False
+) -> Database:
+    """Connect (starting the embedded server if there is no ``DATABASE_URL``), then either
+    migrate and make the months ahead (``migrates``: ``billing migrate``, the only DDL) or
+    refuse a schema that is not this code's in one line saying to run ``billing migrate``."""
     from service.catalog import store as catalog_store
     from service.db import engine as db_engine
+    from service.db.migrate import SchemaMismatch, check_schema
     from service.db.migrate import migrate as apply_migrations
     from service.db.partitions import ensure_partitions
 
@@ -78,11 +92,27 @@ async def prepare_database(settings: Settings, *, pool_max: int = 4) -> Database
         database = db_engine.current()
     else:
         dsn, is_embedded = db_engine.resolve_dsn(settings)
-        await db_engine.ensure_database_exists(dsn)
-        database = db_engine.connect(dsn, is_embedded=is_embedded)
-    await apply_migrations(database)
+        cache_size = settings.database.statement_cache_size
+        # Reached before the engine is built (Piccolo's engine would only warn): an unreachable
+        # database is one line, after the wait when the command waits.
+        await db_engine.wait_until_reachable(
+            db_engine.asyncpg_config(dsn, statement_cache_size=cache_size),
+            seconds=settings.database.wait_seconds if waits else 0,
+            on_wait=_say_waiting(settings),
+        )
+        if migrates:
+            await db_engine.ensure_database_exists(dsn)
+        database = db_engine.connect(dsn, is_embedded=is_embedded, statement_cache_size=cache_size)
+    if migrates:
+        await apply_migrations(database)
+    else:
+        try:
+            await check_schema(database)
+        except SchemaMismatch as mismatch:
+            raise UserError(str(mismatch)) from None
     await database.start_pool(min_size=1, max_size=pool_max)
-    await ensure_partitions(months_ahead=24)
+    if migrates:
+        await ensure_partitions(months_ahead=24)
     result = await catalog_store.publish_shipped()
     if result.published:
         console().print(
@@ -90,6 +120,22 @@ async def prepare_database(settings: Settings, *, pool_max: int = 4) -> Database
             + ", ".join(f"{code} v{version}" for code, version in result.published)
         )
     return database
+
+
+def _say_waiting(settings: Settings) -> Callable[[Exception], None]:
+    def say(error: Exception) -> None:
+        import structlog
+
+        detail = f"{type(error).__name__}: {error}"
+        console().print(
+            f"waiting for the database (up to {settings.database.wait_seconds:g} s,"
+            f" BILLING_DB_WAIT_SECONDS): {detail}",
+            markup=False,
+            highlight=False,
+        )
+        structlog.get_logger(__name__).info("database_waiting", error=detail)
+
+    return say
 
 
 def progress() -> Progress:

@@ -70,7 +70,7 @@ def run_isolated(settings: Settings, console: Console, *, verbose: bool = False)
     async def work() -> list[dict[str, Any]]:
         return await run_with_stripe(own, console, run, create_app, print_invoices)
 
-    run_with_database(own, work, pool_max=8)
+    run_with_database(own, work, pool_max=8, migrates=True)
 
 
 class _Api:

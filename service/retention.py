@@ -1,13 +1,14 @@
-"""Retention: what only grows is removed once it is old enough, by the worker, a small batch at
-a time.
+"""Retention: what only grows is removed once it is old enough, a small batch at a time.
 
 Each rule deletes at most ``batch_rows`` rows a statement, oldest first, each batch in its own
 short transaction together with the running total of rows removed (``retention_totals``, read
-by the API's ``/metrics`` as ``billing_retention_rows_removed_total``). Audit entries go a whole
-month at a time: their table is partitioned by month, and a month that ended
-``audit_months`` ago is detached and dropped (entries that landed in the default partition are
-deleted in batches). A setting of 0 keeps that kind of row forever. Defaults and how to change
-them: the README's Operations section.
+by the API's ``/metrics`` as ``billing_retention_rows_removed_total``). The worker runs these
+(`run_pass`, plain DML). Audit entries go a whole month at a time: their table is partitioned by
+month, and a month that ended ``audit_months`` ago is detached and dropped by
+`drop_expired_audit_months`, which is DDL and so belongs to ``billing partitions`` (run as the
+migrator, e.g. by a daily CronJob), never to the worker; entries that landed in the default
+partition are deleted in batches by the worker. A setting of 0 keeps that kind of row forever.
+Defaults and how to change them: the README's Operations section.
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ async def run_pass(settings: RetentionSettings, *, now: datetime) -> RetentionSu
             await _expire(
                 _RULES[table], now - timedelta(days=kept_days), settings, summary, now=now
             )
-    if settings.audit_months:
-        await _expire_audit(settings, summary, now=now)
+    if settings.audit_months:  # stragglers in the default partition; whole months: see below
+        first_kept = partitions.MonthPartition.containing(now).preceding(settings.audit_months)
+        await _expire(_RULES["audit_log"], first_kept.start, settings, summary, now=now)
     if summary.total:
         log.info("retention_pass", removed=summary.removed)
     return summary
@@ -162,22 +164,26 @@ async def _expire(
             return
 
 
-async def _expire_audit(
-    settings: RetentionSettings, summary: RetentionSummary, *, now: datetime
-) -> None:
-    """Months that ended ``audit_months`` ago are dropped whole (one a pass: each locks the
-    table for a moment); stragglers in the default partition go in batches."""
+async def drop_expired_audit_months(
+    settings: RetentionSettings, *, now: datetime
+) -> RetentionSummary:
+    """Detach and drop every audit month that ended ``audit_months`` ago, each in its own
+    transaction with its count added to the totals (DDL: ``billing partitions`` runs it)."""
+    summary = RetentionSummary()
+    if not settings.audit_months:
+        return summary
     first_kept = partitions.MonthPartition.containing(now).preceding(settings.audit_months)
     table = partitions.AUDIT_LOG
-    expired = await partitions.months_before(table, first_kept)
-    if expired:
+    for month in await partitions.months_before(table, first_kept):
         try:
             async with current_database().engine.transaction():
                 connection = transaction_connection()
-                gone = await partitions.drop_month(connection, table, expired[0])
+                gone = await partitions.drop_month(connection, table, month)
                 await connection.execute(_ADD_TO_TOTAL, table.name, gone, now)
-        except asyncpg.LockNotAvailableError:  # a long transaction on the table: next pass
-            log.warning("retention_partition_busy", partition=table.partition_name(expired[0]))
-        else:
-            summary.removed[table.name] = gone
-    await _expire(_RULES["audit_log"], first_kept.start, settings, summary, now=now)
+        except asyncpg.LockNotAvailableError:  # a long transaction on the table: next run
+            log.warning("retention_partition_busy", partition=table.partition_name(month))
+            break
+        summary.removed[table.name] = summary.removed.get(table.name, 0) + gone
+    if summary.total:
+        log.info("retention_months_dropped", removed=summary.removed)
+    return summary

@@ -28,6 +28,12 @@ class DatabaseSettings:
     """Database created inside the embedded server (``BILLING_DB_NAME``)."""
     pool_min: int = 2
     pool_max: int = 20
+    statement_cache_size: int | None = None
+    """``BILLING_DB_STATEMENT_CACHE_SIZE``: prepared statements asyncpg keeps per connection
+    (unset: asyncpg's default, 100). Set 0 behind PgBouncer in transaction pooling."""
+    wait_seconds: float = 30.0
+    """``BILLING_DB_WAIT_SECONDS``: how long ``serve``, ``worker``, ``migrate`` and
+    ``partitions`` wait for PostgreSQL to accept connections when they start."""
     allows_embedded_in_production: bool = False
     """``BILLING_ALLOW_EMBEDDED_DATABASE=1``: production may run on the embedded server."""
 
@@ -186,6 +192,12 @@ class Settings:
             data_dir=Path(env.get("BILLING_DATA_DIR", str(PROJECT_ROOT / ".data"))).resolve(),
             database=env.get("BILLING_DB_NAME", "billing"),
             pool_max=_int(env, "BILLING_DB_POOL_MAX", 20),
+            statement_cache_size=(
+                _count(env, "BILLING_DB_STATEMENT_CACHE_SIZE", 0)
+                if env.get("BILLING_DB_STATEMENT_CACHE_SIZE", "") != ""
+                else None
+            ),
+            wait_seconds=_seconds(env, "BILLING_DB_WAIT_SECONDS", 30.0),
             allows_embedded_in_production=_flag(env, "BILLING_ALLOW_EMBEDDED_DATABASE"),
         )
         stripe = StripeSettings(

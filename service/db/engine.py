@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,7 +17,6 @@ import asyncpg
 import structlog
 from piccolo.engine.postgres import PostgresEngine
 
-from service.db import embedded
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -69,14 +70,54 @@ def resolve_dsn(settings: Settings) -> tuple[str, bool]:
     """``DATABASE_URL`` as given, or the embedded server's (started if needed)."""
     if settings.database.url:
         return settings.database.url, False
+    from service.db import embedded  # an optional extra: the container image leaves it out
+
     admin_dsn = embedded.start(settings.database.data_dir)
     return _with_database(admin_dsn, settings.database.database), True
 
 
+async def wait_until_reachable(
+    config: dict[str, object], *, seconds: float, on_wait: Callable[[Exception], None]
+) -> None:
+    """Return once the server answers (a database that does not exist yet counts: ``billing
+    migrate`` creates it), retrying for up to ``seconds``: in a container stack or a cluster the
+    service may start before PostgreSQL (or PgBouncer) does. ``on_wait`` hears the first
+    failure; after ``seconds`` the last failure is raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    has_waited = False
+    while True:
+        try:
+            connection = await asyncpg.connect(**config, timeout=5)  # type: ignore[arg-type]
+        except asyncpg.InvalidCatalogNameError:
+            return
+        except ssl.SSLError:  # a certificate refused is refused again: no wait
+            raise
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as error:
+            if loop.time() >= deadline:
+                raise
+            if not has_waited:
+                on_wait(error)
+                has_waited = True
+            await asyncio.sleep(0.5)
+        else:
+            await connection.close()
+            return
+
+
 async def ensure_database_exists(dsn: str) -> None:
-    """Create the target database if missing (the embedded server starts with ``postgres``)."""
+    """Create the target database if missing (the embedded server starts with ``postgres``).
+
+    The target is tried first: a migrator that owns its database (``infra/sql/roles.sql``)
+    needs no access to the ``postgres`` database."""
     name = urlsplit(dsn).path.lstrip("/")
     if not name or name == "postgres":
+        return
+    try:
+        await (await asyncpg.connect(dsn)).close()
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
         return
     admin = await asyncpg.connect(_with_database(dsn, "postgres"))
     try:
@@ -91,9 +132,14 @@ async def ensure_database_exists(dsn: str) -> None:
         await admin.close()
 
 
-def connect(dsn: str, *, is_embedded: bool = False) -> Database:
-    """Build the Piccolo engine for ``dsn`` and make it the one every table uses."""
-    engine = PostgresEngine(config=_asyncpg_config(dsn), log_queries=False)
+def connect(
+    dsn: str, *, is_embedded: bool = False, statement_cache_size: int | None = None
+) -> Database:
+    """Build the Piccolo engine for ``dsn`` and make it the one every table uses.
+    ``statement_cache_size``: see `asyncpg_config`."""
+    engine = PostgresEngine(
+        config=asyncpg_config(dsn, statement_cache_size=statement_cache_size), log_queries=False
+    )
     return rebind(Database(dsn=dsn, engine=engine, is_embedded=is_embedded))
 
 
@@ -134,8 +180,16 @@ def _with_database(dsn: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
-def _asyncpg_config(dsn: str) -> dict[str, object]:
+def asyncpg_config(dsn: str, *, statement_cache_size: int | None = None) -> dict[str, object]:
     """The URL goes to asyncpg as written: it parses a socket ``host`` query, the password, the
     port (``?port=`` with a socket) and every other query parameter (``sslmode``,
-    ``application_name``, ...) itself. Rewriting it here lost all but host, user and database."""
-    return {"dsn": dsn}
+    ``application_name``, ...) itself. Rewriting it here lost all but host, user and database.
+
+    ``statement_cache_size`` (``BILLING_DB_STATEMENT_CACHE_SIZE``) is not a URL parameter: asyncpg
+    would send an unknown query parameter to the server as a setting. 0 behind PgBouncer in
+    transaction pooling, where a named prepared statement made in one transaction is gone (or
+    another client's) in the next; ``None`` keeps asyncpg's default (100 per connection)."""
+    config: dict[str, object] = {"dsn": dsn}
+    if statement_cache_size is not None:
+        config["statement_cache_size"] = statement_cache_size
+    return config

@@ -1,7 +1,8 @@
 """Monthly partitions of the tables partitioned by month (``usage_events`` by ``occurred_at``,
-``audit_log`` by ``at``): made ahead of time at every start of the service (and of the worker),
-so that rows never land in the default partition in normal operation; and, for retention,
-whole months before a cutoff detached and dropped."""
+``audit_log`` by ``at``): made ahead of time by ``billing migrate`` and ``billing partitions``
+(DDL, so never by ``serve`` or ``worker``; a daily CronJob keeps two years ahead), so that rows
+never land in the default partition in normal operation; and, for retention, whole months
+before a cutoff detached and dropped."""
 
 from __future__ import annotations
 

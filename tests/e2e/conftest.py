@@ -56,7 +56,9 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(database_url: str, *, extra_env: dict[str, str] | None = None) -> ServerProcess:
+def start_server(
+    database_url: str, *args: str, extra_env: dict[str, str] | None = None
+) -> ServerProcess:
     port = free_port()
     env = {
         **os.environ,
@@ -67,7 +69,7 @@ def start_server(database_url: str, *, extra_env: dict[str, str] | None = None) 
     }
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the test's server
     process = subprocess.Popen(
-        [BILLING, "serve", "--port", str(port)],
+        [BILLING, "serve", "--port", str(port), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
@@ -87,10 +89,32 @@ def start_server(database_url: str, *, extra_env: dict[str, str] | None = None) 
     raise AssertionError("server did not become ready:\n" + "".join(server.output))
 
 
+def migrate(database_url: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """`billing migrate` (creates the database if missing): what every deployment runs before
+    `serve` and `worker`, which change no schema."""
+    done = subprocess.run(
+        [BILLING, "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": database_url, "BILLING_ENV": "test", **extra_env},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 @pytest.fixture
-def fresh_database_url(database_dsn: str) -> str:
-    """A database name nobody has used yet, on the test run's server (serve creates it)."""
+def unmigrated_database_url(database_dsn: str) -> str:
+    """A database name nobody has used yet, on the test run's server (nothing creates it)."""
     return db_engine._with_database(database_dsn, f"e2e_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def fresh_database_url(unmigrated_database_url: str) -> str:
+    """A new database, made and migrated by `billing migrate`, with nothing in it yet."""
+    migrate(unmigrated_database_url)
+    return unmigrated_database_url
 
 
 @pytest.fixture

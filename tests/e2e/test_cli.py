@@ -15,11 +15,12 @@ from tests.e2e.conftest import BILLING
 
 HEAVY = ("litestar", "asyncpg", "stripe", "pyarrow")
 SUBCOMMANDS = (
-    (), ("serve",), ("worker",), ("migrate",), ("close-periods",), ("export",), ("reconcile",),
-    ("demo",), ("keys",), ("keys", "create"), ("keys", "list"), ("keys", "revoke"), ("bench",),
-    ("bench", "usage"), ("bench", "close"), ("bench", "export"), ("bench", "webhooks"),
+    (), ("serve",), ("worker",), ("migrate",), ("partitions",), ("close-periods",), ("export",),
+    ("reconcile",), ("demo",), ("keys",), ("keys", "create"), ("keys", "list"), ("keys", "revoke"),
+    ("bench",), ("bench", "usage"), ("bench", "close"), ("bench", "export"), ("bench", "webhooks"),
     ("outbox",), ("outbox", "retry"), ("outbox", "skip"), ("outbox", "resolve"), ("webhooks",),
-    ("webhooks", "list"), ("webhooks", "replay"),
+    ("webhooks", "list"), ("webhooks", "replay"), ("events",), ("events", "list"),
+    ("events", "replay"),
 )  # fmt: skip
 
 _IMPORTS_AFTER_HELP = """

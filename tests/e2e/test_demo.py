@@ -14,7 +14,7 @@ from tests.e2e.conftest import BILLING
 
 async def _every_row(database_url: str) -> dict[str, list[str]]:
     """Every table of the database with all its rows, in a stable order."""
-    connection = await asyncpg.connect(**db_engine._asyncpg_config(database_url))
+    connection = await asyncpg.connect(**db_engine.asyncpg_config(database_url))
     try:
         tables = [
             row["tablename"]

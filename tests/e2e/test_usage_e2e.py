@@ -61,7 +61,7 @@ def _event(transaction_id: str, start: datetime, number: int) -> dict[str, Any]:
 
 async def _counted(database_url: str) -> tuple[int, tuple[int, int], tuple[int, int]]:
     """(ledger rows, (events, gmv) from raw events, (events, gmv) from the aggregates)."""
-    connection = await asyncpg.connect(**db_engine._asyncpg_config(database_url))
+    connection = await asyncpg.connect(**db_engine.asyncpg_config(database_url))
     try:
         ledger = await connection.fetchval("SELECT count(*) FROM usage_transactions")
         raw = await connection.fetchrow(
@@ -79,7 +79,7 @@ async def _counted(database_url: str) -> tuple[int, tuple[int, int], tuple[int, 
 
 
 async def _stored_ids(database_url: str) -> set[str]:
-    connection = await asyncpg.connect(**db_engine._asyncpg_config(database_url))
+    connection = await asyncpg.connect(**db_engine.asyncpg_config(database_url))
     try:
         rows = await connection.fetch("SELECT transaction_id FROM usage_transactions")
     finally:

@@ -1,7 +1,9 @@
 """Nothing grows forever: idempotency records, processed Stripe events, sent outbox rows, old
 reconciliation runs, outgoing events with their delivery logs (and, much later, the marks of
-once-a-period events), and old audit months are removed by the worker's retention pass, in small
-batches, each counted in ``retention_totals``; what is young, or still to do, stays."""
+once-a-period events), and audit entries in the default partition are removed by the worker's
+retention pass, in small batches; old audit months are dropped whole by ``billing partitions``
+(DDL, never the worker); each removal is counted in ``retention_totals``; what is young, or
+still to do, stays."""
 
 from __future__ import annotations
 
@@ -233,7 +235,7 @@ async def test_zero_keeps_everything(database: Database) -> None:
     assert (await retention.run_pass(keep_all, now=now)).total == 0
 
 
-async def test_audit_months_past_retention_are_dropped_whole_and_stragglers_deleted(
+async def test_audit_months_past_retention_are_dropped_by_partitions_not_by_the_worker(
     database: Database,
 ) -> None:
     pool = database.pool
@@ -284,8 +286,13 @@ async def _audit_months_are_dropped(database: Database, tag: str) -> None:
         batch_rows=10,
     )
     now = datetime(2026, 12, 5, tzinfo=UTC)
+    # The worker's pass deletes the straggler of the default partition only: no DDL.
     summary = await retention.run_pass(settings, now=now)
-    assert summary.removed == {"audit_log": 3}
+    assert summary.removed == {"audit_log": 1}
+    assert await pool.fetchval("SELECT to_regclass('audit_log_2019_01')") is not None
+    # `billing partitions` drops the month whole.
+    dropped = await retention.drop_expired_audit_months(settings, now=now)
+    assert dropped.removed == {"audit_log": 2}
     assert "audit_log_2019_01" not in {
         row["relname"]
         for row in await pool.fetch(
@@ -298,3 +305,4 @@ async def _audit_months_are_dropped(database: Database, tag: str) -> None:
     assert [row["at"] for row in left] == [young]
     assert (await _totals(database))["audit_log"] - before.get("audit_log", 0) == 3
     assert (await retention.run_pass(settings, now=now)).total == 0
+    assert (await retention.drop_expired_audit_months(settings, now=now)).total == 0
