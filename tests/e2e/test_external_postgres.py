@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.e2e.cluster_helpers import MIGRATOR, RUNTIME, Cluster, start_cluster
+from tests.e2e.cluster_helpers import MIGRATOR, RUNTIME, Cluster, start_cluster, start_pgbouncer
 from tests.e2e.conftest import (
     BILLING,
     ServerProcess,
@@ -421,3 +421,95 @@ def test_serve_speaks_tls_to_the_database_as_sslmode_says(
     (line,) = said(done)
     assert line.startswith("error: cannot reach the database securely")
     assert "sslrootcert" in line
+
+
+# -- PgBouncer -----------------------------------------------------------------------------------
+
+
+async def test_serve_and_worker_work_behind_pgbouncer_in_transaction_pooling(
+    cluster: Cluster,
+) -> None:
+    """Two APIs and a worker share 3 PostgreSQL connections through Debian's PgBouncer (1.18,
+    transaction pooling, no prepared statements across transactions). With asyncpg's statement
+    cache (its default) `billing serve` does not even start here ("prepared statement
+    __asyncpg_stmt_1__ already exists"); BILLING_DB_STATEMENT_CACHE_SIZE=0 makes every request
+    answer. `billing migrate` goes straight to PostgreSQL (its lock is a session lock)."""
+    name = new_database(cluster)
+    migrate(cluster.url(MIGRATOR, name))
+    bouncer = start_pgbouncer(cluster, server_connections=3)
+    pooled = cluster.url(RUNTIME, name, port=bouncer.port)
+    behind = {**PRODUCTION, "BILLING_DB_STATEMENT_CACHE_SIZE": "0"}
+    servers: list[ServerProcess] = []
+    worker: WorkerProcess | None = None
+    try:
+        key = operator_key(pooled)
+        operator = {"Authorization": f"Bearer {key}"}
+        servers = [start_server(pooled, extra_env=behind) for _ in range(2)]
+        worker = start_worker(pooled, "--interval", "0.3", extra_env=behind)
+        apis = [httpx.AsyncClient(base_url=s.base_url, timeout=60) for s in servers]
+        try:
+            clock = await apis[0].post(
+                "/v1/test-clocks",
+                json={"frozen_time": "2026-09-01T00:00:00+08:00", "name": "pgbouncer"},
+                headers=operator,
+            )
+            assert clock.status_code == 201, clock.text
+            clock_id = clock.json()["id"]
+            merchants = []
+            for n in range(3):
+                signed = await apis[n % 2].post(
+                    "/v1/signup",
+                    json={
+                        "merchant": {"name": f"Pooled shop {n}", "contact_email": "o@shop.cn"},
+                        "plan": "basic",
+                        "trial_days": 0,
+                        "test_clock_id": clock_id,
+                    },
+                    headers=operator,
+                )
+                assert signed.status_code == 201, signed.text
+                body = signed.json()
+                merchants.append((body["merchant"]["id"], body["api_key"]["key"]))
+            moved = await apis[1].post(
+                f"/v1/test-clocks/{clock_id}/advance",
+                json={"frozen_time": "2026-09-16T00:00:00+08:00"},
+                headers=operator,
+            )
+            assert moved.status_code == 200, moved.text
+            sent = await asyncio.gather(*(_send_usage(apis, k, m) for m, k in merchants))
+            server_connections = cluster.psql(
+                name,
+                sql="SELECT count(*) FROM pg_stat_activity WHERE usename = 'billing_runtime'",
+            )
+            assert int(server_connections) <= 3  # 2 API pools and a worker's, multiplexed
+            moved = await apis[0].post(
+                f"/v1/test-clocks/{clock_id}/advance",
+                json={"frozen_time": "2026-10-03T00:00:00+08:00"},
+                headers=operator,
+            )
+            assert moved.status_code == 200, moved.text
+            await _until_invoiced(cluster.url("postgres", name), len(merchants))
+            for (merchant, merchant_key), events in zip(merchants, sent, strict=True):
+                headers = {"Authorization": f"Bearer {merchant_key}"}
+                listed = await apis[1].get(
+                    "/v1/invoices", params={"period": "2026-09"}, headers=headers
+                )
+                assert listed.status_code == 200, listed.text
+                [september] = [i for i in listed.json() if i["kind"] == "period"]
+                invoice = await apis[0].get(f"/v1/invoices/{september['id']}", headers=headers)
+                [orders] = [
+                    line for line in invoice.json()["lines"] if line["charge_code"] == "orders"
+                ]
+                assert orders["explanation"].startswith(f"{len(events)} orders"), merchant
+        finally:
+            for api in apis:
+                await api.aclose()
+    finally:
+        if worker is not None:
+            worker.process.terminate()
+            output = worker.finish(timeout=60)
+            assert worker.returncode == 0, output
+            assert "worker_pass_failed" not in output
+        for server in servers:
+            assert server.stop() == 0
+        bouncer.stop()
