@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test lint fmt env worker demo bench clean browser
+.PHONY: run test lint fmt env worker demo bench clean browser postgres image containers
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -23,8 +23,8 @@ run: env
 	.venv/bin/billing migrate
 	.venv/bin/billing serve
 
-test: env lint browser
-	.venv/bin/pytest
+test: env lint browser postgres containers
+	CONTAINERS_CONF=$(CURDIR)/.build/containers.conf .venv/bin/pytest
 
 # The finance page is tested in a real headless Chromium from Debian's packages: install it
 # once when missing (needs root or sudo), never downloaded by pip or npm.
@@ -34,6 +34,30 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; \
 	fi
+
+# The deployment tests run on Debian's PostgreSQL and PgBouncer (an external server, as in
+# production): install them once when missing (needs root or sudo). The default cluster the
+# package starts is stopped: the tests start their own, on loopback, in temporary folders.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v pgbouncer >/dev/null \
+		&& command -v openssl >/dev/null; then :; else \
+		echo "postgresql/pgbouncer not found: installing Debian's postgresql, pgbouncer and openssl (apt-get) for the deployment tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y postgresql pgbouncer openssl; \
+		for cluster in /etc/postgresql/*/main; do \
+			[ -d "$$cluster" ] && $$SUDO pg_ctlcluster "$$(basename "$$(dirname "$$cluster")")" main stop 2>/dev/null || true; \
+		done; \
+	fi
+
+# The container image (infra/Dockerfile) with podman, rebuilt only when its inputs changed;
+# the base and postgres:15 images are made locally when missing (see infra/build-images.sh).
+image:
+	infra/build-images.sh
+
+# The same for `make test`, which must not fail where podman cannot run: it says what it
+# skipped and why (in .build/containers.skip), and the compose test skips with that reason.
+containers:
+	@infra/build-images.sh --or-skip .build/containers.skip
 
 lint: env
 	.venv/bin/ruff check .
@@ -48,4 +72,4 @@ worker: env
 	.venv/bin/billing worker
 
 clean:
-	rm -rf .venv .tools
+	rm -rf .venv .tools .build
