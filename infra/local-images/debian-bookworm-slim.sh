@@ -21,6 +21,7 @@ mmdebstrap --variant=minbase --quiet \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/info/*' \
-  bookworm "$work/rootfs.tar" "$sources"
+  bookworm "$work/rootfs.tar" "$sources" > "$work/mmdebstrap.log" 2>&1 \
+  || { tail -30 "$work/mmdebstrap.log" >&2; exit 1; }
 podman import --change 'CMD ["bash"]' "$work/rootfs.tar" "$name" >/dev/null
 echo "made $name from $sources"

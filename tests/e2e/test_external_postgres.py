@@ -208,10 +208,14 @@ async def month(cluster: Cluster) -> Month:
     workers: list[WorkerProcess] = []
     result = Month(database=name)
     try:
-        servers = [start_server(runtime_url, extra_env=PRODUCTION) for _ in range(2)]
         workers = [
             start_worker(runtime_url, "--interval", "0.3", extra_env=PRODUCTION) for _ in range(3)
         ]
+        servers = list(
+            await asyncio.gather(
+                *(asyncio.to_thread(start_server, runtime_url, extra_env=PRODUCTION) for _ in "12")
+            )
+        )
         apis = [httpx.AsyncClient(base_url=s.base_url, timeout=60) for s in servers]
         try:
             clock = await apis[0].post(
@@ -221,8 +225,8 @@ async def month(cluster: Cluster) -> Month:
             )
             assert clock.status_code == 201, clock.text
             clock_id = clock.json()["id"]
-            merchants = []
-            for n in range(MERCHANTS):  # signups alternate between the APIs
+
+            async def sign_up(n: int) -> tuple[str, str]:  # alternately through each API
                 signed = await apis[n % 2].post(
                     "/v1/signup",
                     json={
@@ -235,7 +239,9 @@ async def month(cluster: Cluster) -> Month:
                 )
                 assert signed.status_code == 201, signed.text
                 body = signed.json()
-                merchants.append((body["merchant"]["id"], body["api_key"]["key"]))
+                return body["merchant"]["id"], body["api_key"]["key"]
+
+            merchants = await asyncio.gather(*(sign_up(n) for n in range(MERCHANTS)))
             moved = await apis[1].post(
                 f"/v1/test-clocks/{clock_id}/advance",
                 json={"frozen_time": "2026-09-16T00:00:00+08:00"},
@@ -291,6 +297,11 @@ async def test_two_apis_and_three_workers_invoice_each_period_once_and_count_eac
     finally:
         await connection.close()
     period = [(i["merchant"], i["period_start"]) for i in invoices if i["kind"] == "period"]
+    print(
+        f"\n2 APIs x 3 workers: {sum(len(s) for s in month.sent.values())} events sent to both"
+        f" APIs, {sum(r['events'] for r in counted)} stored; {len(period)} September invoices"
+        f" for {len(month.sent)} merchants"
+    )
     assert len(period) == MERCHANTS, "one September invoice per merchant"
     assert len(set(period)) == len(period), "a period invoiced twice"
     for merchant in month.sent:  # gapless numbers: the first-period fee, then September
