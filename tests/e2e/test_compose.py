@@ -49,21 +49,22 @@ def _podman_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
 
-def _run(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(
+    *command: str, timeout: float = 300, drop: set[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in _podman_env().items() if key not in (drop or set())}
     return subprocess.run(
-        list(command),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_podman_env(),
-        check=False,
+        list(command), capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
 
 
 def _compose(env_file: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """podman-compose with the test's env file; the same names in this process's environment
+    would win over the file's, so they are left out."""
+    settings = {line.split("=", 1)[0] for line in env_file.read_text().splitlines()}
     return _run(
         PODMAN_COMPOSE, "--env-file", str(env_file), "-p", PROJECT, "-f", str(COMPOSE_FILE),
-        "--profile", "sandbox", *args, timeout=timeout,
+        "--profile", "sandbox", *args, timeout=timeout, drop=settings,
     )  # fmt: skip
 
 
