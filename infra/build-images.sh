@@ -32,6 +32,7 @@ skip() {
   echo "containers: SKIPPED, $1 (the compose test skips with this reason)"
   exit 0
 }
+trap 'skip "infra/build-images.sh stopped at line $LINENO"' ERR
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi

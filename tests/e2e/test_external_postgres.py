@@ -61,10 +61,10 @@ def billing(*args: str, database_url: str, **env: str) -> subprocess.CompletedPr
     )
 
 
-def operator_key(database_url: str) -> str:
+def operator_key(database_url: str, **env: str) -> str:
     """The way in on a new deployment: `billing keys create`, as the runtime role."""
     made = billing(
-        "keys", "create", "--role", "operator", "--all-scopes", database_url=database_url
+        "keys", "create", "--role", "operator", "--all-scopes", database_url=database_url, **env
     )
     assert made.returncode == 0, made.stderr
     match = re.search(r"^(kbo_\S+)$", made.stdout, re.MULTILINE)
@@ -134,6 +134,34 @@ def test_serve_and_worker_refuse_an_unmigrated_database_and_say_to_run_migrate(
         assert "run `billing migrate`" in line
     tables = cluster.psql(name, sql="SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
     assert tables == "0\n"
+
+
+def test_serve_and_worker_leave_a_missing_partition_to_billing_partitions(
+    cluster: Cluster,
+) -> None:
+    """Partition upkeep is DDL: the migrator's `billing partitions` (a CronJob) makes a missing
+    month, never `serve` or `worker` (as the runtime role they could not)."""
+    name = new_database(cluster)
+    migrate(cluster.url(MIGRATOR, name))
+    furthest = cluster.psql(
+        name,
+        sql="SELECT max(c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'usage_events'::regclass AND c.relname <> 'usage_events_default'",
+    ).strip()
+    cluster.psql(name, sql=f"ALTER TABLE usage_events DETACH PARTITION {furthest}")
+    cluster.psql(name, sql=f"DROP TABLE {furthest}")
+    runtime = cluster.url(RUNTIME, name)
+    worked = billing("worker", "--once", database_url=runtime)
+    assert worked.returncode == 0, worked.stderr
+    server = start_server(runtime, extra_env=PRODUCTION)
+    assert server.stop() == 0
+    exists = f"SELECT to_regclass('{furthest}') IS NOT NULL"
+    assert cluster.psql(name, sql=exists) == "f\n"
+
+    kept = billing("partitions", database_url=cluster.url(MIGRATOR, name))
+    assert kept.returncode == 0, kept.stderr
+    assert "partitions made: 1" in kept.stdout
+    assert cluster.psql(name, sql=exists) == "t\n"
 
 
 # -- two APIs, three workers ---------------------------------------------------------------------
@@ -453,7 +481,7 @@ async def test_serve_and_worker_work_behind_pgbouncer_in_transaction_pooling(
     servers: list[ServerProcess] = []
     worker: WorkerProcess | None = None
     try:
-        key = operator_key(pooled)
+        key = operator_key(pooled, BILLING_DB_STATEMENT_CACHE_SIZE="0")
         operator = {"Authorization": f"Bearer {key}"}
         servers = [start_server(pooled, extra_env=behind) for _ in range(2)]
         worker = start_worker(pooled, "--interval", "0.3", extra_env=behind)
