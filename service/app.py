@@ -72,8 +72,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         """Connect on start (unless the process already did), close the pool on stop."""
         owns_connection = not db_engine.has_current()
         if owns_connection:
+            # The database and its schema are `billing migrate`'s: the app only connects.
             dsn, is_embedded = db_engine.resolve_dsn(settings)
-            await db_engine.ensure_database_exists(dsn)
             db_engine.connect(
                 dsn,
                 is_embedded=is_embedded,
