@@ -504,7 +504,7 @@ async def test_serve_and_worker_work_behind_pgbouncer_in_transaction_pooling(
                         "trial_days": 0,
                         "test_clock_id": clock_id,
                     },
-                    headers=operator,
+                    headers={**operator, "Idempotency-Key": f"pooled-signup-{name}-{n}"},
                 )
                 assert signed.status_code == 201, signed.text
                 body = signed.json()
