@@ -100,7 +100,11 @@ async def test_invoice_is_pushed_and_paid_by_webhook(
     [intent] = sync.standin.objects("payment_intent")
     assert payment.stripe_payment_intent_id == intent["id"]
     assert payment.stripe_charge_id == intent["latest_charge"]
-    pushed = await StripeOutbox.objects().where(StripeOutbox.merchant_id == tenant.merchant_id)
+    pushed = await (
+        StripeOutbox.objects()
+        .where(StripeOutbox.merchant_id == tenant.merchant_id)
+        .order_by(StripeOutbox.id)
+    )
     assert {row.status for row in pushed} == {"sent"}
     assert [row.command for row in pushed] == ["customer.create", "invoice.push", "payment.lookup"]
 
