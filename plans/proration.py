@@ -12,12 +12,16 @@ counting by the whole second (`Period.seconds_between`). Nothing rounded is mult
 the share shown on the line (``quantity``, six places) is for people. Each line is therefore
 within half a minor unit of its exact share, and the pieces of a period split at n instants add
 up to the whole within n/2 minor units (two halves of ¥99.99 are ¥50.00 each).
+
+What a line says is for people (`describe_share`): the part of the period in days and hours,
+its dates in the period's zone, named ("credit for 14 d 9 h 23 min of 30 d (16 Nov 14:37 –
+1 Dec, Asia/Shanghai): 47.99% of ¥99.00"). Nothing is computed from the words.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -34,6 +38,7 @@ from plans.rating import recurring_lines
 __all__ = [
     "ProrationResult",
     "billed_share",
+    "describe_share",
     "prorate_change",
     "prorate_terms",
     "prorated_amount",
@@ -54,6 +59,43 @@ class ProrationResult(msgspec.Struct, frozen=True, kw_only=True):
 def time_share(period: Period, start: datetime, end: datetime) -> Fraction:
     """The exact share of ``period`` in ``[start, end)``, by the whole second."""
     return Fraction(period.seconds_between(start, end), period.seconds)
+
+
+def _duration(seconds: int) -> str:
+    """``1,382,400`` → ``16 d``; ``1,245,780`` → ``14 d 10 h 3 min`` (seconds only when some)."""
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, rest = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else "",
+             f"{minutes} min" if minutes else "", f"{rest} s" if rest else ""]  # fmt: skip
+    return " ".join(part for part in parts if part) or "0 s"
+
+
+def _moment(instant: datetime, *, with_time: bool, with_year: bool) -> str:
+    """``16 Nov``, ``16 Nov 14:37``, ``16 Dec 2026 14:37`` (the instant's own zone)."""
+    text = f"{instant.day} {instant:%b}"
+    if with_year:
+        text += f" {instant.year}"
+    return f"{text} {instant:%H:%M}" if with_time else text
+
+
+def describe_share(period: Period, start: datetime, end: datetime) -> str:
+    """``[start, end)`` of ``period`` for people, in the period's zone, named:
+    ``16 d of 31 d (16 Oct – 1 Nov, Asia/Shanghai)`` or ``14 d 9 h 23 min of 30 d
+    (16 Nov 14:37 – 1 Dec, Asia/Shanghai)``. Times show where an end is not a midnight; years
+    show where the span crosses one."""
+    tz = period.start.tzinfo
+    local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+    with_year = local_start.year != local_end.year
+    shown = [
+        _moment(moment, with_time=moment.time() != time(), with_year=with_year)
+        for moment in (local_start, local_end)
+    ]
+    name = getattr(tz, "key", None) or local_start.tzname() or "UTC"
+    return (
+        f"{_duration(period.seconds_between(start, end))} of {_duration(period.seconds)} "
+        f"({shown[0]} – {shown[1]}, {name})"
+    )
 
 
 def prorated_amount(amount_minor: int, period: Period, start: datetime, end: datetime) -> int:
@@ -140,6 +182,7 @@ class _Span(NamedTuple):
         shown = Decimal(share.numerator) / Decimal(share.denominator)
         plan = f"{terms.plan.code} v{terms.plan.version}"
         action = "credit for" if amount_minor < 0 else "charge for"
+        span = describe_share(period, self.changed_at, period.end)
         return InvoiceLine(
             kind="proration",
             charge_code=line.charge_code,
@@ -152,7 +195,7 @@ class _Span(NamedTuple):
             period_start=self.changed_at.astimezone(period.start.tzinfo),
             period_end=period.end,
             explanation=(
-                f"{action} {self.seconds:,} of {period.seconds:,} s of {period.label} "
-                f"({shown * 100:.2f}%) × {format_minor(line.amount_minor, line.currency)}"
+                f"{action} {span}: {shown * 100:.2f}% of "
+                f"{format_minor(line.amount_minor, line.currency)}"
             ),
         )

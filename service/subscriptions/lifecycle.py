@@ -24,7 +24,13 @@ from plans.catalog import PlanVersion
 from plans.contracts import AddonNotAllowedError, OverrideError, Terms, resolve_terms
 from plans.lines import InvoiceLine
 from plans.periods import Period, next_period, period_containing, zone
-from plans.proration import billed_share, prorate_terms, prorated_amount, time_share
+from plans.proration import (
+    billed_share,
+    describe_share,
+    prorate_terms,
+    prorated_amount,
+    time_share,
+)
 from plans.rating import recurring_lines
 from service.catalog import store as catalog_store
 from service.db.tables import (
@@ -300,8 +306,8 @@ async def _charge_first_period(sub: Subscription, terms: Terms, start: datetime)
                 amount_minor=amount,
                 period_start=start,
                 explanation=(
-                    f"{line.explanation}, first period {start:%Y-%m-%d %H:%M} – "
-                    f"{whole.end:%Y-%m-%d} ({percent}% of the period)"
+                    f"{line.explanation}; first period "
+                    f"{describe_share(whole, start, whole.end)}: {percent}% of the period"
                 ),
             )
         )

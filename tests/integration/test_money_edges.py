@@ -39,7 +39,9 @@ async def test_an_addon_taken_mid_period_is_one_exact_line(
         1370,
     )
     assert line["quantity"] == "0.345833"
-    assert line["explanation"] == "charge for 896,400 of 2,592,000 s of 2026-06 (34.58%) × ¥39.60"
+    assert line["explanation"] == (
+        "charge for 10 d 9 h of 30 d (20 Jun 15:00 – 1 Jul, Asia/Shanghai): 34.58% of ¥39.60"
+    )
 
     await advance(client, operator, clock, "2026-07-03T00:00:00+08:00")
     await close_pass(tenant.merchant_id)
@@ -141,3 +143,19 @@ async def test_the_first_period_after_a_trial_is_charged_its_exact_share_once(
     await close_pass(tenant.merchant_id)
     [first] = await invoices_of(client, tenant)
     assert amounts(first) == [("fee", "monthly_fee", 17)]
+
+
+async def test_a_first_period_fee_line_reads_in_the_merchants_zone(
+    client: AsyncClient, operator: Tenant
+) -> None:
+    """A clock set in UTC (17:00 Z is 01:00 the next day in Shanghai): the line for people says
+    the local date and time, names the zone, and gives the share in days and hours."""
+    clock = await new_clock(client, operator, "2026-12-13T17:00:00Z")
+    tenant, _ = await signup_tenant(client, operator, plan="basic", test_clock_id=clock)
+    await close_pass(tenant.merchant_id)  # the first period's fee, billed at once
+    (first,) = await invoices_of(client, tenant)
+    (line,) = first["lines"]
+    assert line["explanation"] == (
+        "¥99.00 for 2026-12, billed in advance; first period 17 d 23 h of 31 d "
+        "(14 Dec 2026 01:00 – 1 Jan 2027, Asia/Shanghai): 57.93% of the period"
+    )

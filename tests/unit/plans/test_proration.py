@@ -20,6 +20,7 @@ from plans import (
     prorate_change,
     prorated_amount,
 )
+from plans.proration import describe_share
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -47,7 +48,7 @@ def test_upgrade_mid_month_credits_old_fee_and_charges_new(
     assert credit.period_start == datetime(2026, 10, 16, tzinfo=SHANGHAI)
     assert credit.period_end == october.end
     assert credit.explanation == (
-        "credit for 1,382,400 of 2,678,400 s of 2026-10 (51.61%) × ¥99.00"
+        "credit for 16 d of 31 d (16 Oct – 1 Nov, Asia/Shanghai): 51.61% of ¥99.00"
     )
 
 
@@ -94,7 +95,9 @@ def test_an_addon_taken_mid_period_is_prorated_from_the_exact_share_once() -> No
     (line,) = result.lines  # the monthly fee's −¥34.24 / +¥34.24 pair is not written
     assert (line.kind, line.charge_code, line.amount_minor) == ("proration", "fast_response", 1_370)
     assert line.quantity == Decimal("0.345833")  # shown to people; the amount uses the exact share
-    assert line.explanation == "charge for 896,400 of 2,592,000 s of 2026-06 (34.58%) × ¥39.60"
+    assert line.explanation == (
+        "charge for 10 d 9 h of 30 d (20 Jun 15:00 – 1 Jul, Asia/Shanghai): 34.58% of ¥39.60"
+    )
     assert result.net_minor == 1_370
     assert prorated_amount(3_960, june, changed_at, june.end) == 1_370
 
@@ -142,7 +145,8 @@ def test_proration_counts_real_seconds_across_dst(catalog: Catalog) -> None:
     credit = result.lines[0]
     # 743 h in Berlin's March, 360 h elapsed: round(9,900 × 360/743) = round(4,796.77) = 4,797
     assert credit.amount_minor == -(9_900 - 4_797)
-    assert "1,378,800 of 2,674,800 s" in credit.explanation  # 383 h of 743 h remain
+    # 383 h of 743 h remain, in Berlin's time
+    assert "15 d 23 h of 30 d 23 h (16 Mar – 1 Apr, Europe/Berlin)" in credit.explanation
 
 
 def test_change_at_the_period_edges(catalog: Catalog, october: Period) -> None:
@@ -184,3 +188,29 @@ def test_plans_in_different_currencies_cannot_be_prorated(
     ).latest("intl")
     with pytest.raises(CurrencyMismatchError, match="plan change"):
         prorate_change(catalog.latest("basic"), usd, period=october, changed_at=october.start)
+
+
+def test_a_proration_line_reads_in_days_hours_and_local_dates_with_its_zone_named() -> None:
+    """People read the share of the period in days and hours and the dates in the merchant's
+    zone, whatever zone the change instant arrived in (here UTC)."""
+    catalog = load_catalog()
+    november = Period(
+        datetime(2026, 11, 1, tzinfo=SHANGHAI), datetime(2026, 12, 1, tzinfo=SHANGHAI)
+    )
+    changed_at = datetime(2026, 11, 16, 6, 37, tzinfo=UTC)  # 14:37 in Shanghai
+    credit, charge = prorate_change(
+        catalog.latest("basic"), catalog.latest("advanced"), period=november, changed_at=changed_at
+    ).lines
+    assert credit.description == "Basic monthly service fee (basic v1, unused time)"
+    assert credit.explanation == (
+        "credit for 14 d 9 h 23 min of 30 d (16 Nov 14:37 – 1 Dec, Asia/Shanghai): 47.97% of ¥99.00"
+    )
+    assert charge.explanation.startswith("charge for 14 d 9 h 23 min of 30 d (16 Nov 14:37")
+    assert "s of" not in credit.explanation  # no seconds counts for people to divide
+
+
+def test_a_share_across_new_year_names_both_years() -> None:
+    december = Period(datetime(2026, 12, 1, tzinfo=SHANGHAI), datetime(2027, 1, 1, tzinfo=SHANGHAI))
+    assert describe_share(december, datetime(2026, 12, 14, 1, tzinfo=SHANGHAI), december.end) == (
+        "17 d 23 h of 31 d (14 Dec 2026 01:00 – 1 Jan 2027, Asia/Shanghai)"
+    )
