@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
@@ -18,6 +18,7 @@ from service.db import engine as db_engine
 from service.edge import RequestEdge
 from service.finance.controllers import FinanceController, FinancePageController
 from service.health import HealthController
+from service.html import FONTS_DIRECTORY, FONTS_PREFIX
 from service.invoicing.controllers import (
     CreditBalanceController,
     CreditNoteController,
@@ -126,6 +127,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 directories=[swagger_ui_path],
                 opt=PUBLIC,
                 include_in_schema=False,
+            ),
+            # The CJK font of invoice documents, for browsers without one (html.CJK_FONT_FACE).
+            create_static_files_router(
+                path=FONTS_PREFIX,
+                directories=[FONTS_DIRECTORY],
+                opt=PUBLIC,
+                include_in_schema=False,
+                cache_control=CacheControlHeader(max_age=86_400, public=True),
             ),
         ],
         lifespan=[database_lifespan],

@@ -167,6 +167,11 @@ def startup_warnings(settings: Settings) -> list[str]:
             "BILLING_WEBHOOK_ALLOW_PRIVATE_ADDRESSES=1: webhook deliveries may reach private"
             " and loopback addresses"
         )
+    if settings.is_production and not settings.seller.is_complete:
+        warnings.append(
+            "BILLING_SELLER_LEGAL_NAME, BILLING_SELLER_ADDRESS and BILLING_SELLER_TAX_ID are not"
+            " all set: invoice documents lack the seller's legal details"
+        )
     if settings.is_production and settings.database.is_embedded:
         warnings.append(
             "BILLING_ALLOW_EMBEDDED_DATABASE=1: production data is in the embedded PostgreSQL"

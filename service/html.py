@@ -7,6 +7,7 @@ or be kept by a shared cache.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 from litestar import MediaType, Request, Response
@@ -16,16 +17,44 @@ from service.errors import Forbidden
 SECURITY_HEADERS: Final = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "img-src 'self' data:; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
 
 
+FONTS_PREFIX: Final = "/static/fonts"
+FONTS_DIRECTORY: Final = Path(__file__).parent / "invoicing" / "fonts"
+CJK_FONT_FACE: Final = (
+    '@font-face{font-family:"Kefu Noto Sans SC";font-display:swap;'
+    f'src:url("{FONTS_PREFIX}/NotoSansSC-Regular.ttf") format("truetype");'
+    "unicode-range:U+2E80-2FFF,U+3000-303F,U+3400-4DBF,U+4E00-9FFF,U+F900-FAFF,U+FE30-FE4F,"
+    "U+FF00-FFEF}"
+)
+"""The vendored CJK font (the invoice PDF's) for pages shown in a browser: a browser fetches it
+only for Chinese text that no font installed before it in the stack can show (``CJK_FONTS``)."""
+CJK_FONTS: Final = (
+    '"PingFang SC","Microsoft YaHei","Noto Sans CJK SC","Source Han Sans SC","Kefu Noto Sans SC"'
+)
+
+
 def html_response(content: str, status_code: int = 200) -> Response[str]:
     return Response(
         content, media_type=MediaType.HTML, status_code=status_code, headers=SECURITY_HEADERS
+    )
+
+
+def pdf_response(content: bytes, filename: str) -> Response[bytes]:
+    """A PDF document, shown in the browser (``inline``), with the same safety headers."""
+    return Response(
+        content,
+        media_type="application/pdf",
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Disposition": f'inline; filename="{filename}"',
+        },
     )
 
 

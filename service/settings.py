@@ -129,6 +129,25 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SellerSettings:
+    """Who issues the invoices: printed on every invoice document (HTML and PDF)."""
+
+    legal_name: str = "Kefu Billing"
+    """``BILLING_SELLER_LEGAL_NAME``: the registered name of the company that bills."""
+    address: tuple[str, ...] = ()
+    """``BILLING_SELLER_ADDRESS``: its address, lines separated by ``|`` or newlines."""
+    tax_id: str = ""
+    """``BILLING_SELLER_TAX_ID``: its tax number (统一社会信用代码 / VAT id)."""
+    email: str = ""
+    """``BILLING_SELLER_EMAIL``: where merchants write about an invoice."""
+
+    @property
+    def is_complete(self) -> bool:
+        """A legal name of its own, an address and a tax id: what a valid invoice names."""
+        return bool(self.address and self.tax_id and self.legal_name != "Kefu Billing")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: str = "development"
     host: str = "127.0.0.1"
@@ -154,6 +173,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     outgoing: OutgoingWebhookSettings = field(default_factory=OutgoingWebhookSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    seller: SellerSettings = field(default_factory=SellerSettings)
 
     @property
     def is_production(self) -> bool:
@@ -246,6 +266,18 @@ class Settings:
             test_clock_max_advance_days=_positive(env, "BILLING_TEST_CLOCK_MAX_ADVANCE_DAYS", 0)
             or None,
         )
+        seller = SellerSettings(
+            legal_name=_text(env, "BILLING_SELLER_LEGAL_NAME", "Kefu Billing", 200),
+            address=tuple(
+                line.strip()
+                for line in _text(env, "BILLING_SELLER_ADDRESS", "", 500)
+                .replace("|", "\n")
+                .splitlines()
+                if line.strip()
+            ),
+            tax_id=_text(env, "BILLING_SELLER_TAX_ID", "", 60),
+            email=_text(env, "BILLING_SELLER_EMAIL", "", 320),
+        )
         settings = cls(
             environment=environment,
             host=env.get("BILLING_HOST", "127.0.0.1"),
@@ -265,12 +297,24 @@ class Settings:
             retention=retention,
             outgoing=outgoing,
             limits=limits,
+            seller=seller,
         )
         settings.check_production()
         return settings
 
     def with_database_url(self, url: str) -> Settings:
         return replace(self, database=replace(self.database, url=url))
+
+
+def _text(env: Mapping[str, str], name: str, default: str, max_length: int) -> str:
+    """A line of text printed on documents: trimmed, at most ``max_length`` characters, no
+    control characters but the newlines an address may hold."""
+    value = env.get(name, default).strip() or default
+    if len(value) > max_length:
+        raise SettingsError(f"{name} must be at most {max_length} characters, not {len(value)}")
+    if any(ord(char) < 32 and char != "\n" for char in value):
+        raise SettingsError(f"{name} must not hold control characters (tabs, NUL, ...)")
+    return value
 
 
 def _rate(env: Mapping[str, str], name: str) -> Decimal:

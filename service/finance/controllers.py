@@ -316,7 +316,7 @@ class FinancePageController(Controller):
                 Cookie(
                     key=session.COOKIE_NAME,
                     value=cookie,
-                    path="/finance",
+                    path="/",  # invoice documents under /v1/invoices open with it too
                     max_age=int(session.LIFETIME.total_seconds()),
                     httponly=True,
                     samesite="strict",
@@ -335,7 +335,11 @@ class FinancePageController(Controller):
             "",
             status_code=303,
             headers={"Location": "/finance/login"},
-            cookies=[Cookie(key=session.COOKIE_NAME, value="", path="/finance", max_age=0)],
+            cookies=[
+                # "/" since documents open with the session; "/finance" as sessions had it once
+                Cookie(key=session.COOKIE_NAME, value="", path="/", max_age=0),
+                Cookie(key=session.COOKIE_NAME, value="", path="/finance", max_age=0),
+            ],
         )
 
     @get("/exports/{kind:str}", guards=[_session_required])

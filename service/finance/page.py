@@ -15,10 +15,14 @@ from typing import Any, Final
 from plans.money import format_minor
 from service.finance import revenue
 from service.finance.exports import ExportFormat, ExportKind
+from service.html import CJK_FONT_FACE, CJK_FONTS
 
 TIER_COLOURS: Final = {"basic": "#4e79a7", "advanced": "#f28e2b", "custom": "#59a14f"}
-PAGE_CSS: Final = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC",sans-serif;
+PAGE_CSS: Final = (
+    CJK_FONT_FACE
+    + 'body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",'
+    + CJK_FONTS
+    + """,sans-serif;
 margin:0;color:#1f2933;background:#f5f7fa}
 header{background:#1f2933;color:#fff;padding:12px 24px;display:flex;align-items:center;
 justify-content:space-between}
@@ -36,6 +40,7 @@ a{color:#2f6fde}
 form.inline{display:inline}
 button{font:inherit}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)

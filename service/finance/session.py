@@ -14,7 +14,7 @@ from typing import Final
 from service.tenancy import keys, sessions
 from service.tenancy.principal import KeyScope, Principal
 
-COOKIE_NAME: Final = "kefu_finance_session"
+COOKIE_NAME: Final = sessions.COOKIE_NAME
 LIFETIME: Final = timedelta(hours=1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
 from typing import Annotated
@@ -17,8 +18,16 @@ from service.audit import log as audit
 from service.db.engine import current as current_database
 from service.db.tables import CreditNote, Invoice
 from service.errors import InvalidInput, NotFound
-from service.html import html_response
-from service.invoicing import credit_balance, credit_notes, invoices, render, sla_reports
+from service.html import html_response, pdf_response
+from service.invoicing import (
+    credit_balance,
+    credit_notes,
+    document,
+    invoices,
+    pdf,
+    render,
+    sla_reports,
+)
 from service.invoicing.schemas import (
     CreditBalanceOut,
     CreditNoteCreate,
@@ -28,14 +37,15 @@ from service.invoicing.schemas import (
     SlaReportOut,
 )
 from service.problems import responses
+from service.settings import Settings
 from service.subscriptions import clocks
 from service.tenancy import merchants
-from service.tenancy.auth import operator_only
+from service.tenancy.auth import DOCUMENTS_FOR_FINANCE_SESSIONS, operator_only
 from service.tenancy.principal import Actor
 from service.tenancy.scope import TenantScope, scoped
 from service.wire import MONTH_HINT, MONTH_REGEX
 
-_INVOICE_REF = re.compile(r"^([0-9a-fA-F-]{36})(\.html)?$")
+_INVOICE_REF = re.compile(r"^([0-9a-fA-F-]{36})(\.html|\.pdf)?$")
 InvoiceStatus = Annotated[
     str | None, QueryParameter(name="status", pattern="^(draft|open|paid|void|uncollectible)$")
 ]
@@ -80,15 +90,24 @@ class InvoiceController(Controller):
 
     @get(
         "/{invoice_ref:str}",
-        summary="One invoice",
-        responses=responses(401, 404),
-        description="`{id}` answers JSON with lines, credit notes and payments (with their Stripe"
-        " payment intent and charge); `{id}.html` the document.",
+        summary="One invoice, or its document (HTML, PDF)",
+        responses=responses(401, 403, 404),
+        opt=DOCUMENTS_FOR_FINANCE_SESSIONS,
+        description=(
+            "`{id}` answers JSON with lines, credit notes and payments (with their Stripe "
+            "payment intent and charge). `{id}.html` and `{id}.pdf` answer the invoice document "
+            "for people (seller, merchant, status, lines in the merchant's zone, totals, the "
+            "payment link while something is due). The documents also open in a browser with a "
+            "finance page session (an operator key with `finance:read`)."
+        ),
     )
     async def get_invoice(
-        self, tenant: NamedDependency[TenantScope], invoice_ref: FromPath[str]
+        self,
+        tenant: NamedDependency[TenantScope],
+        invoice_ref: FromPath[str],
+        settings: NamedDependency[Settings],
     ) -> Response[object]:
-        """One invoice with its lines (``/v1/invoices/{id}.html``: the printable document)."""
+        """One invoice with its lines (``.html``: the printable document; ``.pdf``: as PDF)."""
         match = _INVOICE_REF.match(invoice_ref)
         if match is None:
             raise NotFound(f"invoice {invoice_ref} not found")
@@ -96,12 +115,17 @@ class InvoiceController(Controller):
             invoice_id = UUID(match.group(1))
         except ValueError:
             raise NotFound(f"invoice {invoice_ref} not found") from None
+        if match.group(2):
+            sheet = await document.load(tenant.merchant_id, invoice_id, settings.seller)
+            if match.group(2) == ".pdf":
+                content = await asyncio.to_thread(pdf.invoice_pdf, sheet)
+                return pdf_response(content, sheet.filename)  # type: ignore[return-value]
+            return html_response(  # type: ignore[return-value]
+                render.invoice_html(sheet, pdf_href=f"{invoice_id}.pdf")
+            )
         invoice = await invoices.get(tenant.merchant_id, invoice_id)
         lines = await invoices.lines(invoice.merchant_id, invoice.id)
         notes = await credit_notes.for_invoice(invoice.merchant_id, invoice.id)
-        if match.group(2):
-            merchant = await merchants.get(invoice.merchant_id)
-            return html_response(render.invoice_html(invoice, lines, merchant, notes))
         paid = await invoices.payments(invoice.merchant_id, invoice.id)
         return Response(InvoiceOut.from_row(invoice, lines=lines, notes=notes, payments=paid))
 

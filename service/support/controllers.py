@@ -4,19 +4,22 @@ key): find a merchant, see its dossier, open its invoices' documents. Operators 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotFound
 from service.finance import session
 from service.finance.controllers import html_page, viewer
-from service.invoicing import credit_notes, invoices, render
+from service.html import pdf_response
+from service.invoicing import document, pdf, render
+from service.settings import Settings
 from service.support import dossier, page
 from service.support.reads import record_look
-from service.tenancy import merchants
 from service.tenancy.auth import PUBLIC
 from service.tenancy.principal import Actor, Principal
 
@@ -66,20 +69,26 @@ class SupportPageController(Controller):
         await record_look(_actor(request, principal), merchant_id, reading="support_view")
         return html_page(page.render_dossier(await dossier.gather(merchant_id)))
 
-    @get("/merchants/{merchant_id:uuid}/invoices/{invoice_id:uuid}")
+    @get("/merchants/{merchant_id:uuid}/invoices/{invoice_ref:str}")
     async def invoice_document(
         self,
         request: Request[Any, Any, Any],
         merchant_id: FromPath[UUID],
-        invoice_id: FromPath[UUID],
-    ) -> Response[str]:
-        """The invoice's printable document, as the merchant gets it (the look is audited)."""
+        invoice_ref: FromPath[str],
+        settings: NamedDependency[Settings],
+    ) -> Response[Any]:
+        """The invoice's document, as the merchant gets it: ``{id}`` (HTML) or ``{id}.pdf``
+        (the look is audited)."""
         principal = await _support_viewer(request)
         if principal is None:
             return _to_login()
-        invoice = await invoices.get(merchant_id, invoice_id)
+        as_pdf = invoice_ref.endswith(".pdf")
+        try:
+            invoice_id = UUID(invoice_ref.removesuffix(".pdf"))
+        except ValueError:
+            raise NotFound(f"invoice {invoice_ref} not found") from None
+        sheet = await document.load(merchant_id, invoice_id, settings.seller)
         await record_look(_actor(request, principal), merchant_id, reading="invoice_document")
-        lines = await invoices.lines(merchant_id, invoice.id)
-        notes = await credit_notes.for_invoice(merchant_id, invoice.id)
-        merchant = await merchants.get(merchant_id)
-        return html_page(render.invoice_html(invoice, lines, merchant, notes))
+        if as_pdf:
+            return pdf_response(await asyncio.to_thread(pdf.invoice_pdf, sheet), sheet.filename)
+        return html_page(render.invoice_html(sheet, pdf_href=f"{invoice_id}.pdf"))

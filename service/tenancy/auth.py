@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import structlog
@@ -11,14 +12,21 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from service.clock import SYSTEM_CLOCK
 from service.errors import BillingError, Forbidden, Unauthenticated
 from service.problems import send_error
-from service.tenancy import keys
+from service.tenancy import keys, sessions
 from service.tenancy.principal import Actor, KeyScope, Principal
 from service.tenancy.scope import TenantScope
 
 PUBLIC = {"exclude_from_auth": True}
 """Route ``opt`` for endpoints that need no key (health, docs, metrics, Stripe webhooks)."""
+
+DOCUMENTS_FOR_FINANCE_SESSIONS = {"documents_for_finance_sessions": True}
+"""Route ``opt``: its documents (paths ending ``.html`` or ``.pdf``) also open with a finance
+page session (the cookie of an operator key with ``finance:read``), so finance opens invoices
+in a browser. Everything else on the route still needs a key."""
+DOCUMENT_SUFFIXES = (".html", ".pdf")
 
 
 class ApiKeyAuthentication:
@@ -38,6 +46,16 @@ class ApiKeyAuthentication:
             return
         secret = _presented_key(scope)
         principal = await keys.authenticate(secret) if secret else None
+        if principal is None and secret is None and _opens_documents_for_sessions(scope):
+            try:
+                principal = await _finance_session(scope)
+            except Forbidden as refusal:
+                await _refuse(scope, send, refusal)
+                return
+            if principal is not None:
+                scope["user"] = principal
+                await self.app(scope, receive, send)
+                return
         if principal is None:
             await _refuse(
                 scope,
@@ -64,6 +82,37 @@ class ApiKeyAuthentication:
         if handler is not None and handler.opt.get("exclude_from_auth"):
             return True
         return bool(self.exclude.match(scope["path"]))
+
+
+def _opens_documents_for_sessions(scope: Scope) -> bool:
+    handler = scope.get("route_handler")
+    return bool(
+        handler is not None
+        and handler.opt.get("documents_for_finance_sessions")
+        and str(scope["path"]).endswith(DOCUMENT_SUFFIXES)
+    )
+
+
+async def _finance_session(scope: Scope) -> Principal | None:
+    """The operator of the request's finance session cookie, if it holds ``finance:read``;
+    None without a usable session. A session without ``finance:read`` (support staff) is
+    refused: support opens documents from the support view, where each look is audited."""
+    raw = ";".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie")
+    try:
+        morsel = SimpleCookie(raw).get(sessions.COOKIE_NAME)
+    except CookieError:
+        return None
+    if morsel is None:
+        return None
+    principal = await sessions.principal_of(morsel.value, now=SYSTEM_CLOCK.now())
+    if principal is None:
+        return None
+    if not (principal.is_operator and principal.has_scope(KeyScope.FINANCE_READ)):
+        raise Forbidden(
+            "this session may not open invoice documents here: support staff open them from "
+            "the merchant's page in the support view (/finance/support)"
+        )
+    return principal
 
 
 async def _refuse(scope: Scope, send: Send, error: BillingError) -> None:

@@ -22,6 +22,9 @@ from service.tenancy.platform import PLATFORM_MERCHANT_ID
 from service.tenancy.principal import Principal, Role
 
 _MAX_TOKEN_LENGTH: Final = 100
+COOKIE_NAME: Final = "kefu_finance_session"
+"""The session cookie: path ``/``, so a browser also sends it for invoice documents under
+``/v1/invoices`` (the only API routes that read it, `service.tenancy.auth`)."""
 
 _OPEN = """
 INSERT INTO finance_sessions (merchant_id, key_id, token_hash, created_at, expires_at)

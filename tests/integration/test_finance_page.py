@@ -63,6 +63,7 @@ async def base_url(app: Litestar) -> AsyncIterator[str]:
 async def test_page_needs_a_login_and_refuses_merchants(
     client: AsyncClient, operator: Tenant, book: Book
 ) -> None:
+    client.cookies.clear()  # a session another test opened on this shared client
     anonymous = await client.get("/finance")
     assert anonymous.status_code == 303
     assert anonymous.headers["location"] == "/finance/login"
