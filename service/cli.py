@@ -467,6 +467,12 @@ def export_command(
     merchant: Annotated[UUID | None, typer.Option(help="Only this merchant.")] = None,
     timezone: Annotated[str, typer.Option(help="Zone of the accounting dates.")] = "Asia/Shanghai",
     bom: Annotated[bool, typer.Option("--bom", help="CSV: add the BOM Excel needs.")] = False,
+    include_test: Annotated[
+        bool,
+        typer.Option(
+            "--include-test", help="Also test merchants (on a test clock), left out by default."
+        ),
+    ] = False,
 ) -> None:
     """Write a finance export to a file, streamed, with a progress bar."""
     from service.command import progress
@@ -482,6 +488,7 @@ def export_command(
             merchant_id=merchant,
             format=export_format,
             has_bom=bom,
+            includes_test=include_test,
         )
         request.check()
     except ValueError as error:

@@ -28,16 +28,17 @@ SECURITY_HEADERS: Final = {
 FONTS_PREFIX: Final = "/static/fonts"
 FONTS_DIRECTORY: Final = Path(__file__).parent / "invoicing" / "fonts"
 CJK_FONT_FACE: Final = (
-    '@font-face{font-family:"Kefu Noto Sans SC";font-display:swap;'
-    f'src:url("{FONTS_PREFIX}/NotoSansSC-Regular.ttf") format("truetype");'
+    '@font-face{font-family:"Kefu CJK";font-display:swap;'
+    'src:local("PingFang SC"),local("Microsoft YaHei"),local("Noto Sans CJK SC"),'
+    'local("Source Han Sans SC"),'
+    f'url("{FONTS_PREFIX}/NotoSansSC-Regular.ttf") format("truetype");'
     "unicode-range:U+2E80-2FFF,U+3000-303F,U+3400-4DBF,U+4E00-9FFF,U+F900-FAFF,U+FE30-FE4F,"
     "U+FF00-FFEF}"
 )
-"""The vendored CJK font (the invoice PDF's) for pages shown in a browser: a browser fetches it
-only for Chinese text that no font installed before it in the stack can show (``CJK_FONTS``)."""
-CJK_FONTS: Final = (
-    '"PingFang SC","Microsoft YaHei","Noto Sans CJK SC","Source Han Sans SC","Kefu Noto Sans SC"'
-)
+"""Chinese text on pages shown in a browser: a CJK font the computer has, else the vendored
+one (the invoice PDF's), fetched once. Only for CJK characters (``unicode-range``): other text
+keeps the system's font. Pages put ``CJK_FONTS`` first in their font stack."""
+CJK_FONTS: Final = '"Kefu CJK"'
 
 
 def html_response(content: str, status_code: int = 200) -> Response[str]:

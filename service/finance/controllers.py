@@ -33,6 +33,14 @@ from service.tenancy.principal import KeyScope, Principal
 from service.wire import MONTH_HINT, MONTH_REGEX, Day
 
 Timezone = Annotated[str, QueryParameter(name="timezone", max_length=64)]
+IncludeTest = Annotated[
+    bool,
+    QueryParameter(
+        name="include_test",
+        description="Count test merchants too (those on a test clock: `is_test`); left out "
+        "by default.",
+    ),
+]
 MonthParam = Annotated[
     str, QueryParameter(name="month", pattern=MONTH_REGEX, description=MONTH_HINT)
 ]
@@ -57,6 +65,7 @@ async def _export_response(
     timezone: str,
     *,
     has_bom: bool,
+    includes_test: bool,
 ) -> Stream:
     try:
         export_kind = exports.ExportKind(kind)
@@ -73,6 +82,7 @@ async def _export_response(
         merchant_id=merchant_id,
         format=exports.ExportFormat(export_format),
         has_bom=has_bom,
+        includes_test=includes_test,
     )
     return Stream(
         await exports.primed_stream(request),
@@ -103,13 +113,22 @@ class FinanceController(Controller):
         merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
         timezone: Timezone = "Asia/Shanghai",
         bom: Annotated[bool, QueryParameter(name="bom")] = False,
+        include_test: IncludeTest = False,
     ) -> Stream:
         """A finance export as a streamed download: ``kind`` is one of invoices,
-        invoice_lines, payments, refunds, usage, revenue, mrr, reconciliation; ``from`` and
-        ``to`` are inclusive accounting dates in ``timezone``; ``bom=true`` adds the
-        byte-order mark Excel needs."""
+        invoice_lines, payments, refunds, usage, revenue, mrr, reconciliation,
+        credit_balance; ``from`` and ``to`` are inclusive accounting dates in ``timezone``;
+        ``bom=true`` adds the byte-order mark Excel needs; test merchants' rows only with
+        ``include_test=true``."""
         return await _export_response(
-            kind, first_day, last_day, export_format, merchant_id, timezone, has_bom=bom
+            kind,
+            first_day,
+            last_day,
+            export_format,
+            merchant_id,
+            timezone,
+            has_bom=bom,
+            includes_test=include_test,
         )
 
     @post(
@@ -168,9 +187,13 @@ class FinanceController(Controller):
         on: Annotated[Day, QueryParameter(name="on")],
         timezone: Timezone = "Asia/Shanghai",
         merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
+        include_test: IncludeTest = False,
     ) -> MrrOut:
-        """MRR per tier as ``on`` ends in ``timezone`` (active and past-due subscriptions)."""
-        tiers = await revenue.mrr_on(on, _zone_checked(timezone), merchant_id)
+        """MRR per tier as ``on`` ends in ``timezone`` (active and past-due subscriptions;
+        test merchants only with ``include_test=true``)."""
+        tiers = await revenue.mrr_on(
+            on, _zone_checked(timezone), merchant_id, includes_test=include_test
+        )
         return MrrOut(
             on=on.isoformat(),
             timezone=timezone,
@@ -179,12 +202,18 @@ class FinanceController(Controller):
 
     @get("/summary", summary="Billed and collected in a month", responses=responses(400, 401, 403))
     async def summary(
-        self, month: MonthParam, timezone: Timezone = "Asia/Shanghai"
+        self,
+        month: MonthParam,
+        timezone: Timezone = "Asia/Shanghai",
+        include_test: IncludeTest = False,
     ) -> list[MonthSummaryOut]:
         """Per currency: billed (invoices finalized in the month), collected (payments
-        received in it) and the month's invoices by status."""
+        received in it) and the month's invoices by status (test merchants only with
+        ``include_test=true``)."""
         year, number = (int(part) for part in month.split("-"))
-        rows = await revenue.month_summary(year, number, _zone_checked(timezone))
+        rows = await revenue.month_summary(
+            year, number, _zone_checked(timezone), includes_test=include_test
+        )
         return [
             MonthSummaryOut(
                 month=row.month,
@@ -268,13 +297,16 @@ class FinancePageController(Controller):
             str | None, QueryParameter(name="month", pattern=MONTH_REGEX, description=MONTH_HINT)
         ] = None,
         timezone: Timezone = "Asia/Shanghai",
+        include_test: IncludeTest = False,
     ) -> Response[str]:
         if await viewer(request) is None:
             return Response("", status_code=303, headers={"Location": "/finance/login"})
         year, number = _month_bounds(month)
         timezone = _zone_checked(timezone)
         first_month = (year - 1, number + 1) if number < 12 else (year, 1)
-        series = await revenue.mrr_by_month(date(*first_month, 1), date(year, number, 1), timezone)
+        series = await revenue.mrr_by_month(
+            date(*first_month, 1), date(year, number, 1), timezone, includes_test=include_test
+        )
         last_day = date(year + number // 12, number % 12 + 1, 1) - timedelta(days=1)
         figures = page.PageFigures(
             month=f"{year:04d}-{number:02d}",
@@ -282,8 +314,11 @@ class FinancePageController(Controller):
             first_day=date(year, number, 1).isoformat(),
             last_day=last_day.isoformat(),
             series=series,
-            summaries=await revenue.month_summary(year, number, timezone),
+            summaries=await revenue.month_summary(
+                year, number, timezone, includes_test=include_test
+            ),
             reconciliation=await reconcile.stored(),
+            includes_test=include_test,
         )
         return html_page(page.render(figures))
 
@@ -352,8 +387,16 @@ class FinancePageController(Controller):
         merchant_id: Annotated[UUID | None, QueryParameter(name="merchant_id")] = None,
         timezone: Timezone = "Asia/Shanghai",
         bom: Annotated[bool, QueryParameter(name="bom")] = False,
+        include_test: IncludeTest = False,
     ) -> Stream:
         """The page's download links: the same exports, authorized by the session."""
         return await _export_response(
-            kind, first_day, last_day, export_format, merchant_id, timezone, has_bom=bom
+            kind,
+            first_day,
+            last_day,
+            export_format,
+            merchant_id,
+            timezone,
+            has_bom=bom,
+            includes_test=include_test,
         )

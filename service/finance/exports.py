@@ -66,7 +66,7 @@ class Column:
     two columns: ``<name>`` (major units) and ``<name>_minor``."""
 
     name: str
-    kind: str  # text | int | money | timestamp | decimal
+    kind: str  # text | int | money | timestamp | date | decimal | bool
 
     @property
     def output_names(self) -> list[str]:
@@ -83,6 +83,8 @@ class ExportRequest:
     merchant_id: UUID | None = None
     format: ExportFormat = ExportFormat.CSV
     has_bom: bool = False
+    includes_test: bool = False
+    """Test merchants' rows too (merchants on a test clock: ``is_test``); left out by default."""
 
     @property
     def start(self) -> datetime:
@@ -114,15 +116,20 @@ class ExportRequest:
 
 # -- the rows of each export -------------------------------------------------------------------
 # Each query takes $1 start, $2 end (the accounting instants), $3 the timezone, $4 a merchant or
-# NULL; it orders by a unique key, so the same data always comes out in the same order. They
-# are raw SQL because they join and aggregate across the finance tables in one pass.
+# NULL, $5 whether test merchants' rows are wanted; it orders by a unique key, so the same data
+# always comes out in the same order. They are raw SQL because they join and aggregate across
+# the finance tables in one pass.
 
 _TIER = "coalesce(pv.tier, i.plan_code)"
 _PLAN_JOIN = "LEFT JOIN plan_versions pv ON pv.code = i.plan_code AND pv.version = i.plan_version"
+_IS_TEST = f"({revenue.TEST_MERCHANT_SQL}) AS is_test"
+_WANTED = f"($4::uuid IS NULL OR m.id = $4) AND ($5 OR NOT {revenue.TEST_MERCHANT_SQL})"
+"""The export's merchant (or all) and, unless asked for, no test merchants (``m``)."""
 
 _INVOICES_SQL = f"""
-SELECT to_char(i.finalized_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
-       i.number, i.merchant_id::text AS merchant_id, m.name AS merchant_name, {_TIER} AS tier,
+SELECT (i.finalized_at AT TIME ZONE $3)::date AS accounting_date,
+       i.number, i.merchant_id::text AS merchant_id, m.name AS merchant_name, {_IS_TEST},
+       {_TIER} AS tier,
        i.plan_code || ' v' || i.plan_version AS plan, i.kind, i.period_start, i.period_end,
        i.status, i.currency, i.subtotal_minor, i.discounts_minor, i.credits_minor, i.tax_rate,
        i.tax_minor, i.total_minor, i.amount_due_minor, i.amount_paid_minor,
@@ -137,14 +144,18 @@ LEFT JOIN LATERAL (
     WHERE f.merchant_id = i.merchant_id AND f.invoice_id = i.id
       AND f.status NOT IN ('failed', 'canceled')
 ) r ON true
-WHERE i.finalized_at >= $1 AND i.finalized_at < $2 AND ($4::uuid IS NULL OR i.merchant_id = $4)
+WHERE i.finalized_at >= $1 AND i.finalized_at < $2 AND {_WANTED}
 ORDER BY i.finalized_at, i.merchant_id, i.number
 """
 
+# Each line is filed under the tier of the plan that priced it, as of its service period
+# (`revenue.LINE_PLAN_JOIN`), not the invoice's: an upgrade's credit of basic's unused time is
+# basic revenue even on the invoice the advanced plan made.
 _INVOICE_LINES_SQL = f"""
-SELECT to_char(i.finalized_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+SELECT (i.finalized_at AT TIME ZONE $3)::date AS accounting_date,
        i.number AS invoice_number, i.status AS invoice_status,
-       i.merchant_id::text AS merchant_id, m.name AS merchant_name, {_TIER} AS tier,
+       i.merchant_id::text AS merchant_id, m.name AS merchant_name, {_IS_TEST},
+       {revenue.LINE_TIER_SQL} AS tier,
        l.position, l.kind, {revenue.CHARGE_TYPE_SQL} AS charge_type, l.charge_code,
        l.description, l.quantity, l.unit_price, l.rate, l.amount_minor, l.currency,
        l.period_start, l.period_end, i.id::text AS invoice_id
@@ -152,53 +163,70 @@ FROM invoices i
 JOIN invoice_lines l ON l.merchant_id = i.merchant_id AND l.invoice_id = i.id
 JOIN merchants m ON m.id = i.merchant_id
 {_PLAN_JOIN}
-WHERE i.finalized_at >= $1 AND i.finalized_at < $2 AND ($4::uuid IS NULL OR i.merchant_id = $4)
+{revenue.LINE_PLAN_JOIN}
+WHERE i.finalized_at >= $1 AND i.finalized_at < $2 AND {_WANTED}
 ORDER BY i.finalized_at, i.merchant_id, i.number, l.position
 """
 
 # Payments are the rows the Stripe webhook handlers record (``payments``), one per paid invoice.
-_PAYMENTS_SQL = """
-SELECT to_char(p.paid_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
-       p.merchant_id::text AS merchant_id, m.name AS merchant_name,
+_PAYMENTS_SQL = f"""
+SELECT (p.paid_at AT TIME ZONE $3)::date AS accounting_date,
+       p.merchant_id::text AS merchant_id, m.name AS merchant_name, {_IS_TEST},
        i.number AS invoice_number, p.amount_minor, p.currency, p.paid_at,
        p.stripe_invoice_id, coalesce(p.stripe_payment_intent_id, '') AS stripe_payment_intent_id,
        coalesce(p.stripe_charge_id, '') AS stripe_charge_id, p.id::text AS payment_id
 FROM payments p
 JOIN merchants m ON m.id = p.merchant_id
 JOIN invoices i ON i.merchant_id = p.merchant_id AND i.id = p.invoice_id
-WHERE p.paid_at >= $1 AND p.paid_at < $2 AND ($4::uuid IS NULL OR p.merchant_id = $4)
+WHERE p.paid_at >= $1 AND p.paid_at < $2 AND {_WANTED}
 ORDER BY p.paid_at, p.id
 """
 
-_REFUNDS_SQL = """
+# One row per money movement, never two for one: a credit note with the Stripe refund(s) that
+# paid it back (both ids on one row), or a Stripe refund no credit note covers. ``credited`` is
+# what the credit note took off the invoice; ``refunded`` the money that left through Stripe
+# (refunds not failed or canceled), so summing ``refunded`` gives what went back to merchants.
+_REFUNDS_SQL = f"""
 SELECT * FROM (
-    SELECT to_char(n.created_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
-           'credit_note' AS document, n.number AS reference,
-           n.merchant_id::text AS merchant_id, m.name AS merchant_name,
-           i.number AS invoice_number, n.amount_minor, n.currency, n.reason, n.kind,
-           n.refund_status AS status, n.created_at,
-           coalesce(n.stripe_credit_note_id, '') AS stripe_credit_note_id,
-           coalesce(n.stripe_refund_id, '') AS stripe_refund_id, n.id::text AS id
+    SELECT (n.created_at AT TIME ZONE $3)::date AS accounting_date,
+           n.number AS credit_note, n.merchant_id::text AS merchant_id,
+           m.name AS merchant_name, {_IS_TEST}, i.number AS invoice_number,
+           CASE WHEN n.kind = 'post_payment' THEN 'refund' ELSE 'credit' END AS movement,
+           n.reason, n.currency, n.amount_minor AS credited_minor,
+           coalesce(f.refunded, 0)::bigint AS refunded_minor, n.refund_status,
+           n.created_at, coalesce(n.stripe_credit_note_id, '') AS stripe_credit_note_id,
+           coalesce(f.refund_ids, n.stripe_refund_id, '') AS stripe_refund_id,
+           n.id::text AS credit_note_id
     FROM credit_notes n
     JOIN merchants m ON m.id = n.merchant_id
     JOIN invoices i ON i.merchant_id = n.merchant_id AND i.id = n.invoice_id
-    WHERE n.created_at >= $1 AND n.created_at < $2 AND ($4::uuid IS NULL OR n.merchant_id = $4)
+    LEFT JOIN LATERAL (
+        SELECT sum(r.amount_minor) FILTER (WHERE r.status NOT IN ('failed', 'canceled'))
+                   AS refunded,
+               string_agg(r.stripe_refund_id, ' ' ORDER BY r.created_at, r.stripe_refund_id)
+                   AS refund_ids
+        FROM refunds r WHERE r.merchant_id = n.merchant_id AND r.credit_note_id = n.id
+    ) f ON true
+    WHERE n.created_at >= $1 AND n.created_at < $2 AND {_WANTED}
     UNION ALL
-    SELECT to_char(f.created_at AT TIME ZONE $3, 'YYYY-MM-DD'), 'refund', f.stripe_refund_id,
-           f.merchant_id::text, m.name, i.number, f.amount_minor, f.currency, f.origin,
-           CASE WHEN f.credit_note_id IS NULL THEN 'stripe_only' ELSE 'credit_note' END,
-           f.status, f.created_at, '', f.stripe_refund_id, f.id::text
-    FROM refunds f
-    JOIN merchants m ON m.id = f.merchant_id
-    JOIN invoices i ON i.merchant_id = f.merchant_id AND i.id = f.invoice_id
-    WHERE f.created_at >= $1 AND f.created_at < $2 AND ($4::uuid IS NULL OR f.merchant_id = $4)
-) documents
-ORDER BY created_at, document, id
+    SELECT (r.created_at AT TIME ZONE $3)::date, '', r.merchant_id::text, m.name,
+           {revenue.TEST_MERCHANT_SQL}, i.number, 'refund', r.origin, r.currency, 0,
+           CASE WHEN r.status IN ('failed', 'canceled') THEN 0 ELSE r.amount_minor END,
+           CASE WHEN r.status = 'succeeded' THEN 'refunded'
+                WHEN r.status IN ('failed', 'canceled') THEN 'failed' ELSE 'pending' END,
+           r.created_at, '', r.stripe_refund_id, ''
+    FROM refunds r
+    JOIN merchants m ON m.id = r.merchant_id
+    JOIN invoices i ON i.merchant_id = r.merchant_id AND i.id = r.invoice_id
+    WHERE r.credit_note_id IS NULL AND r.created_at >= $1 AND r.created_at < $2 AND {_WANTED}
+) movements
+ORDER BY created_at, credit_note_id, stripe_refund_id
 """
 
-_USAGE_SQL = """
-SELECT to_char(a.period_start AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
+_USAGE_SQL = f"""
+SELECT (a.period_start AT TIME ZONE $3)::date AS accounting_date,
        a.merchant_id::text AS merchant_id, m.name AS merchant_name,
+       {_IS_TEST},
        coalesce(pv.tier, p.plan_code, '') AS tier, a.subscription_id::text AS subscription_id,
        a.period_start, p.period_end, s.currency,
        coalesce(sum(a.event_count) FILTER (WHERE a.metric = 'orders'), 0)::bigint
@@ -212,43 +240,49 @@ JOIN subscriptions s ON s.merchant_id = a.merchant_id AND s.id = a.subscription_
 LEFT JOIN subscription_periods p ON p.merchant_id = a.merchant_id
     AND p.subscription_id = a.subscription_id AND p.period_start = a.period_start
 LEFT JOIN plan_versions pv ON pv.code = p.plan_code AND pv.version = p.plan_version
-WHERE a.period_start >= $1 AND a.period_start < $2 AND ($4::uuid IS NULL OR a.merchant_id = $4)
-GROUP BY a.merchant_id, m.name, pv.tier, p.plan_code, a.subscription_id, a.period_start,
-         p.period_end, s.currency
+WHERE a.period_start >= $1 AND a.period_start < $2 AND {_WANTED}
+GROUP BY a.merchant_id, m.name, m.test_clock_id, pv.tier, p.plan_code, a.subscription_id,
+         a.period_start, p.period_end, s.currency
 ORDER BY a.period_start, a.merchant_id, a.subscription_id
 """
 
 
 # Every movement of the merchants' credit balances: what invoices carried in, and where it
 # went (credit notes on open invoices, lines of later invoices, refunds), in order.
-_CREDIT_BALANCE_SQL = """
-SELECT to_char(mv.created_at AT TIME ZONE $3, 'YYYY-MM-DD') AS accounting_date,
-       mv.merchant_id::text AS merchant_id, m.name AS merchant_name, mv.seq, mv.kind,
-       mv.amount_minor, mv.balance_after_minor, mv.currency,
+_CREDIT_BALANCE_SQL = f"""
+SELECT (mv.created_at AT TIME ZONE $3)::date AS accounting_date,
+       mv.merchant_id::text AS merchant_id, m.name AS merchant_name, {_IS_TEST}, mv.seq,
+       mv.kind, mv.amount_minor, mv.balance_after_minor, mv.currency,
        coalesce(i.number, '') AS invoice_number, coalesce(n.number, '') AS credit_note_number,
        mv.memo, mv.created_at, mv.id::text AS movement_id
 FROM credit_balance_movements mv
 JOIN merchants m ON m.id = mv.merchant_id
 LEFT JOIN invoices i ON i.merchant_id = mv.merchant_id AND i.id = mv.invoice_id
 LEFT JOIN credit_notes n ON n.merchant_id = mv.merchant_id AND n.id = mv.credit_note_id
-WHERE mv.created_at >= $1 AND mv.created_at < $2 AND ($4::uuid IS NULL OR mv.merchant_id = $4)
+WHERE mv.created_at >= $1 AND mv.created_at < $2 AND {_WANTED}
 ORDER BY mv.created_at, mv.merchant_id, mv.seq
 """
 
 
-# Every mismatch of the reconciliation runs whose range starts in the export's range.
-_RECONCILIATION_SQL = """
-SELECT r.first_day::text AS first_day, r.last_day::text AS last_day, r.created_at,
-       r.id::text AS run_id, m.ordinality AS position, m.item->>'object' AS object,
-       m.item->>'kind' AS kind, m.item->>'reference' AS reference,
-       m.item->>'detail' AS detail, coalesce(m.item->>'ours', '') AS ours,
-       coalesce(m.item->>'theirs', '') AS theirs
+# Every mismatch of the reconciliation runs whose range starts in the export's range, with the
+# merchant it concerns where one is known (a test merchant's only when asked for).
+_RECONCILIATION_SQL = f"""
+SELECT r.first_day, r.last_day, r.created_at,
+       r.id::text AS run_id, mm.ordinality AS position, mm.item->>'object' AS object,
+       mm.item->>'kind' AS kind, mm.item->>'reference' AS reference,
+       coalesce(mm.item->>'merchant_id', '') AS merchant_id,
+       coalesce(m.name, mm.item->>'merchant_name', '') AS merchant_name,
+       coalesce({revenue.TEST_MERCHANT_SQL}, false) AS is_test,
+       mm.item->>'detail' AS detail, coalesce(mm.item->>'ours', '') AS ours,
+       coalesce(mm.item->>'theirs', '') AS theirs
 FROM finance_reconciliations r
 CROSS JOIN LATERAL jsonb_array_elements(r.document->'mismatches') WITH ORDINALITY
-    AS m(item, ordinality)
+    AS mm(item, ordinality)
+LEFT JOIN merchants m ON m.id = nullif(mm.item->>'merchant_id', '')::uuid
 WHERE r.first_day >= ($1 AT TIME ZONE $3)::date AND r.first_day < ($2 AT TIME ZONE $3)::date
   AND ($4::uuid IS NULL OR r.document->'merchant_ids' ? $4::text)
-ORDER BY r.created_at, r.id, m.ordinality
+  AND ($5 OR m.id IS NULL OR NOT {revenue.TEST_MERCHANT_SQL})
+ORDER BY r.created_at, r.id, mm.ordinality
 """
 
 
@@ -266,20 +300,20 @@ def _cols(spec: str) -> tuple[Column, ...]:
 SPECS: Final[dict[ExportKind, ExportSpec]] = {
     ExportKind.INVOICES: ExportSpec(
         _cols(
-            "accounting_date:text number:text merchant_id:text merchant_name:text tier:text "
-            "plan:text kind:text period_start:timestamp period_end:timestamp status:text "
-            "currency:text subtotal:money discounts:money credits:money tax_rate:decimal "
-            "tax:money total:money amount_due:money amount_paid:money amount_refunded:money "
-            "amount_credited:money finalized_at:timestamp paid_at:timestamp "
-            "voided_at:timestamp marked_uncollectible_at:timestamp stripe_invoice_id:text "
-            "invoice_id:text"
+            "accounting_date:date number:text merchant_id:text merchant_name:text is_test:bool "
+            "tier:text plan:text kind:text period_start:timestamp period_end:timestamp "
+            "status:text currency:text subtotal:money discounts:money credits:money "
+            "tax_rate:decimal tax:money total:money amount_due:money amount_paid:money "
+            "amount_refunded:money amount_credited:money finalized_at:timestamp "
+            "paid_at:timestamp voided_at:timestamp marked_uncollectible_at:timestamp "
+            "stripe_invoice_id:text invoice_id:text"
         ),
         _INVOICES_SQL,
     ),
     ExportKind.INVOICE_LINES: ExportSpec(
         _cols(
-            "accounting_date:text invoice_number:text invoice_status:text merchant_id:text "
-            "merchant_name:text tier:text position:int kind:text charge_type:text "
+            "accounting_date:date invoice_number:text invoice_status:text merchant_id:text "
+            "merchant_name:text is_test:bool tier:text position:int kind:text charge_type:text "
             "charge_code:text description:text quantity:decimal unit_price:decimal "
             "rate:decimal amount:money currency:text period_start:timestamp "
             "period_end:timestamp invoice_id:text"
@@ -288,24 +322,25 @@ SPECS: Final[dict[ExportKind, ExportSpec]] = {
     ),
     ExportKind.PAYMENTS: ExportSpec(
         _cols(
-            "accounting_date:text merchant_id:text merchant_name:text invoice_number:text "
-            "amount:money currency:text paid_at:timestamp stripe_invoice_id:text "
-            "stripe_payment_intent_id:text stripe_charge_id:text payment_id:text"
+            "accounting_date:date merchant_id:text merchant_name:text is_test:bool "
+            "invoice_number:text amount:money currency:text paid_at:timestamp "
+            "stripe_invoice_id:text stripe_payment_intent_id:text stripe_charge_id:text "
+            "payment_id:text"
         ),
         _PAYMENTS_SQL,
     ),
     ExportKind.REFUNDS: ExportSpec(
         _cols(
-            "accounting_date:text document:text reference:text merchant_id:text "
-            "merchant_name:text invoice_number:text amount:money currency:text reason:text "
-            "kind:text status:text created_at:timestamp stripe_credit_note_id:text "
-            "stripe_refund_id:text id:text"
+            "accounting_date:date credit_note:text merchant_id:text merchant_name:text "
+            "is_test:bool invoice_number:text movement:text reason:text currency:text "
+            "credited:money refunded:money refund_status:text created_at:timestamp "
+            "stripe_credit_note_id:text stripe_refund_id:text credit_note_id:text"
         ),
         _REFUNDS_SQL,
     ),
     ExportKind.USAGE: ExportSpec(
         _cols(
-            "accounting_date:text merchant_id:text merchant_name:text tier:text "
+            "accounting_date:date merchant_id:text merchant_name:text is_test:bool tier:text "
             "subscription_id:text period_start:timestamp period_end:timestamp currency:text "
             "order_events:int orders:decimal gmv:money hours:decimal"
         ),
@@ -317,15 +352,16 @@ SPECS: Final[dict[ExportKind, ExportSpec]] = {
     ),
     ExportKind.RECONCILIATION: ExportSpec(
         _cols(
-            "first_day:text last_day:text created_at:timestamp run_id:text position:int "
-            "object:text kind:text reference:text detail:text ours:text theirs:text"
+            "first_day:date last_day:date created_at:timestamp run_id:text position:int "
+            "object:text kind:text reference:text merchant_id:text merchant_name:text "
+            "is_test:bool detail:text ours:text theirs:text"
         ),
         _RECONCILIATION_SQL,
     ),
     ExportKind.CREDIT_BALANCE: ExportSpec(
         _cols(
-            "accounting_date:text merchant_id:text merchant_name:text seq:int kind:text "
-            "amount:money balance_after:money currency:text invoice_number:text "
+            "accounting_date:date merchant_id:text merchant_name:text is_test:bool seq:int "
+            "kind:text amount:money balance_after:money currency:text invoice_number:text "
             "credit_note_number:text memo:text created_at:timestamp movement_id:text"
         ),
         _CREDIT_BALANCE_SQL,
@@ -357,7 +393,11 @@ class Cell(StrEnum):
     TEXT = "text"
     INT = "int"
     NUMBER = "number"
+    MONEY = "money"
+    """A major-unit amount: a number shown with its currency's decimals."""
     TIMESTAMP = "timestamp"
+    DATE = "date"
+    BOOL = "bool"
 
 
 def cell_kinds(kind: ExportKind) -> list[Cell]:
@@ -366,13 +406,17 @@ def cell_kinds(kind: ExportKind) -> list[Cell]:
     kinds: list[Cell] = []
     for column in SPECS[kind].columns:
         if column.kind == "money":
-            kinds += [Cell.NUMBER, Cell.INT]
+            kinds += [Cell.MONEY, Cell.INT]
         elif column.kind == "int":
             kinds.append(Cell.INT)
         elif column.kind == "decimal":
             kinds.append(Cell.NUMBER)
         elif column.kind == "timestamp":
             kinds.append(Cell.TIMESTAMP)
+        elif column.kind == "date":
+            kinds.append(Cell.DATE)
+        elif column.kind == "bool":
+            kinds.append(Cell.BOOL)
         else:
             kinds.append(Cell.TEXT)
     return kinds
@@ -385,8 +429,10 @@ def csv_cell(kind: Cell, value: Any) -> str:
     if kind is Cell.TEXT:
         text = str(value)
         return "'" + text if is_formula_like(text) else text
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # datetimes too: ISO 8601, with the offset
         return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, Decimal):
         return format(value, "f")
     return str(value)
@@ -421,12 +467,19 @@ async def count_rows(request: ExportRequest) -> int | None:
         return None
     return int(
         await db_engine.current().pool.fetchval(
-            f"SELECT count(*) FROM ({spec.sql}) export",
-            request.start,
-            request.end,
-            request.timezone,
-            request.merchant_id,
+            f"SELECT count(*) FROM ({spec.sql}) export", *_parameters(request)
         )
+    )
+
+
+def _parameters(request: ExportRequest) -> tuple[Any, ...]:
+    """$1 … $5 of every export query."""
+    return (
+        request.start,
+        request.end,
+        request.timezone,
+        request.merchant_id,
+        request.includes_test,
     )
 
 
@@ -445,9 +498,7 @@ async def row_batches(request: ExportRequest) -> AsyncIterator[list[list[Any]]]:
         db_engine.current().pool.acquire() as connection,
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
-        cursor = await connection.cursor(
-            spec.sql, request.start, request.end, request.timezone, request.merchant_id
-        )
+        cursor = await connection.cursor(spec.sql, *_parameters(request))
         while True:
             records = await cursor.fetch(BATCH_ROWS)
             if not records:
@@ -458,7 +509,7 @@ async def row_batches(request: ExportRequest) -> AsyncIterator[list[list[Any]]]:
 async def _mrr_records(request: ExportRequest) -> list[dict[str, Any]]:
     """MRR per tier at each month's end, with the month's movement, from ``revenue``: one
     row per month and tier (small: months × tiers)."""
-    book = await revenue.load_book(request.merchant_id)
+    book = await revenue.load_book(request.merchant_id, includes_test=request.includes_test)
     moves = await book.movements(request.start, request.end, request.timezone)
     records: dict[tuple[str, str, str], dict[str, Any]] = {}
 
@@ -544,7 +595,12 @@ def _arrow_schema(request: ExportRequest) -> Any:
         elif column.kind == "int":
             fields.append(pa.field(column.name, pa.int64()))
         elif column.kind == "timestamp":
+            # An instant (stored in UTC) with the export's zone as its zone.
             fields.append(pa.field(column.name, pa.timestamp("us", tz=request.timezone)))
+        elif column.kind == "date":
+            fields.append(pa.field(column.name, pa.date32()))
+        elif column.kind == "bool":
+            fields.append(pa.field(column.name, pa.bool_()))
         elif column.kind == "decimal":
             fields.append(pa.field(column.name, pa.decimal128(38, QUANTITY_SCALE)))
         else:
@@ -608,15 +664,30 @@ async def _parquet_chunks(
     yield sink.drain()
 
 
+_WIDTH_SAMPLE_ROWS: Final = BATCH_ROWS
+"""Column widths fit the header and the first rows (measuring every row of a large export
+would cost more than it tells)."""
+_MAX_WIDTH: Final = 50
+
+
+def _display_width(text: str) -> int:
+    """Roughly how many character cells a text takes: a CJK character (three UTF-8 bytes)
+    counts two."""
+    return len(text) + (len(text.encode()) - len(text)) // 2
+
+
 class _XlsxSheet:
     """One export sheet written by XlsxWriter in constant-memory mode (rows go to a temporary
     file as they come). Strings are never turned into formulas, URLs or numbers; every cell is
-    written by its kind (`Cell`)."""
+    written by its kind (`Cell`): money with its currency's decimals, dates and times as real
+    Excel dates in the export's zone (a note on their header cells and the ``notes`` sheet say
+    which), integers as integers. The header row is frozen and filtered; widths fit the
+    header and the first rows."""
 
     def __init__(self, path: str, request: ExportRequest) -> None:
         import xlsxwriter
 
-        self.workbook = xlsxwriter.Workbook(
+        self.workbook = workbook = xlsxwriter.Workbook(
             path,
             {
                 "constant_memory": True,
@@ -628,34 +699,110 @@ class _XlsxSheet:
             },
         )
         # What the file says about when it was made is a constant, so that bytes repeat.
-        self.workbook.set_properties({"author": "Kefu Billing", "created": FIXED_TIME})
-        self.sheet = self.workbook.add_worksheet(request.kind.value)
-        self.quoted = self.workbook.add_format({"quote_prefix": True})
-        self.timestamp = self.workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        workbook.set_properties({"author": "Kefu Billing", "created": FIXED_TIME})
+        self.sheet = workbook.add_worksheet(request.kind.value)
+        self.quoted = workbook.add_format({"quote_prefix": True})
+        self.heading = workbook.add_format({"bold": True, "bottom": 1})
+        self.timestamp = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        self.day = workbook.add_format({"num_format": "yyyy-mm-dd"})
+        self.integer = workbook.add_format({"num_format": "0"})
+        self.money = {
+            places: workbook.add_format(
+                {"num_format": "#,##0" + ("." + "0" * places if places else "")}
+            )
+            for places in sorted(set(CURRENCY_EXPONENTS.values()) | {2})
+        }
         self.kinds = cell_kinds(request.kind)
-        self.next_row = 0
-        self.write_rows([header(request.kind)], as_text=True)
+        names = header(request.kind)
+        self.currency_column = names.index("currency") if "currency" in names else None
+        self.widths = [_display_width(name) + 3 for name in names]  # + the filter button
+        zone_note = (
+            f"Local time in {request.timezone} (Excel keeps no time zone; the CSV gives each "
+            "time with its UTC offset, Parquet as an instant in this zone)"
+        )
+        for column, (name, kind) in enumerate(zip(names, self.kinds, strict=True)):
+            self.sheet.write_string(0, column, name, self.heading)
+            if kind is Cell.TIMESTAMP:
+                self.sheet.write_comment(0, column, zone_note)
+            elif kind is Cell.DATE:
+                self.sheet.write_comment(0, column, f"A date in {request.timezone}")
+        self.sheet.freeze_panes(1, 0)
+        self.next_row = 1
+        self._write_notes(request, zone_note)
 
-    def write_rows(self, rows: list[list[Any]], *, as_text: bool = False) -> None:
-        sheet = self.sheet
+    def _write_notes(self, request: ExportRequest, zone_note: str) -> None:
+        notes = self.workbook.add_worksheet("notes")
+        rows = [
+            ("export", request.kind.value),
+            ("from", request.first_day.isoformat()),
+            ("to", request.last_day.isoformat() + " (inclusive)"),
+            ("time zone", request.timezone),
+            ("dates and times", zone_note),
+            ("merchant", str(request.merchant_id) if request.merchant_id else "all"),
+            (
+                "test data",
+                "included (is_test = true: merchants on a test clock)"
+                if request.includes_test
+                else "left out (merchants on a test clock); include_test=true adds them",
+            ),
+            (
+                "amounts",
+                "in major units with the currency's decimals; <name>_minor is the same amount "
+                "in integer minor units (fen)",
+            ),
+        ]
+        for number, (label, value) in enumerate(rows):
+            notes.write_string(number, 0, label, self.heading)
+            notes.write_string(number, 1, value)
+        notes.set_column(0, 0, 16)
+        notes.set_column(1, 1, 100)
+
+    def write_rows(self, rows: list[list[Any]]) -> None:
+        sheet, kinds = self.sheet, self.kinds
+        measures = self.next_row <= _WIDTH_SAMPLE_ROWS
         for row in rows:
             number = self.next_row
+            currency = row[self.currency_column] if self.currency_column is not None else ""
+            places = CURRENCY_EXPONENTS.get(currency, 2)
             for column, value in enumerate(row):
                 if value is None:
                     continue
-                kind = Cell.TEXT if as_text else self.kinds[column]
+                kind = kinds[column]
                 if kind is Cell.TEXT:
                     text = str(value)
                     cell_format = self.quoted if is_formula_like(text) else None
                     sheet.write_string(number, column, text, cell_format)
+                    if measures:
+                        width = min(_display_width(text) + 1, _MAX_WIDTH)
+                        self.widths[column] = max(self.widths[column], width)
                 elif kind is Cell.TIMESTAMP:
                     # Excel has no zones: the export's local time, as the CSV shows it.
                     sheet.write_datetime(number, column, value.replace(tzinfo=None), self.timestamp)
+                elif kind is Cell.DATE:
+                    sheet.write_datetime(number, column, value, self.day)
+                elif kind is Cell.BOOL:
+                    sheet.write_boolean(number, column, value)
+                elif kind is Cell.MONEY:
+                    sheet.write_number(number, column, value, self.money.get(places))
+                    if measures:
+                        width = min(len(f"{value:,}") + 2, _MAX_WIDTH)
+                        self.widths[column] = max(self.widths[column], width)
+                elif kind is Cell.INT:
+                    sheet.write_number(number, column, value, self.integer)
+                    if measures:
+                        self.widths[column] = max(self.widths[column], len(str(value)) + 2)
                 else:
                     sheet.write_number(number, column, value)
+                    if measures:
+                        width = min(len(format(value, "f")) + 2, _MAX_WIDTH)
+                        self.widths[column] = max(self.widths[column], width)
             self.next_row += 1
 
     def close(self) -> None:
+        for column, kind in enumerate(self.kinds):
+            floor = {Cell.TIMESTAMP: 20, Cell.DATE: 12, Cell.BOOL: 8}.get(kind, 0)
+            self.sheet.set_column(column, column, max(self.widths[column], floor))
+        self.sheet.autofilter(0, 0, max(self.next_row - 1, 0), len(self.kinds) - 1)
         self.workbook.close()
 
 

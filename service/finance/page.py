@@ -20,21 +20,25 @@ from service.html import CJK_FONT_FACE, CJK_FONTS
 TIER_COLOURS: Final = {"basic": "#4e79a7", "advanced": "#f28e2b", "custom": "#59a14f"}
 PAGE_CSS: Final = (
     CJK_FONT_FACE
-    + 'body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",'
+    + "body{font:14px/1.45 "
     + CJK_FONTS
-    + """,sans-serif;
+    + """,system-ui,-apple-system,"Segoe UI",sans-serif;
 margin:0;color:#1f2933;background:#f5f7fa}
 header{background:#1f2933;color:#fff;padding:12px 24px;display:flex;align-items:center;
 justify-content:space-between}
 header h1{font-size:18px;margin:0}
-main{padding:16px 24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));
-gap:16px}
-section{background:#fff;border:1px solid #d9e2ec;border-radius:6px;padding:12px 16px}
+main{padding:16px 24px;display:grid;
+grid-template-columns:repeat(auto-fit,minmax(min(420px,100%),1fr));gap:16px}
+section{background:#fff;border:1px solid #d9e2ec;border-radius:6px;padding:12px 16px;
+min-width:0}
 section.wide{grid-column:1/-1}
 h2{font-size:15px;margin:0 0 8px}
 table{border-collapse:collapse;width:100%}
-td,th{padding:4px 8px;border-bottom:1px solid #eef2f6;text-align:left}
+td,th{padding:4px 8px;border-bottom:1px solid #eef2f6;text-align:left;overflow-wrap:anywhere}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+svg.chart{display:block;width:100%;height:auto}
+#reconciliation table{margin-top:8px}
+#reconciliation td,#reconciliation th{font-size:13px}
 .muted{color:#627d98}
 a{color:#2f6fde}
 form.inline{display:inline}
@@ -53,6 +57,8 @@ class PageFigures:
     summaries: Sequence[revenue.MonthSummary]
     reconciliation: dict[str, Any] | None = None
     """The latest stored run (``service.finance.reconcile.stored``)."""
+    includes_test: bool = False
+    """Test merchants (on a test clock) counted: the figures and the download links."""
 
 
 def _money(amount_minor: int, currency: str) -> str:
@@ -69,9 +75,10 @@ def _nice_ceiling(value: int) -> int:
         scale *= 10
 
 
-def mrr_chart(series: Sequence[revenue.MonthMrr], *, width: int = 760, height: int = 280) -> str:
+def mrr_chart(series: Sequence[revenue.MonthMrr], *, width: int = 1000, height: int = 320) -> str:
     """Stacked bars: one bar per month, a segment per tier (all currencies' minor units
-    stacked as given; the catalog bills in CNY)."""
+    stacked as given; the catalog bills in CNY). Drawn on a ``width`` × ``height`` grid that
+    scales to the width of its card (``svg.chart``)."""
     left, right, top, bottom = 72, 16, 16, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(t.mrr_minor for t in month.tiers) for month in series]
@@ -79,9 +86,8 @@ def mrr_chart(series: Sequence[revenue.MonthMrr], *, width: int = 760, height: i
     slot = plot_w / max(len(series), 1)
     bar = slot * 0.6
     parts = [
-        f'<svg id="mrr-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="MRR by tier over time">',
+        f'<svg id="mrr-chart" class="chart" xmlns="http://www.w3.org/2000/svg" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="MRR by tier over time">',
         f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" y2="{top + plot_h}" '
         'stroke="#9fb3c8"/>',
     ]
@@ -159,18 +165,30 @@ def render(figures: PageFigures) -> str:
         )
         or '<tr><td colspan="3" class="muted">Nothing billed or collected.</td></tr>'
     )
+    test = "&amp;include_test=true" if figures.includes_test else ""
     links = "".join(
         f"<tr><td>{kind.value.replace('_', ' ')}</td><td>"
         + " · ".join(
             f'<a class="export" href="/finance/exports/{kind.value}?from={figures.first_day}'
             f"&amp;to={figures.last_day}&amp;format={fmt.value}&amp;timezone="
-            f'{escape(figures.timezone)}">{fmt.value}</a>'
+            f'{escape(figures.timezone)}{test}">{fmt.value}</a>'
             for fmt in ExportFormat
         )
         + f' · <a class="export" href="/finance/exports/{kind.value}?from={figures.first_day}'
         f"&amp;to={figures.last_day}&amp;format=csv&amp;bom=true&amp;timezone="
-        f'{escape(figures.timezone)}">csv for Excel</a></td></tr>'
+        f'{escape(figures.timezone)}{test}">csv for Excel</a></td></tr>'
         for kind in ExportKind
+    )
+    month = escape(figures.month)
+    keep_test = (
+        '<input type="hidden" name="include_test" value="true">' if figures.includes_test else ""
+    )
+    test_toggle = (
+        f'<p class="muted" id="test-data">Test merchants (on a test clock) are counted. '
+        f'<a href="/finance?month={month}">Leave them out</a></p>'
+        if figures.includes_test
+        else f'<p class="muted" id="test-data">Test merchants (on a test clock) are left out. '
+        f'<a href="/finance?month={month}&amp;include_test=true">Count them</a></p>'
     )
     reconciliation = _reconciliation(figures.reconciliation)
     return f"""<!doctype html>
@@ -179,11 +197,12 @@ def render(figures: PageFigures) -> str:
 <title>Finance · {escape(figures.month)} · Kefu Billing</title><style>{PAGE_CSS}</style></head>
 <body><header><h1>Kefu Billing · Finance · <span id="month">{escape(figures.month)}</span></h1>
 <form class="inline" method="get" action="/finance"><input type="month" name="month"
-value="{escape(figures.month)}"> <button>Show</button></form>
+value="{escape(figures.month)}">{keep_test} <button>Show</button></form>
 <form class="inline" method="post" action="/finance/logout"><button>Log out</button></form>
 </header><main>
-<section class="wide"><h2>MRR by tier, month ends ({escape(figures.timezone)})</h2>
-{mrr_chart(figures.series)}</section>
+<section class="wide" id="chart-card"><h2>MRR by tier, month ends
+({escape(figures.timezone)})</h2>
+{mrr_chart(figures.series)}{test_toggle}</section>
 <section><h2>MRR at the end of {escape(figures.month)}</h2><table id="mrr">
 <tr><th>tier</th><th class="num">MRR</th><th class="num">subscriptions</th></tr>{mrr_rows}
 </table></section>
@@ -193,7 +212,7 @@ value="{escape(figures.month)}"> <button>Show</button></form>
 in it.</p></section>
 <section><h2>Invoices finalized in {escape(figures.month)}, by status</h2>
 <table id="statuses">{status_rows}</table></section>
-<section><h2>Latest reconciliation</h2>{reconciliation}</section>
+<section class="wide"><h2>Latest reconciliation</h2>{reconciliation}</section>
 <section class="wide"><h2>Exports for {escape(figures.first_day)} – {escape(figures.last_day)}
 </h2><table id="exports">{links}</table></section>
 </main></body></html>"""
@@ -230,7 +249,9 @@ def _reconciliation(run: dict[str, Any] | None) -> str:
     )
     mismatches = "".join(
         f'<tr class="mismatch"><td>{escape(m["object"])}</td><td>{escape(m["kind"])}</td>'
-        f"<td>{escape(str(m['reference']))}</td><td>{escape(m['detail'])}</td></tr>"
+        f"<td>{escape(str(m['reference']))}</td>"
+        f'<td class="merchant">{escape(m.get("merchant_name") or "—")}</td>'
+        f"<td>{escape(m['detail'])}</td></tr>"
         for m in run["mismatches"][:_SHOWN_MISMATCHES]
     )
     more = len(run["mismatches"]) - _SHOWN_MISMATCHES
@@ -244,8 +265,8 @@ def _reconciliation(run: dict[str, Any] | None) -> str:
         f'<th class="num">Stripe fees</th><th class="num">difference</th></tr>{summaries}'
         "</table>"
         + (
-            f"<table><tr><th>object</th><th>kind</th><th>reference</th><th>what differs</th>"
-            f"</tr>{mismatches}</table>"
+            "<table><tr><th>object</th><th>kind</th><th>reference</th><th>merchant</th>"
+            f"<th>what differs</th></tr>{mismatches}</table>"
             if mismatches
             else ""
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Protocol
 from uuid import UUID
@@ -72,6 +72,9 @@ class Mismatch:
     ours: dict[str, Any] | None
     theirs: dict[str, Any] | None
     detail: str
+    merchant_id: str = ""
+    """The merchant it concerns, where known (ours, or a Stripe object of a customer we map)."""
+    merchant_name: str = ""
 
 
 @dataclass(slots=True)
@@ -206,7 +209,8 @@ def match(
                 result.matched += 1  # nothing to collect: never sent to Stripe
                 continue
             result.add(Mismatch("invoice", "missing_in_stripe", row["number"], ours, None,
-                                "no Stripe invoice for this invoice"))  # fmt: skip
+                                "no Stripe invoice for this invoice",
+                                str(row["merchant_id"])))  # fmt: skip
             continue
         seen.add(there.id)
         theirs = {"id": there.id, "number": there.number, "status": there.status,
@@ -214,7 +218,8 @@ def match(
                   "amount_paid_minor": there.amount_paid_minor}  # fmt: skip
         found = _compare_invoice(row, there)
         for kind, detail in found:
-            result.add(Mismatch("invoice", kind, row["number"], ours, theirs, detail))
+            result.add(Mismatch("invoice", kind, row["number"], ours, theirs, detail,
+                                str(row["merchant_id"])))  # fmt: skip
         if not found:
             result.matched += 1
     for there in invoices_there.values():
@@ -224,6 +229,7 @@ def match(
                 {"id": there.id, "number": there.number, "status": there.status,
                  "currency": there.currency, "total_minor": there.amount_minor},
                 "a Stripe invoice this ledger does not have",
+                there.merchant_id or customers.get(there.customer, ""),
             ))  # fmt: skip
 
     # Payments against charges.
@@ -242,13 +248,15 @@ def match(
         there = succeeded.get(charge_id) if charge_id else by_intent.get(intent_id)
         if there is None:
             detail = f"no succeeded Stripe charge {charge_id or intent_id}"
-            result.add(Mismatch("payment", "missing_in_stripe", row["number"], ours, None, detail))
+            result.add(Mismatch("payment", "missing_in_stripe", row["number"], ours, None, detail,
+                                str(row["merchant_id"])))  # fmt: skip
             continue
         matched_charges.add(there.id)
         theirs = {"id": there.id, "amount_minor": there.amount_minor, "currency": there.currency}
         found = _compare_money(row["amount_minor"], row["currency"], there)
         for kind, detail in found:
-            result.add(Mismatch("payment", kind, row["number"], ours, theirs, detail))
+            result.add(Mismatch("payment", kind, row["number"], ours, theirs, detail,
+                                str(row["merchant_id"])))  # fmt: skip
         if not found:
             result.matched += 1
     for charge in succeeded.values():
@@ -259,6 +267,7 @@ def match(
                 {"id": charge.id, "amount_minor": charge.amount_minor,
                  "currency": charge.currency, "payment_intent": charge.link},
                 "a Stripe charge with no payment recorded here",
+                customers.get(charge.customer, ""),
             ))  # fmt: skip
 
     # Refunds.
@@ -270,7 +279,8 @@ def match(
         there = refunds_there.get(row["stripe_refund_id"])
         if there is None:
             result.add(Mismatch("refund", "missing_in_stripe", row["stripe_refund_id"], ours,
-                                None, "no such Stripe refund"))  # fmt: skip
+                                None, "no such Stripe refund",
+                                str(row["merchant_id"])))  # fmt: skip
             continue
         matched_refunds.add(there.id)
         theirs = {
@@ -284,7 +294,8 @@ def match(
         if there.status != row["status"]:
             found.append(("status", f"status here {row['status']}, in Stripe {there.status}"))
         for kind, detail in found:
-            result.add(Mismatch("refund", kind, row["stripe_refund_id"], ours, theirs, detail))
+            result.add(Mismatch("refund", kind, row["stripe_refund_id"], ours, theirs, detail,
+                                str(row["merchant_id"])))  # fmt: skip
         if not found:
             result.matched += 1
     for refund in refunds_there.values():
@@ -296,6 +307,7 @@ def match(
                 {"id": refund.id, "amount_minor": refund.amount_minor,
                  "currency": refund.currency, "status": refund.status, "charge": refund.link},
                 "a refund made in Stripe that this ledger does not have",
+                customers.get(charges[refund.link].customer, "") if refund.link in charges else "",
             ))  # fmt: skip
 
     # Balance transactions: Stripe's fees and net for the charges and refunds in scope.
@@ -368,6 +380,7 @@ async def run(
         is_scoped=merchant_ids is not None,
         in_range=created_in_range.__contains__,
     )
+    await _name_merchants(result)
     for mismatch in result.mismatches:
         log.warning(
             "reconciliation_mismatch",
@@ -377,6 +390,20 @@ async def run(
             detail=mismatch.detail,
         )
     return result
+
+
+async def _name_merchants(result: Reconciliation) -> None:
+    """Each mismatch with its merchant's name (as of the run), so people see whose it is."""
+    ids = sorted({UUID(m.merchant_id) for m in result.mismatches if m.merchant_id})
+    if not ids:
+        return
+    rows = await db_engine.current().pool.fetch(
+        "SELECT id, name FROM merchants WHERE id = ANY($1::uuid[])", ids
+    )
+    names = {str(row["id"]): row["name"] for row in rows}
+    result.mismatches = [
+        replace(m, merchant_name=names.get(m.merchant_id, "")) for m in result.mismatches
+    ]
 
 
 def as_document(result: Reconciliation) -> dict[str, Any]:

@@ -254,9 +254,13 @@ def _tier_key(item: tuple[tuple[str, str], Any]) -> tuple[int, str]:
 
 
 async def load_book(
-    merchant_id: UUID | None = None, *, merchant_ids: Sequence[UUID] | None = None
+    merchant_id: UUID | None = None,
+    *,
+    merchant_ids: Sequence[UUID] | None = None,
+    includes_test: bool = False,
 ) -> MrrBook:
-    """Every subscription's history (or some merchants') and the contracts, in two queries."""
+    """Every subscription's history (or some merchants') and the contracts, in two queries;
+    test merchants' (on a test clock) only when ``includes_test``."""
     pool = db_engine.current().pool
     wanted = list(merchant_ids) if merchant_ids is not None else None
     if merchant_id is not None:
@@ -267,10 +271,13 @@ async def load_book(
         "SELECT e.merchant_id, e.subscription_id, s.timezone, e.kind, e.to_status, e.at,"
         " e.details::text AS details FROM subscription_events e"
         " JOIN subscriptions s ON s.merchant_id = e.merchant_id AND s.id = e.subscription_id"
+        " JOIN merchants m ON m.id = e.merchant_id"
         " WHERE e.kind IN ('created', 'status_changed', 'plan_changed')"
         " AND ($1::uuid[] IS NULL OR e.merchant_id = ANY($1::uuid[]))"
+        f" AND ($2 OR NOT {TEST_MERCHANT_SQL})"
         " ORDER BY e.merchant_id, e.subscription_id, e.at, e.id",
         wanted,
+        includes_test,
     )
     grouped: dict[tuple[UUID, UUID], list[Any]] = defaultdict(list)
     zones: dict[tuple[UUID, UUID], str] = {}
@@ -317,8 +324,10 @@ def month_bounds(first: date, last: date) -> list[tuple[int, int]]:
     return months
 
 
-async def mrr_on(day: date, tz_name: str, merchant_id: UUID | None = None) -> list[TierMrr]:
-    book = await load_book(merchant_id)
+async def mrr_on(
+    day: date, tz_name: str, merchant_id: UUID | None = None, *, includes_test: bool = False
+) -> list[TierMrr]:
+    book = await load_book(merchant_id, includes_test=includes_test)
     return await book.mrr_at(end_of_day(day, tz_name))
 
 
@@ -329,10 +338,15 @@ class MonthMrr:
 
 
 async def mrr_by_month(
-    first: date, last: date, tz_name: str, merchant_id: UUID | None = None
+    first: date,
+    last: date,
+    tz_name: str,
+    merchant_id: UUID | None = None,
+    *,
+    includes_test: bool = False,
 ) -> list[MonthMrr]:
     """MRR per tier at the end of every month from ``first`` to ``last`` (the chart's series)."""
-    book = await load_book(merchant_id)
+    book = await load_book(merchant_id, includes_test=includes_test)
     series = []
     for year, month in month_bounds(first, last):
         next_start = month_start(year + month // 12, month % 12 + 1, tz_name)
@@ -343,9 +357,14 @@ async def mrr_by_month(
 
 
 async def mrr_movement(
-    start: datetime, end: datetime, tz_name: str, merchant_id: UUID | None = None
+    start: datetime,
+    end: datetime,
+    tz_name: str,
+    merchant_id: UUID | None = None,
+    *,
+    includes_test: bool = False,
 ) -> list[Movement]:
-    book = await load_book(merchant_id)
+    book = await load_book(merchant_id, includes_test=includes_test)
     return await book.movements(start, end, tz_name)
 
 
@@ -375,30 +394,64 @@ CHARGE_TYPES: Final = (
 
 BILLED_STATUSES: Final = ("open", "paid", "uncollectible")
 
+TEST_MERCHANT_SQL: Final = "m.test_clock_id IS NOT NULL"
+"""Test data: a merchant attached to a test clock (the demo's merchants are, and they live in a
+throw-away database anyway). Finance figures and exports leave test data out unless asked."""
+
+LINE_PLAN_JOIN: Final = """
+LEFT JOIN LATERAL (
+    SELECT coalesce(e.details->>'to', e.details->>'plan') AS plan_ref
+    FROM subscription_events e
+    WHERE e.merchant_id = i.merchant_id AND e.subscription_id = i.subscription_id
+      AND e.kind IN ('created', 'plan_changed')
+      AND CASE
+          WHEN l.kind IN ('usage', 'adjustment', 'minimum_true_up') THEN e.at < l.period_end
+          WHEN l.kind = 'proration' AND l.amount_minor < 0 THEN e.at < l.period_start
+          ELSE e.at <= l.period_start
+      END
+    ORDER BY e.at DESC, e.id DESC
+    LIMIT 1
+) line_plan ON true
+LEFT JOIN plan_versions lpv
+    ON lpv.code = regexp_replace(line_plan.plan_ref, ' v[0-9]+$', '')
+   AND lpv.version = substring(line_plan.plan_ref FROM ' v([0-9]+)$')::int
+"""
+"""The plan a line was priced under, from the subscription's history, as of the line's service
+period: fees, add-ons, discounts and credits (billed in advance for their period) the plan at
+its start; usage, minimums and late-usage adjustments (rated under the terms in force at the
+end) the plan just before its end; a credit for unused time (a negative proration) the plan
+just before the change it credits. So an upgrade's "Basic monthly service fee … unused time"
+credit is basic, even on the invoice the advanced plan made."""
+
+LINE_TIER_SQL: Final = "coalesce(lpv.tier, pv.tier, i.plan_code)"
+
 # The revenue rows as SQL, so that the export streams the very rows the page sums: month, tier,
 # charge type, currency, amount, line count. $1/$2 bound the accounting instant, $3 the zone,
-# $4 the merchant (or NULL).
+# $4 the merchant (or NULL), $5 whether test merchants count.
 REVENUE_SQL: Final = f"""
 SELECT month, tier, charge_type, currency, sum(amount_minor)::bigint AS amount_minor,
        count(*)::bigint AS lines
 FROM (
     SELECT to_char(i.finalized_at AT TIME ZONE $3, 'YYYY-MM') AS month,
-           coalesce(pv.tier, i.plan_code) AS tier, {CHARGE_TYPE_SQL} AS charge_type,
+           {LINE_TIER_SQL} AS tier, {CHARGE_TYPE_SQL} AS charge_type,
            l.currency, l.amount_minor
     FROM invoices i
+    JOIN merchants m ON m.id = i.merchant_id
     JOIN invoice_lines l ON l.merchant_id = i.merchant_id AND l.invoice_id = i.id
     LEFT JOIN plan_versions pv ON pv.code = i.plan_code AND pv.version = i.plan_version
+    {LINE_PLAN_JOIN}
     WHERE i.status IN ('open', 'paid', 'uncollectible')
       AND i.finalized_at >= $1 AND i.finalized_at < $2
-      AND ($4::uuid IS NULL OR i.merchant_id = $4)
+      AND ($4::uuid IS NULL OR i.merchant_id = $4) AND ($5 OR NOT {TEST_MERCHANT_SQL})
     UNION ALL
     SELECT to_char(n.created_at AT TIME ZONE $3, 'YYYY-MM'), coalesce(pv.tier, i.plan_code),
            'credit_notes', n.currency, -n.amount_minor
     FROM credit_notes n
+    JOIN merchants m ON m.id = n.merchant_id
     JOIN invoices i ON i.merchant_id = n.merchant_id AND i.id = n.invoice_id
     LEFT JOIN plan_versions pv ON pv.code = i.plan_code AND pv.version = i.plan_version
     WHERE n.created_at >= $1 AND n.created_at < $2
-      AND ($4::uuid IS NULL OR n.merchant_id = $4)
+      AND ($4::uuid IS NULL OR n.merchant_id = $4) AND ($5 OR NOT {TEST_MERCHANT_SQL})
 ) rows
 GROUP BY month, tier, charge_type, currency
 ORDER BY month,
@@ -418,9 +471,16 @@ class BilledRevenue:
 
 
 async def billed_revenue(
-    start: datetime, end: datetime, tz_name: str, merchant_id: UUID | None = None
+    start: datetime,
+    end: datetime,
+    tz_name: str,
+    merchant_id: UUID | None = None,
+    *,
+    includes_test: bool = False,
 ) -> list[BilledRevenue]:
-    rows = await db_engine.current().pool.fetch(REVENUE_SQL, start, end, tz_name, merchant_id)
+    rows = await db_engine.current().pool.fetch(
+        REVENUE_SQL, start, end, tz_name, merchant_id, includes_test
+    )
     return [BilledRevenue(**dict(row)) for row in rows]
 
 
@@ -436,26 +496,35 @@ class MonthSummary:
     invoice_status_counts: dict[str, int]
 
 
-async def month_summary(year: int, month: int, tz_name: str) -> list[MonthSummary]:
+async def month_summary(
+    year: int, month: int, tz_name: str, *, includes_test: bool = False
+) -> list[MonthSummary]:
     """Per currency: the totals of invoices finalized in the month (billed), the payments
-    received in it (collected, from ``payments``), and the month's invoices by status."""
+    received in it (collected, from ``payments``), and the month's invoices by status; test
+    merchants' only when ``includes_test``."""
     start = month_start(year, month, tz_name)
     end = month_start(year + month // 12, month % 12 + 1, tz_name)
     pool = db_engine.current().pool
     invoices = await pool.fetch(
-        "SELECT currency, status, count(*)::bigint AS n,"
-        " sum(CASE WHEN status IN ('open', 'paid', 'uncollectible') THEN total_minor ELSE 0"
-        " END)::bigint AS billed"
-        " FROM invoices WHERE finalized_at >= $1 AND finalized_at < $2"
-        " GROUP BY currency, status ORDER BY currency, status",
+        "SELECT i.currency, i.status, count(*)::bigint AS n,"
+        " sum(CASE WHEN i.status IN ('open', 'paid', 'uncollectible') THEN i.total_minor"
+        " ELSE 0 END)::bigint AS billed"
+        " FROM invoices i JOIN merchants m ON m.id = i.merchant_id"
+        " WHERE i.finalized_at >= $1 AND i.finalized_at < $2"
+        f" AND ($3 OR NOT {TEST_MERCHANT_SQL})"
+        " GROUP BY i.currency, i.status ORDER BY i.currency, i.status",
         start,
         end,
+        includes_test,
     )
     payments = await pool.fetch(
-        "SELECT currency, sum(amount_minor)::bigint AS collected FROM payments"
-        " WHERE paid_at >= $1 AND paid_at < $2 GROUP BY currency",
+        "SELECT p.currency, sum(p.amount_minor)::bigint AS collected FROM payments p"
+        " JOIN merchants m ON m.id = p.merchant_id"
+        f" WHERE p.paid_at >= $1 AND p.paid_at < $2 AND ($3 OR NOT {TEST_MERCHANT_SQL})"
+        " GROUP BY p.currency",
         start,
         end,
+        includes_test,
     )
     label = f"{year:04d}-{month:02d}"
     billed: dict[str, int] = defaultdict(int)

@@ -10,9 +10,9 @@ from service.invoicing.document import InvoiceDocument
 
 _STYLE = (
     CJK_FONT_FACE
-    + "body{font-family:system-ui,-apple-system,"
+    + "body{font-family:"
     + CJK_FONTS
-    + """,sans-serif;margin:0;background:#f5f7fa;color:#1d2430}
+    + """,system-ui,-apple-system,sans-serif;margin:0;background:#f5f7fa;color:#1d2430}
 .sheet{max-width:860px;margin:24px auto;background:#fff;border:1px solid #e4e7ec;
 border-radius:6px;padding:32px 40px}
 h1{font-size:1.5rem;margin:0}.muted{color:#667085}

@@ -278,7 +278,12 @@ async def test_the_export_lists_every_movement(client: AsyncClient, operator: Te
     await close_pass(tenant.merchant_id)
     response = await client.get(
         "/v1/finance/exports/credit_balance",
-        params={"from": "2026-06-01", "to": "2026-06-30", "merchant_id": str(tenant.merchant_id)},
+        params={
+            "from": "2026-06-01",
+            "to": "2026-06-30",
+            "merchant_id": str(tenant.merchant_id),
+            "include_test": "true",
+        },
         headers=operator.headers,
     )
     assert response.status_code == 200, response.text

@@ -57,7 +57,9 @@ async def hostile(client: AsyncClient, operator: Tenant) -> Tenant:
 
 async def _get(client: AsyncClient, operator: Tenant, kind: str, **params: Any) -> bytes:
     response = await client.get(
-        f"/v1/finance/exports/{kind}", params={**RANGE, **params}, headers=operator.headers
+        f"/v1/finance/exports/{kind}",
+        params={**RANGE, "include_test": "true", **params},
+        headers=operator.headers,
     )
     assert response.status_code == 200, response.text
     return response.content
@@ -142,7 +144,8 @@ async def test_billing_export_writes_the_same_inert_cells(
     env = {**os.environ, "DATABASE_URL": database_dsn, "BILLING_LOG_LEVEL": "WARNING"}
     process = await asyncio.create_subprocess_exec(
         billing, "export", "invoices", "--from", RANGE["from"], "--to", RANGE["to"],
-        "--format", "csv", "--merchant", str(hostile.merchant_id), "--out", str(out),
+        "--format", "csv", "--merchant", str(hostile.merchant_id), "--include-test",
+        "--out", str(out),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await process.communicate()

@@ -150,7 +150,7 @@ async def test_a_merchant_key_reaches_no_finance_route(
 async def test_figures_api_matches_the_hand_worked_mrr(
     client: AsyncClient, operator: Tenant, book: Book
 ) -> None:
-    params = {"on": "2026-03-31", "merchant_id": str(book.a.merchant_id)}
+    params = {"on": "2026-03-31", "merchant_id": str(book.a.merchant_id), "include_test": "1"}
     response = await client.get("/v1/finance/mrr", headers=operator.headers, params=params)
     assert response.status_code == 200, response.text
     assert response.json()["tiers"] == [
@@ -217,7 +217,8 @@ async def test_billing_export_command_writes_the_same_bytes_as_the_api(
     env = {**os.environ, "DATABASE_URL": database_dsn, "BILLING_LOG_LEVEL": "WARNING"}
     process = await asyncio.create_subprocess_exec(
         billing, "export", "invoices", "--from", "2026-03-01", "--to", "2026-04-30",
-        "--format", "xlsx", "--merchant", str(book.d.merchant_id), "--out", str(out),
+        "--format", "xlsx", "--merchant", str(book.d.merchant_id), "--include-test",
+        "--out", str(out),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await process.communicate()

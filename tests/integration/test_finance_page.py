@@ -38,6 +38,33 @@ from webhooks.reconcile_source import StripeLedgerSource
 # run never leaves the work tree changed.
 README_SCREENSHOT = Path(__file__).resolve().parents[2] / "infra" / "finance-page.png"
 
+# Every element that sticks out of the card (section) it is in, as "tag.class: px".
+_OVERFLOWING = """
+[...document.querySelectorAll('main section')].flatMap(card => {
+  const box = card.getBoundingClientRect();
+  return [...card.querySelectorAll('*')].filter(el => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && (r.right > box.right + 0.5 || r.left < box.left - 0.5);
+  }).map(el => `${el.tagName}.${el.className.baseVal ?? el.className}: ${
+    Math.round(el.getBoundingClientRect().right - box.right)}px`);
+})
+"""
+# Headless Chromium here has no CJK font of its own: load the page's web font for its text
+# before the screenshot (a browser with one shows the names without it).
+_CJK_FONT_LOADED = (
+    "document.fonts.load('14px \"Kefu CJK\"', document.body.innerText).then(fonts => fonts.length)"
+)
+# The chart's width beside the width inside its card's padding.
+_CHART_AND_CARD = """
+(() => {
+  const chart = document.getElementById('mrr-chart');
+  const card = chart.closest('section');
+  const style = getComputedStyle(card);
+  const inner = card.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return [chart.getBoundingClientRect().width, inner];
+})()
+"""
+
 
 @pytest.fixture(scope="module")
 async def book(client: AsyncClient, operator: Tenant) -> Book:
@@ -110,20 +137,21 @@ async def test_finance_page_in_headless_chromium(
         # A merchant's key is refused.
         await page.send("Network.setExtraHTTPHeaders",
                         headers={"Authorization": f"Bearer {book.a.key}"})  # fmt: skip
-        await page.goto(f"{base_url}/finance?month=2026-04")
+        await page.goto(f"{base_url}/finance?month=2026-04&include_test=true")
         refusal = json.loads(await page.evaluate("document.body.innerText"))
         assert refusal["status"] == 403
         await page.send("Network.setExtraHTTPHeaders", headers={})
 
         # No key: the login form; an operator key logs in and lands on the page.
-        await page.goto(f"{base_url}/finance?month=2026-04")
+        await page.goto(f"{base_url}/finance?month=2026-04&include_test=true")
         assert await page.evaluate("location.pathname") == "/finance/login"
         await page.evaluate(
             f"document.getElementById('api_key').value = {json.dumps(operator.key)};"
             "document.querySelector('form').submit()"
         )
         await page.wait_for("Page.loadEventFired")
-        await page.goto(f"{base_url}/finance?month=2026-04")
+        # The merchants here are on test clocks: test data, counted on request.
+        await page.goto(f"{base_url}/finance?month=2026-04&include_test=true")
         assert await page.evaluate("location.pathname") == "/finance"
         cookie_visible = await page.evaluate("document.cookie")
         assert "kefu_finance_session" not in cookie_visible  # HttpOnly
@@ -144,12 +172,13 @@ async def test_finance_page_in_headless_chromium(
             "Object.fromEntries([...document.querySelectorAll('#mrr [data-mrr-tier]')]"
             ".map(td => [td.dataset.mrrTier, Number(td.dataset.minor)]))"
         )
-        mrr = await client.get("/v1/finance/mrr", params={"on": "2026-04-30"},
+        mrr = await client.get("/v1/finance/mrr", params={"on": "2026-04-30", "include_test": "1"},
                                headers=operator.headers)  # fmt: skip
         assert on_page == {t["tier"]: t["mrr_minor"] for t in mrr.json()["tiers"]}
         march_bars = {tier: minor for month, tier, minor, _ in bars if month == "2026-04"}
         assert march_bars == on_page
-        summary = (await client.get("/v1/finance/summary", params={"month": "2026-04"},
+        summary = (await client.get("/v1/finance/summary",
+                                    params={"month": "2026-04", "include_test": "1"},
                                     headers=operator.headers)).json()  # fmt: skip
         billed = await page.evaluate(
             "Object.fromEntries([...document.querySelectorAll('[data-billed]')]"
@@ -185,10 +214,26 @@ async def test_finance_page_in_headless_chromium(
             ".map(td => td.textContent)]"
         )
         assert shown == [str(stored["mismatch_count"]), ["missing_here"]]
+        # Whose it is: the merchant beside every invoice, payment and refund listed.
+        merchants = await page.evaluate(
+            "[...document.querySelectorAll('tr.mismatch td.merchant')].map(td => td.textContent)"
+        )
+        assert merchants == ["戊 Shop E"]
+
+        # Nothing is wider than its card, and the chart fills its card, at several widths.
+        for width in (1280, 900, 600):
+            await page.send("Emulation.setDeviceMetricsOverride", width=width, height=1000,
+                            deviceScaleFactor=1, mobile=False)  # fmt: skip
+            assert await page.evaluate(_OVERFLOWING) == [], width
+            chart, card = await page.evaluate(_CHART_AND_CARD)
+            assert card - 1 <= chart <= card + 1, (width, chart, card)
+        await page.send("Emulation.setDeviceMetricsOverride", width=1280, height=1000,
+                        deviceScaleFactor=1, mobile=False)  # fmt: skip
         screenshot = (
             README_SCREENSHOT
             if os.environ.get("KEFU_UPDATE_SCREENSHOTS") == "1"
             else tmp_path / "finance-page.png"
         )
+        await page.evaluate(_CJK_FONT_LOADED)
         await page.screenshot(screenshot)
     assert screenshot.stat().st_size > 10_000

@@ -196,7 +196,7 @@ async def test_reconciliations_through_the_api_are_stored_and_exportable(
         exported = await client.get(
             "/v1/finance/exports/reconciliation",
             params={"from": "2026-03-01", "to": "2026-03-01",
-                    "merchant_id": str(tenant.merchant_id)},
+                    "merchant_id": str(tenant.merchant_id), "include_test": "true"},
             headers=operator.headers,
         )  # fmt: skip
         rows = list(csv.DictReader(io.StringIO(exported.text)))

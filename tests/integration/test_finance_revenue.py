@@ -24,7 +24,7 @@ def _tiers(rows: list[revenue.TierMrr]) -> dict[str, tuple[int, int]]:
 
 
 async def test_mrr_per_tier_on_a_date(book: Book) -> None:
-    mrr_book = await revenue.load_book(merchant_ids=book.merchant_ids[:3])
+    mrr_book = await revenue.load_book(merchant_ids=book.merchant_ids[:3], includes_test=True)
     on = lambda day: mrr_book.mrr_at(revenue.end_of_day(day, TZ))  # noqa: E731
     # 03-10: A ¥99 + 40% = ¥138.60 (C still on trial: zero); B ¥300.
     assert _tiers(await on(date(2026, 3, 10))) == {"basic": (13860, 1), "advanced": (30000, 1)}
@@ -37,7 +37,7 @@ async def test_mrr_per_tier_on_a_date(book: Book) -> None:
 
 
 async def test_mrr_movement_per_month(book: Book) -> None:
-    mrr_book = await revenue.load_book(merchant_ids=book.merchant_ids[:3])
+    mrr_book = await revenue.load_book(merchant_ids=book.merchant_ids[:3], includes_test=True)
     moves = await mrr_book.movements(
         revenue.month_start(2026, 3, TZ), revenue.month_start(2026, 5, TZ), TZ
     )
@@ -56,7 +56,7 @@ async def test_mrr_movement_per_month(book: Book) -> None:
 async def test_billed_revenue_per_tier_and_charge_type(book: Book) -> None:
     rows = await revenue.billed_revenue(
         revenue.month_start(2026, 3, TZ), revenue.month_start(2026, 5, TZ), TZ,
-        merchant_id=book.d.merchant_id,
+        merchant_id=book.d.merchant_id, includes_test=True,
     )  # fmt: skip
     billed = {(r.month, r.tier, r.charge_type): r.amount_minor for r in rows if r.amount_minor}
     # Both invoices were finalized by the close pass on 04-03 (the clock's time): the signup
@@ -71,7 +71,8 @@ async def test_billed_revenue_per_tier_and_charge_type(book: Book) -> None:
 
 async def test_mrr_by_month_series(book: Book) -> None:
     series = await revenue.mrr_by_month(date(2026, 3, 1), date(2026, 4, 30), TZ,
-                                        merchant_id=book.b.merchant_id)  # fmt: skip
+                                        merchant_id=book.b.merchant_id,
+                                        includes_test=True)  # fmt: skip
     assert [(m.month, _tiers(m.tiers)) for m in series] == [
         ("2026-03", {"advanced": (30000, 1)}),
         ("2026-04", {}),

@@ -236,7 +236,11 @@ async def test_finance_opens_documents_in_a_browser_with_its_session(
             if os.environ.get("KEFU_UPDATE_SCREENSHOTS") == "1"
             else tmp_path / "invoice-document.png"
         )
-        assert await page.evaluate("document.fonts.ready.then(() => document.fonts.size)")
+        # Headless Chromium here has no CJK font: the page's own is loaded for its text.
+        assert await page.evaluate(
+            "document.fonts.load('16px \"Kefu CJK\"', document.body.innerText)"
+            ".then(fonts => fonts.length)"
+        )
         await page.screenshot(screenshot)
     assert screenshot.stat().st_size > 10_000
 

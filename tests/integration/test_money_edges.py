@@ -120,6 +120,7 @@ async def test_quantities_are_plain_decimals_in_json_and_files(
             "to": "2026-04-30",
             "format": "xlsx",
             "merchant_id": str(tenant.merchant_id),
+            "include_test": "true",
         },
         headers=operator.headers,
     )
