@@ -15,6 +15,13 @@ for one merchant.
 - The same request on the same data gives the same bytes: every query orders by a unique key,
   values are formatted one fixed way, and nothing records "now" (XLSX: fixed document
   properties and zip entry times; Parquet: no timestamps in its metadata).
+- Typed for the tools finance uses: accounting dates are dates, times are instants in the
+  export's zone (Parquet ``date32`` and ``timestamp(tz)``; XLSX real dates and date-times with
+  the zone said in header notes and a ``notes`` sheet, money in its currency's decimals, a
+  frozen, filtered header, sized columns).
+- Each money movement is one row (refunds: a credit note with its Stripe refunds), each line is
+  filed under the tier that priced it, and test merchants (``is_test``) are left out unless
+  the request includes them.
 - Finance opens these files in Excel, and merchants choose their own names: every cell goes
   through one cell writer (`Cell`), for every export kind, over HTTP and ``billing export``
   alike. A text cell is only ever text: in CSV one that starts with ``=``, ``+``, ``-``, ``@``,

@@ -20,8 +20,12 @@ churn (per tier this holds unless merchants changed tier in the month).
 
 **Billed revenue** sums the lines of finalized invoices (status open, paid or uncollectible;
 void invoices billed nothing) by the month their invoice was finalized, in the chosen timezone,
-and the plan version's tier, by charge type (see ``CHARGE_TYPE_SQL``), plus credit notes (as
-``credit_notes``, negative, by the month they were issued).
+and the tier of the plan that priced each line as of its service period (``LINE_PLAN_JOIN``),
+by charge type (see ``CHARGE_TYPE_SQL``), plus credit notes (as ``credit_notes``, negative, by
+the month they were issued, under their invoice's tier).
+
+**Test data** (merchants on a test clock, ``TEST_MERCHANT_SQL``) is left out of every figure
+unless ``includes_test`` asks for it.
 """
 
 from __future__ import annotations
