@@ -344,6 +344,7 @@ async def test_a_payment_carries_its_charge_in_the_api_and_the_payments_export(
             "to": (day + timedelta(days=1)).isoformat(),
             "merchant_id": str(tenant.merchant_id),
             "format": "csv",
+            "include_test": "true",  # a merchant on a test clock is test data
         },
         headers=operator.headers,
     )
