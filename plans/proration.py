@@ -71,9 +71,13 @@ def _duration(seconds: int) -> str:
     return " ".join(part for part in parts if part) or "0 s"
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+"""Month names spelled here, not by ``%b``, which follows the process's locale."""
+
+
 def _moment(instant: datetime, *, with_time: bool, with_year: bool) -> str:
     """``16 Nov``, ``16 Nov 14:37``, ``16 Dec 2026 14:37`` (the instant's own zone)."""
-    text = f"{instant.day} {instant:%b}"
+    text = f"{instant.day} {_MONTHS[instant.month - 1]}"
     if with_year:
         text += f" {instant.year}"
     return f"{text} {instant:%H:%M}" if with_time else text
