@@ -168,38 +168,95 @@ class PerEventInput(Input):
 
 
 class Output(msgspec.Struct, kw_only=True):
-    """A response body. Its ``Decimal`` fields are written out plain (``20000``, never the
-    ``2E+4`` that PostgreSQL's numerics can arrive as): JSON carries a Decimal as its ``str``."""
+    """A response body, written one way whatever the values arrived as:
+
+    - every timestamp in UTC, RFC 3339 with ``Z`` (``2026-12-01T00:00:00Z``): periods computed
+      in the merchant's zone included, and timestamps inside free-form objects (event
+      details, audit changes) too. People's text (documents, line explanations, the CLI)
+      uses the merchant's zone and names it; JSON never does;
+    - ``Decimal`` fields plain (``20000``, never the ``2E+4`` that PostgreSQL's numerics can
+      arrive as): JSON carries a Decimal as its ``str``."""
 
     def __post_init__(self) -> None:
-        for name in _decimal_fields(type(self)):
+        decimals, instants, free = _special_fields(type(self))
+        for name in decimals:
             value = getattr(self, name)
             if isinstance(value, Decimal):
                 setattr(self, name, plain_decimal(value))
+        for name in instants:
+            value = getattr(self, name)
+            if isinstance(value, datetime) and value.utcoffset():
+                setattr(self, name, value.astimezone(UTC))
+        for name in free:
+            setattr(self, name, utc_timestamps(getattr(self, name)))
 
 
-_DECIMAL_FIELDS: Final[dict[type, tuple[str, ...]]] = {}
+_SPECIAL_FIELDS: Final[dict[type, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]] = {}
+_RFC3339: Final = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$"
+)
 
 
-def _decimal_fields(cls: type[Output]) -> tuple[str, ...]:
-    """The fields of an output type that may hold a Decimal (looked up once per type)."""
-    names = _DECIMAL_FIELDS.get(cls)
-    if names is None:
+def _special_fields(cls: type[Output]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The fields of an output type that may hold a Decimal, a datetime, or anything (a
+    free-form object): looked up once per type."""
+    found = _SPECIAL_FIELDS.get(cls)
+    if found is None:
         info = msgspec.inspect.type_info(cls)
         assert isinstance(info, msgspec.inspect.StructType)
-        names = tuple(field.name for field in info.fields if _may_be_decimal(field.type))
-        _DECIMAL_FIELDS[cls] = names
-    return names
+        found = (
+            tuple(f.name for f in info.fields if _may_be(f.type, msgspec.inspect.DecimalType)),
+            tuple(f.name for f in info.fields if _may_be(f.type, msgspec.inspect.DateTimeType)),
+            tuple(f.name for f in info.fields if _is_free_form(f.type)),
+        )
+        _SPECIAL_FIELDS[cls] = found
+    return found
 
 
-def _may_be_decimal(info: msgspec.inspect.Type) -> bool:
+def _may_be(info: msgspec.inspect.Type, kind: type[msgspec.inspect.Type]) -> bool:
     if isinstance(info, msgspec.inspect.Metadata):  # Annotated with a description, examples
-        return _may_be_decimal(info.type)
-    if isinstance(info, msgspec.inspect.DecimalType):
+        return _may_be(info.type, kind)
+    if isinstance(info, kind):
         return True
     if isinstance(info, msgspec.inspect.UnionType):
-        return any(_may_be_decimal(member) for member in info.types)
+        return any(_may_be(member, kind) for member in info.types)
     return False
+
+
+def _is_free_form(info: msgspec.inspect.Type) -> bool:
+    if isinstance(info, msgspec.inspect.Metadata):
+        return _is_free_form(info.type)
+    if isinstance(info, msgspec.inspect.UnionType):
+        return any(_is_free_form(member) for member in info.types)
+    if isinstance(info, msgspec.inspect.DictType | msgspec.inspect.ListType):
+        return _is_free_form(
+            info.value_type if isinstance(info, msgspec.inspect.DictType) else info.item_type
+        )
+    return isinstance(info, msgspec.inspect.AnyType)
+
+
+def rfc3339_utc(instant: datetime) -> str:
+    """An instant as JSON carries it here: UTC, RFC 3339, ``Z``."""
+    return msgspec.json.encode(instant.astimezone(UTC)).decode()[1:-1]
+
+
+def utc_timestamps(value: Any) -> Any:
+    """A free-form value with every RFC 3339 timestamp in it (strings, datetimes) rewritten
+    as UTC ``Z``; everything else unchanged."""
+    if isinstance(value, str):
+        if _RFC3339.match(value) and not value.endswith("Z"):
+            try:
+                return rfc3339_utc(datetime.fromisoformat(value))
+            except ValueError:
+                return value
+        return value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo is not None else value
+    if isinstance(value, dict):
+        return {key: utc_timestamps(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [utc_timestamps(item) for item in value]
+    return value
 
 
 # -- patterns with words: a refused value is explained in words, never with the regex ----------
