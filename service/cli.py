@@ -371,21 +371,19 @@ def close_periods(
     ] = False,
 ) -> None:
     """One close pass with a progress bar: every ended period past its grace window becomes
-    exactly one invoice. Prints invoices made, totals and what was skipped and why."""
+    exactly one invoice. Prints each invoice made (or, with --dry-run, that it would make: the
+    same pass, rolled back), totals, and each period skipped with the reason."""
     from datetime import timedelta
 
-    from plans.money import format_minor
     from service.clock import SYSTEM_CLOCK
     from service.command import progress
-    from service.invoicing import close
+    from service.invoicing import close_report
 
     settings = load_settings()
-    grace = timedelta(hours=settings.usage_grace_hours)
 
-    async def work() -> close.CloseSummary:
-        now = SYSTEM_CLOCK.now()
+    async def work() -> close_report.Report:
         with progress() as bar:
-            task = bar.add_task("closing periods", total=None)
+            task = bar.add_task("previewing" if dry_run else "closing periods", total=None)
 
             def on_progress(*, total: int | None = None, advance: int = 0) -> None:
                 if total is not None:
@@ -393,48 +391,18 @@ def close_periods(
                 if advance:
                     bar.advance(task, advance)
 
-            if not dry_run:
-                return await close.run_pass(
-                    system_now=now,
-                    grace=grace,
-                    tax_rate=settings.tax_rate,
-                    merchant_id=merchant,
-                    on_progress=on_progress,
-                )
-            summary = close.CloseSummary()
-            period_ids = await close.due_period_ids(
-                now, grace=grace, merchant_id=merchant, limit=1_000_000
+            return await close_report.close_periods(
+                system_now=SYSTEM_CLOCK.now(),
+                grace=timedelta(hours=settings.usage_grace_hours),
+                tax_rate=settings.tax_rate,
+                merchant_id=merchant,
+                dry_run=dry_run,
+                on_progress=on_progress,
             )
-            on_progress(total=len(period_ids))
-            previewed_lines: set[UUID] = set()
-            for period_id in period_ids:
-                preview = await close.preview_period(
-                    period_id,
-                    system_now=now,
-                    tax_rate=settings.tax_rate,
-                    previewed_lines=previewed_lines,
-                )
-                if preview is None:
-                    summary.skip("taken by another worker or already invoiced")
-                else:
-                    total, currency = preview
-                    summary.invoices_made += 1
-                    summary.total_minor_by_currency[currency] = (
-                        summary.total_minor_by_currency.get(currency, 0) + total
-                    )
-                on_progress(advance=1)
-            return summary
 
-    summary = run_with_database(settings, work, pool_max=8)
     out = console()
-    verb = "would make" if dry_run else "made"
-    out.print(f"{verb} {summary.invoices_made} invoice(s)")
-    for currency, total in sorted(summary.total_minor_by_currency.items()):
-        out.print(f"  total {format_minor(total, currency)}", markup=False)
-    if summary.subscriptions_rolled:
-        out.print(f"subscriptions brought up to date: {summary.subscriptions_rolled}")
-    for reason, count in sorted(summary.skipped.items()):
-        out.print(f"skipped {count}: {reason}", markup=False, highlight=False)
+    for line in close_report.render(run_with_database(settings, work, pool_max=8)):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _checked_zone(timezone: str) -> str:

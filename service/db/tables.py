@@ -270,10 +270,19 @@ class InvoiceLineRow(Table, tablename="invoice_lines"):
     explanation = Varchar(length=400)
 
 
-class InvoiceNumberCounter(Table, tablename="invoice_number_counters"):
-    merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, year)
-    year = Integer()
-    last_number = Integer(default=0)
+class InvoiceNumberPrefix(Table, tablename="invoice_number_prefixes"):
+    """A merchant's invoice number prefix, unique across the ledger (a reference table)."""
+
+    merchant_id = UUID(primary_key=True)
+    prefix = Varchar(length=8, unique=True)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class InvoiceNumberSequence(Table, tablename="invoice_number_sequences"):
+    """The last number a merchant's invoices took: gapless, bumped when one is finalized."""
+
+    merchant_id = UUID(primary_key=True)
+    last_number = BigInt(default=0)
 
 
 class CreditNote(Table, tablename="credit_notes"):
@@ -563,7 +572,8 @@ ALL_TABLES: tuple[type[Table], ...] = (
     UsageAggregateRow,
     Invoice,
     InvoiceLineRow,
-    InvoiceNumberCounter,
+    InvoiceNumberPrefix,
+    InvoiceNumberSequence,
     CreditNote,
     SlaReportRow,
     CreditBalance,

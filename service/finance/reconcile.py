@@ -25,6 +25,7 @@ from uuid import UUID
 import structlog
 
 from service.db import engine as db_engine
+from service.wire import rfc3339_utc
 
 log = structlog.get_logger(__name__)
 
@@ -434,7 +435,7 @@ async def store(result: Reconciliation, *, now: datetime) -> dict[str, Any]:
         len(result.mismatches),
         json.dumps(document, default=str),
     )
-    return {"id": str(row["id"]), "created_at": row["created_at"].isoformat(), **document}
+    return {"id": str(row["id"]), "created_at": rfc3339_utc(row["created_at"]), **document}
 
 
 async def stored(reconciliation_id: UUID | None = None) -> dict[str, Any] | None:
@@ -448,6 +449,6 @@ async def stored(reconciliation_id: UUID | None = None) -> dict[str, Any] | None
         return None
     return {
         "id": str(row["id"]),
-        "created_at": row["created_at"].isoformat(),
+        "created_at": rfc3339_utc(row["created_at"]),
         **json.loads(row["document"]),
     }

@@ -25,44 +25,67 @@ from plans.periods import Period, period_containing, zone
 from plans.rating import LateUsage
 from plans.sla import SlaReport
 from service.catalog import store as catalog_store
-from service.db.engine import current as current_database
 from service.db.engine import transaction_connection
 from service.db.tables import (
     PendingLine,
     Subscription,
 )
 from service.invoicing import credit_balance, drafts, invoices
+from service.invoicing.simulation import in_preview, reader, unit
 from service.subscriptions import lifecycle
 from service.usage.aggregates import period_aggregates
 
 log = structlog.get_logger(__name__)
 
-# Merchants on a test clock live at its time; everyone else at the system time ($1).
-_DUE_PERIODS = """
-SELECT sp.id
+# Where the merchant's clock stands: fixed by a preview ($at), else its test clock's time, else
+# the system's. Every query below that needs the merchant's now spells it this way.
+_MERCHANT_TIME = "coalesce({at}::timestamptz, tc.frozen_time, {system})"
+
+# Ended periods past their grace window and not yet invoiced, oldest first.
+_DUE_PERIODS = f"""
+SELECT sp.id, sp.merchant_id, sp.subscription_id, sp.period_start, sp.period_end
 FROM subscription_periods sp
 JOIN merchants m ON m.id = sp.merchant_id
 LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
 WHERE sp.status = 'ended'
-  AND sp.period_end + $2::interval <= coalesce(tc.frozen_time, $1)
+  AND sp.period_end + $2::interval <= {_MERCHANT_TIME.format(at="$5", system="$1")}
   AND ($3::uuid IS NULL OR sp.merchant_id = $3)
   AND NOT EXISTS (
       SELECT 1 FROM invoices i
       WHERE i.merchant_id = sp.merchant_id AND i.subscription_id = sp.subscription_id
         AND i.period_start = sp.period_start AND i.kind = 'period')
-ORDER BY sp.period_end, sp.id
+ORDER BY sp.period_start, sp.id
 LIMIT $4
 """
 
-_DUE_ROLLS = """
+# Ended periods still inside their grace window: what a pass leaves for later, and until when.
+_WAITING_PERIODS = f"""
+SELECT sp.merchant_id, sp.subscription_id, sp.period_start, sp.period_end,
+       sp.period_end + $2::interval AS due_at
+FROM subscription_periods sp
+JOIN merchants m ON m.id = sp.merchant_id
+LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
+WHERE sp.status = 'ended'
+  AND sp.period_end + $2::interval > {_MERCHANT_TIME.format(at="$5", system="$1")}
+  AND ($3::uuid IS NULL OR sp.merchant_id = $3)
+  AND NOT EXISTS (
+      SELECT 1 FROM invoices i
+      WHERE i.merchant_id = sp.merchant_id AND i.subscription_id = sp.subscription_id
+        AND i.period_start = sp.period_start AND i.kind = 'period')
+ORDER BY sp.period_start, sp.id
+LIMIT $4
+"""
+
+_DUE_ROLLS = f"""
 SELECT s.id
 FROM subscriptions s
 JOIN merchants m ON m.id = s.merchant_id
 LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
 WHERE s.status <> 'canceled'
   AND ($2::uuid IS NULL OR s.merchant_id = $2)
-  AND (s.current_period_end <= coalesce(tc.frozen_time, $1)
-       OR (s.status = 'trialing' AND s.trial_end <= coalesce(tc.frozen_time, $1)))
+  AND (s.current_period_end <= {_MERCHANT_TIME.format(at="$4", system="$1")}
+       OR (s.status = 'trialing'
+           AND s.trial_end <= {_MERCHANT_TIME.format(at="$4", system="$1")}))
 ORDER BY s.current_period_end
 LIMIT $3
 """
@@ -93,10 +116,36 @@ ORDER BY b.merchant_id
 LIMIT $2
 """
 
-_MERCHANT_NOW = """
-SELECT coalesce(tc.frozen_time, $2) AS now
+_MERCHANT_NOW = f"""
+SELECT {_MERCHANT_TIME.format(at="$3", system="$2")} AS now
 FROM merchants m LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id WHERE m.id = $1
 """
+
+TAKEN = "taken by another worker"
+ALREADY_INVOICED = "already invoiced"
+AFTER_EARLIER = "waits for an earlier period of the merchant to be invoiced first"
+IN_GRACE = "in the grace window for late usage"
+
+
+@dataclass(frozen=True, slots=True)
+class DuePeriod:
+    id: UUID
+    merchant_id: UUID
+    subscription_id: UUID
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A period a pass did not invoice, and why (``due_at``: when its grace window ends)."""
+
+    merchant_id: UUID
+    subscription_id: UUID
+    period_start: datetime
+    period_end: datetime
+    reason: str
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -106,32 +155,89 @@ class CloseSummary:
     subscriptions_rolled: int = 0
     credit_balances_settled: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    made: list[invoices.Finalized] = field(default_factory=list)
+    """Each invoice made, in the order it was finalized."""
+    skips: list[Skip] = field(default_factory=list)
+    busy_merchants: list[UUID] = field(default_factory=list)
+    """A dry run: merchants whose rows a worker held (previewed on the next run)."""
 
     def add_invoice(self, invoice: invoices.Finalized) -> None:
         self.invoices_made += 1
+        self.made.append(invoice)
         totals = self.total_minor_by_currency
         totals[invoice.currency] = totals.get(invoice.currency, 0) + invoice.total_minor
 
-    def skip(self, reason: str) -> None:
+    def skip(self, period: DuePeriod | Skip, reason: str, due_at: datetime | None = None) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.skips.append(
+            Skip(
+                period.merchant_id,
+                period.subscription_id,
+                period.period_start,
+                period.period_end,
+                reason,
+                due_at,
+            )
+        )
+
+    def merge(self, other: CloseSummary) -> None:
+        for invoice in other.made:
+            self.add_invoice(invoice)
+        self.subscriptions_rolled += other.subscriptions_rolled
+        self.credit_balances_settled += other.credit_balances_settled
+        for skip in other.skips:
+            self.skip(skip, skip.reason, skip.due_at)
+        self.busy_merchants += other.busy_merchants
 
 
-async def due_period_ids(
-    now: datetime, *, grace: timedelta, merchant_id: UUID | None = None, limit: int = 500
-) -> list[UUID]:
-    rows = await current_database().pool.fetch(_DUE_PERIODS, now, grace, merchant_id, limit)
-    return [row["id"] for row in rows]
+async def due_periods(
+    now: datetime,
+    *,
+    grace: timedelta,
+    merchant_id: UUID | None = None,
+    limit: int = 500,
+    at: datetime | None = None,
+) -> list[DuePeriod]:
+    rows = await reader().fetch(_DUE_PERIODS, now, grace, merchant_id, limit, at)
+    return [DuePeriod(**dict(row)) for row in rows]
+
+
+async def waiting_periods(
+    now: datetime,
+    *,
+    grace: timedelta,
+    merchant_id: UUID | None = None,
+    limit: int = 1000,
+    at: datetime | None = None,
+) -> list[Skip]:
+    """Ended periods whose grace window for late usage is still open."""
+    rows = await reader().fetch(_WAITING_PERIODS, now, grace, merchant_id, limit, at)
+    return [
+        Skip(
+            row["merchant_id"],
+            row["subscription_id"],
+            row["period_start"],
+            row["period_end"],
+            IN_GRACE,
+            row["due_at"],
+        )
+        for row in rows
+    ]
 
 
 async def roll_due_subscriptions(
-    now: datetime, *, merchant_id: UUID | None = None, limit: int = 500
+    now: datetime,
+    *,
+    merchant_id: UUID | None = None,
+    limit: int = 500,
+    at: datetime | None = None,
 ) -> int:
     """Bring subscriptions whose period or trial ended up to date (periods end, scheduled
     changes and cancellations apply). Locked rows are someone else's work: skipped."""
-    rows = await current_database().pool.fetch(_DUE_ROLLS, now, merchant_id, limit)
+    rows = await reader().fetch(_DUE_ROLLS, now, merchant_id, limit, at)
     rolled = 0
     for row in rows:
-        async with current_database().engine.transaction():
+        async with unit():
             sub = (
                 await Subscription.objects()
                 .where(Subscription.id == row["id"])
@@ -140,23 +246,25 @@ async def roll_due_subscriptions(
             )
             if sub is None:
                 continue
-            merchant_now = await _merchant_now(sub.merchant_id, now)
+            merchant_now = await _merchant_now(sub.merchant_id, now, at)
             rolled += 1 if await lifecycle.roll_forward(sub, now=merchant_now) else 0
     return rolled
 
 
-async def _merchant_now(merchant_id: UUID, system_now: datetime) -> datetime:
-    """The merchant's now (its test clock's, or the system's), read in the open transaction."""
-    row = await transaction_connection().fetchrow(_MERCHANT_NOW, merchant_id, system_now)
-    return row["now"] if row else system_now
+async def _merchant_now(
+    merchant_id: UUID, system_now: datetime, at: datetime | None = None
+) -> datetime:
+    """The merchant's now (fixed by a preview, its test clock's, or the system's)."""
+    row = await transaction_connection().fetchrow(_MERCHANT_NOW, merchant_id, system_now, at)
+    return row["now"] if row else (at or system_now)
 
 
-_CLAIM_PERIOD = """
+_CLAIM_PERIOD = f"""
 SELECT sp.merchant_id, sp.subscription_id, sp.period_start, sp.period_end, sp.plan_code,
        sp.plan_version, sp.addons, sp.is_trial, sp.is_final,
        nx.period_start AS next_start, nx.fee_plan_code, nx.fee_plan_version, nx.fee_addons,
        s.currency, s.timezone, s.billing_period, s.billing_anchor,
-       coalesce(tc.frozen_time, $2) AS now
+       {_MERCHANT_TIME.format(at="$3", system="$2")} AS now
 FROM subscription_periods sp
 JOIN subscriptions s ON s.merchant_id = sp.merchant_id AND s.id = sp.subscription_id
 JOIN merchants m ON m.id = sp.merchant_id
@@ -167,39 +275,53 @@ WHERE sp.id = $1 AND sp.status = 'ended'
 FOR UPDATE OF sp SKIP LOCKED
 """
 
+# A period is invoiced only once every earlier period of its merchant has its invoice, so
+# numbers, taken at finalize, follow the periods even with several workers side by side.
+_EARLIER_NOT_INVOICED = """
+SELECT EXISTS (
+    SELECT 1 FROM subscription_periods e
+    WHERE e.merchant_id = $1 AND e.period_start < $2 AND e.status = 'ended'
+      AND NOT EXISTS (
+          SELECT 1 FROM invoices i
+          WHERE i.merchant_id = e.merchant_id AND i.subscription_id = e.subscription_id
+            AND i.period_start = e.period_start AND i.kind = 'period'))
+"""
+
 
 async def close_period(
     period_id: UUID,
     *,
     system_now: datetime,
     tax_rate: Decimal,
-    dry_run: set[UUID] | None = None,
+    at: datetime | None = None,
 ) -> tuple[invoices.Finalized | None, str]:
     """Close one ended period. Returns the invoice, or None with the reason it was skipped."""
-    database = current_database()
     try:
-        async with database.engine.transaction():
+        async with unit():
             connection = transaction_connection()
-            claimed = await connection.fetchrow(_CLAIM_PERIOD, period_id, system_now)
+            claimed = await connection.fetchrow(_CLAIM_PERIOD, period_id, system_now, at)
             if claimed is None:
-                return None, "taken by another worker"
-            invoice = await _close_claimed(claimed, tax_rate=tax_rate, dry_run=dry_run)
+                return None, TAKEN
+            if await connection.fetchval(
+                _EARLIER_NOT_INVOICED, claimed["merchant_id"], claimed["period_start"]
+            ):
+                return None, AFTER_EARLIER
+            invoice = await _close_claimed(claimed, tax_rate=tax_rate)
     except invoices.AlreadyInvoiced:
-        return None, "already invoiced"
-    log.info(
-        "invoice_finalized",
-        invoice_id=str(invoice.id),
-        number=invoice.number,
-        merchant_id=str(invoice.merchant_id),
-        total_minor=invoice.total_minor,
-        currency=invoice.currency,
-    )
+        return None, ALREADY_INVOICED
+    if not in_preview():
+        log.info(
+            "invoice_finalized",
+            invoice_id=str(invoice.id),
+            number=invoice.number,
+            merchant_id=str(invoice.merchant_id),
+            total_minor=invoice.total_minor,
+            currency=invoice.currency,
+        )
     return invoice, "invoiced"
 
 
-async def _close_claimed(
-    claimed: Mapping[str, Any], *, tax_rate: Decimal, dry_run: set[UUID] | None
-) -> invoices.Finalized:
+async def _close_claimed(claimed: Mapping[str, Any], *, tax_rate: Decimal) -> invoices.Finalized:
     merchant_id, subscription_id = claimed["merchant_id"], claimed["subscription_id"]
     tz = zone(claimed["timezone"])
     now = claimed["now"]
@@ -237,20 +359,14 @@ async def _close_claimed(
             connection=transaction_connection(),
         )
     )
+    # Every line still waiting: those billed at once normally had their own invoice already
+    # (the pass makes immediate invoices first); one that could not comes here.
     waiting = await _waiting_lines(merchant_id, subscription_id)
-    if dry_run is not None:
-        # A preview counts each waiting line once in the pass, and leaves the lines billed at
-        # once to their own (immediate) invoice, as the real pass does.
-        waiting = [w for w in waiting if not w[2] and w[0] not in dry_run]
-        dry_run.update(line_id for line_id, _, _ in waiting)
     pending_rows = [(line_id, line) for line_id, line, _ in waiting]
     late = await _late_usage(merchant_id, subscription_id, before=claimed["period_start"], tz=tz)
     sla_id, sla_report = await _sla_report(merchant_id, subscription_id, claimed["period_start"])
     # The balance reaches older open invoices first; what is left is this invoice's to take.
-    if dry_run is None:
-        balance = await credit_balance.settle(merchant_id, claimed["currency"], now=now)
-    else:
-        balance = await credit_balance.left_for_next_invoice(merchant_id, claimed["currency"])
+    balance = await credit_balance.settle(merchant_id, claimed["currency"], now=now)
     draft = drafts.draft(
         usage_terms=usage_terms,
         usage_period=usage_period,
@@ -270,8 +386,6 @@ async def _close_claimed(
             anchor=claimed["billing_anchor"],
         ),
     )
-    if dry_run is not None:
-        raise _DryRun(draft.total_minor, draft.currency)
     invoice = await invoices.create(
         merchant_id=merchant_id,
         subscription_id=subscription_id,
@@ -280,52 +394,42 @@ async def _close_claimed(
         period_end=claimed["period_end"],
         draft=draft,
         now=now,
-        timezone=claimed["timezone"],
     )
     connection = transaction_connection()
-    await _mark_lines_invoiced([row_id for row_id, _ in pending_rows], invoice.id)
+    await _mark_lines_invoiced(merchant_id, [row_id for row_id, _ in pending_rows], invoice.id)
     billed = [] if claimed["is_trial"] else [(usage_period, aggregates)]  # trial usage is free
     billed += [(Period(x.period_start, x.period_end), x.aggregates_after) for x in late]
     await _record_billed(merchant_id, subscription_id, billed)
     if sla_id is not None:
         await connection.execute(
-            "UPDATE sla_reports SET invoice_id = $1 WHERE id = $2", invoice.id, sla_id
+            "UPDATE sla_reports SET invoice_id = $1 WHERE merchant_id = $2 AND id = $3",
+            invoice.id,
+            merchant_id,
+            sla_id,
         )
     await _balance_after(merchant_id, invoice.id, draft, balance_before=balance, now=now)
     return invoice
 
 
-class _DryRun(Exception):
-    def __init__(self, total_minor: int, currency: str) -> None:
-        super().__init__("dry run")
-        self.total_minor = total_minor
-        self.currency = currency
-
-
-async def preview_period(
-    period_id: UUID, *, system_now: datetime, tax_rate: Decimal, previewed_lines: set[UUID]
-) -> tuple[int, str] | None:
-    """The total a close would invoice, computed and rolled back. ``previewed_lines`` carries
-    the waiting lines earlier previews of the same pass already counted."""
-    try:
-        await close_period(
-            period_id, system_now=system_now, tax_rate=tax_rate, dry_run=previewed_lines
-        )
-    except _DryRun as preview:
-        return preview.total_minor, preview.currency
-    return None
-
-
 async def invoice_immediate_lines(
-    *, system_now: datetime, tax_rate: Decimal, merchant_id: UUID | None = None, limit: int = 500
+    *,
+    system_now: datetime,
+    tax_rate: Decimal,
+    merchant_id: UUID | None = None,
+    limit: int = 500,
+    at: datetime | None = None,
 ) -> list[invoices.Finalized]:
     """Lines a plan bills at once (first-period fees, prorations on some plans) get their own
     invoice now instead of waiting for the period close."""
     made = []
-    rows = await current_database().pool.fetch(_DUE_IMMEDIATE, merchant_id, limit)
+    rows = await reader().fetch(_DUE_IMMEDIATE, merchant_id, limit)
     for row in rows:
         invoice = await _invoice_immediate(
-            row["merchant_id"], row["subscription_id"], system_now=system_now, tax_rate=tax_rate
+            row["merchant_id"],
+            row["subscription_id"],
+            system_now=system_now,
+            tax_rate=tax_rate,
+            at=at,
         )
         if invoice is not None:
             made.append(invoice)
@@ -333,21 +437,30 @@ async def invoice_immediate_lines(
 
 
 async def _invoice_immediate(
-    merchant_id: UUID, subscription_id: UUID, *, system_now: datetime, tax_rate: Decimal
+    merchant_id: UUID,
+    subscription_id: UUID,
+    *,
+    system_now: datetime,
+    tax_rate: Decimal,
+    at: datetime | None,
 ) -> invoices.Finalized | None:
     try:
         return await _invoice_immediate_once(
-            merchant_id, subscription_id, system_now=system_now, tax_rate=tax_rate
+            merchant_id, subscription_id, system_now=system_now, tax_rate=tax_rate, at=at
         )
     except invoices.AlreadyInvoiced:
         return None  # one immediate invoice per start instant; the rest wait for the close
 
 
 async def _invoice_immediate_once(
-    merchant_id: UUID, subscription_id: UUID, *, system_now: datetime, tax_rate: Decimal
+    merchant_id: UUID,
+    subscription_id: UUID,
+    *,
+    system_now: datetime,
+    tax_rate: Decimal,
+    at: datetime | None,
 ) -> invoices.Finalized | None:
-    database = current_database()
-    async with database.engine.transaction():
+    async with unit():
         rows = await PendingLine.raw(
             "SELECT id, line FROM pending_invoice_lines WHERE merchant_id = {}"
             " AND subscription_id = {} AND invoice_id IS NULL AND is_invoiced_immediately"
@@ -358,7 +471,7 @@ async def _invoice_immediate_once(
         if not rows:
             return None
         sub = await lifecycle.get(merchant_id, subscription_id)
-        now = await _merchant_now(merchant_id, system_now)
+        now = await _merchant_now(merchant_id, system_now, at)
         lines = [msgspec.json.decode(row["line"], type=InvoiceLine) for row in rows]
         tz = zone(sub.timezone)
         start = min(line.period_start for line in lines).astimezone(tz)
@@ -386,9 +499,8 @@ async def _invoice_immediate_once(
             period_end=end,
             draft=draft,
             now=now,
-            timezone=sub.timezone,
         )
-        await _mark_lines_invoiced([row["id"] for row in rows], invoice.id)
+        await _mark_lines_invoiced(merchant_id, [row["id"] for row in rows], invoice.id)
         await _balance_after(merchant_id, invoice.id, draft, balance_before=balance, now=now)
     return invoice
 
@@ -399,75 +511,103 @@ async def run_pass(
     grace: timedelta,
     tax_rate: Decimal,
     merchant_id: UUID | None = None,
+    at: datetime | None = None,
     on_progress: Any = None,
     should_stop: Any = None,
     batch: int = 500,
     concurrency: int = 4,
+    report_waiting: bool = False,
 ) -> CloseSummary:
     """One full pass: roll subscriptions forward, invoice immediate lines, close due periods.
 
-    ``should_stop`` is asked between periods: a worker told to stop finishes the period it is
-    closing (its own transaction) and leaves the rest for the next pass."""
+    A merchant's periods are closed one after another in period order (so their numbers
+    follow the periods); different merchants' side by side. ``should_stop`` is asked between
+    periods: a worker told to stop finishes the period it is closing (its own transaction) and
+    leaves the rest for the next pass. ``at`` fixes the merchant's time (previews);
+    ``report_waiting`` lists the periods left in their grace window among the skips."""
     summary = CloseSummary()
     stop = should_stop or (lambda: False)
+    if in_preview():
+        concurrency = 1  # one connection: the preview's
     slots = asyncio.Semaphore(concurrency)
-    while rolled := await roll_due_subscriptions(system_now, merchant_id=merchant_id, limit=batch):
+    while rolled := await roll_due_subscriptions(
+        system_now, merchant_id=merchant_id, limit=batch, at=at
+    ):
         summary.subscriptions_rolled += rolled
     for invoice in await invoice_immediate_lines(
-        system_now=system_now, tax_rate=tax_rate, merchant_id=merchant_id
+        system_now=system_now, tax_rate=tax_rate, merchant_id=merchant_id, at=at
     ):
         summary.add_invoice(invoice)
     seen: set[UUID] = set()
     while True:
-        period_ids = [
-            pid
-            for pid in await due_period_ids(
-                system_now, grace=grace, merchant_id=merchant_id, limit=batch
+        due = [
+            period
+            for period in await due_periods(
+                system_now, grace=grace, merchant_id=merchant_id, limit=batch, at=at
             )
-            if pid not in seen
+            if period.id not in seen
         ]
-        if not period_ids:
+        if not due:
             break
         if on_progress is not None:
-            on_progress(total=len(period_ids) + len(seen))
-        seen.update(period_ids)
+            on_progress(total=len(due) + len(seen))
+        seen.update(period.id for period in due)
+        by_merchant: dict[UUID, list[DuePeriod]] = {}
+        for period in due:
+            by_merchant.setdefault(period.merchant_id, []).append(period)
 
-        async def close_one(period_id: UUID) -> None:
+        async def close_in_order(periods: list[DuePeriod]) -> None:
             async with slots:
-                if stop():
-                    return
-                invoice, reason = await close_period(
-                    period_id, system_now=system_now, tax_rate=tax_rate
-                )
-            if invoice is None:
-                summary.skip(reason)
-            else:
-                summary.add_invoice(invoice)
-            if on_progress is not None:
-                on_progress(advance=1)
+                for index, period in enumerate(periods):
+                    if stop():
+                        return
+                    invoice, reason = await close_period(
+                        period.id, system_now=system_now, tax_rate=tax_rate, at=at
+                    )
+                    if on_progress is not None:
+                        on_progress(advance=1)
+                    if invoice is not None:
+                        summary.add_invoice(invoice)
+                        continue
+                    summary.skip(period, reason)
+                    if reason != ALREADY_INVOICED:  # the later ones wait for this one
+                        for later in periods[index + 1 :]:
+                            summary.skip(later, AFTER_EARLIER)
+                            if on_progress is not None:
+                                on_progress(advance=1)
+                        return
 
-        # A few periods in flight at once, each in its own transaction: the database's round
-        # trips overlap instead of adding up.
-        await asyncio.gather(*(close_one(period_id) for period_id in period_ids))
+        # A few merchants in flight at once, each period in its own transaction: the
+        # database's round trips overlap instead of adding up.
+        await asyncio.gather(*(close_in_order(periods) for periods in by_merchant.values()))
         if stop():
             break
     summary.credit_balances_settled = await settle_credit_balances(
-        system_now=system_now, merchant_id=merchant_id, limit=batch
+        system_now=system_now, merchant_id=merchant_id, limit=batch, at=at
     )
+    if report_waiting:
+        for waiting in await waiting_periods(
+            system_now, grace=grace, merchant_id=merchant_id, at=at
+        ):
+            summary.skip(waiting, IN_GRACE, waiting.due_at)
     return summary
 
 
 async def settle_credit_balances(
-    *, system_now: datetime, merchant_id: UUID | None = None, limit: int = 500
+    *,
+    system_now: datetime,
+    merchant_id: UUID | None = None,
+    limit: int = 500,
+    at: datetime | None = None,
 ) -> int:
     """Credit balances that can reach an open invoice, or be refunded, without waiting for an
     invoice to be made (balances from before their movements were recorded, any a close left
     behind), each settled in its own transaction. Returns how many balances went down."""
-    rows = await current_database().pool.fetch(_DUE_BALANCES, merchant_id, limit)
+    rows = await reader().fetch(_DUE_BALANCES, merchant_id, limit)
     settled = 0
     for row in rows:
-        async with current_database().engine.transaction():
-            now = await _merchant_now(row["merchant_id"], system_now)
+        async with unit():
+            now = await _merchant_now(row["merchant_id"], system_now, at)
             before = await credit_balance.lock(row["merchant_id"], row["currency"])
             after = await credit_balance.settle(row["merchant_id"], row["currency"], now=now)
             settled += after < before
@@ -511,11 +651,13 @@ async def _waiting_lines(
     ]
 
 
-async def _mark_lines_invoiced(line_ids: list[UUID], invoice_id: UUID) -> None:
+async def _mark_lines_invoiced(merchant_id: UUID, line_ids: list[UUID], invoice_id: UUID) -> None:
     if line_ids:
         await transaction_connection().execute(
-            "UPDATE pending_invoice_lines SET invoice_id = $1 WHERE id = ANY($2::uuid[])",
+            "UPDATE pending_invoice_lines SET invoice_id = $1"
+            " WHERE merchant_id = $2 AND id = ANY($3::uuid[])",
             invoice_id,
+            merchant_id,
             line_ids,
         )
 

@@ -1,5 +1,6 @@
-"""Invoices: writing a rated draft as a finalized invoice with a gapless number, and the moves an
-invoice makes afterwards (paid, void, uncollectible). A finalized invoice's lines and amounts
+"""Invoices: writing a rated draft as a finalized invoice with its number (unique across the
+ledger, gapless per merchant: ``service.invoicing.numbering``), and the moves an invoice makes
+afterwards (paid, void, uncollectible). A finalized invoice's lines and amounts
 never change (the database refuses it); corrections are credit notes."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from plans.periods import zone
 from plans.rating import InvoiceDraft
 from service.db.engine import transaction_connection
 from service.db.tables import Invoice, InvoiceLineRow, Payment
@@ -26,6 +26,10 @@ class Finalized:
 
     id: UUID
     merchant_id: UUID
+    subscription_id: UUID
+    kind: str
+    period_start: datetime
+    period_end: datetime
     number: str
     total_minor: int
     currency: str
@@ -64,14 +68,13 @@ async def create(
     period_end: datetime,
     draft: InvoiceDraft,
     now: datetime,
-    timezone: str,
 ) -> Finalized:
     """Write a finalized invoice (draft → open, numbered; nothing due → paid) in the caller's
     transaction. Raises AlreadyInvoiced when the period has its invoice: the unique key, not a
     check, is what makes a second close pass (or one after a crash) change nothing, and the
     caller's rollback gives back the number."""
     connection = transaction_connection()
-    number = await numbering.next_number(merchant_id, now.astimezone(zone(timezone)).year)
+    number = await numbering.next_number(merchant_id)
     status = "paid" if draft.total_minor == 0 else "open"
     invoice_id = await connection.fetchval(
         _INSERT_INVOICE,
@@ -121,6 +124,10 @@ async def create(
     return Finalized(
         id=invoice_id,
         merchant_id=merchant_id,
+        subscription_id=subscription_id,
+        kind=kind,
+        period_start=period_start,
+        period_end=period_end,
         number=number,
         total_minor=draft.total_minor,
         currency=draft.currency,

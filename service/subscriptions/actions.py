@@ -4,7 +4,7 @@ its clock's ``now``, make the change, record it in the audit log."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -117,13 +117,23 @@ async def quote(
     data: PlanChangeRequest,
     *,
     tax_rate: Decimal,
+    grace: timedelta,
+    actor: Actor,
 ) -> quotes.ChangeQuote:
-    """Reads only: the change is worked out, never applied."""
+    """Changes nothing: the change and the close run in a transaction that is rolled back."""
     plan = await catalog_store.plan_version(data.plan, data.plan_version)
     sub = await lifecycle.get(merchant_scope, subscription_id)
     now = (await clocks.clock_for_merchant(sub.merchant_id)).now()
     return await quotes.quote_change(
-        sub, new_plan=plan, new_addons=data.addons, when=data.when, now=now, tax_rate=tax_rate
+        merchant_scope,
+        subscription_id,
+        new_plan=plan,
+        new_addons=data.addons,
+        when=data.when,
+        now=now,
+        grace=grace,
+        tax_rate=tax_rate,
+        actor=actor,
     )
 
 

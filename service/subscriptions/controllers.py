@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -27,6 +28,7 @@ from service.subscriptions.schemas import (
     ContractRequest,
     LineOut,
     PlanChangeRequest,
+    PreviewInvoiceOut,
     SignupOut,
     SignupRequest,
     SubscriptionOut,
@@ -181,20 +183,29 @@ class SubscriptionController(Controller):
         subscription_id: FromPath[UUID],
         data: JSONBody[PlanChangeRequest],
         settings: NamedDependency[Settings],
+        actor: NamedDependency[Actor],
     ) -> ChangeQuoteOut:
-        """What the change costs now and what the next invoice would be. Changes nothing."""
+        """What the change costs now and the invoices the close would make after it, to the
+        fen (the change and the close run on the recorded facts, then are rolled back)."""
         quote = await actions.quote(
-            tenant.merchant_id, subscription_id, data, tax_rate=settings.tax_rate
+            tenant.merchant_id,
+            subscription_id,
+            data,
+            tax_rate=settings.tax_rate,
+            grace=timedelta(hours=settings.usage_grace_hours),
+            actor=actor,
         )
+        following = [PreviewInvoiceOut.from_drafted(d) for d in quote.next_invoices]
         return ChangeQuoteOut(
             takes_effect=quote.change.takes_effect,
             effective_at=quote.change.effective_at,
             proration_lines=[LineOut.from_line(line) for line in quote.change.proration_lines],
             proration_net_minor=quote.change.net_minor,
             is_invoiced_immediately=quote.change.is_invoiced_immediately,
-            next_invoice_lines=[LineOut.from_line(line) for line in quote.next_invoice.lines],
-            next_invoice_total_minor=quote.next_invoice.total_minor,
-            currency=quote.next_invoice.currency,
+            next_invoice_lines=following[0].lines if following else [],
+            next_invoice_total_minor=following[0].total_minor if following else 0,
+            currency=quote.change.new_plan.currency,
+            next_invoices=following,
         )
 
     @post(

@@ -93,6 +93,52 @@ class LineOut(Output):
         return cls(**{f: getattr(line, f) for f in cls.__struct_fields__})
 
 
+class PreviewInvoiceOut(Output):
+    """An invoice the period close will make, exactly as it will make it (lines and totals to
+    the fen); it gets its number when it is made."""
+
+    subscription_id: UUID
+    kind: Literal["period", "immediate"]
+    """``period``: a period's invoice (usage in arrears, the next period's fees); ``immediate``:
+    lines billed at once (the first period's fee, prorations on some plans)."""
+    status: Literal["open", "paid"]
+    """``paid`` when nothing will be due (a trial, credits covering it)."""
+    plan_code: str
+    plan_version: int
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    lines: list[LineOut]
+    subtotal_minor: int
+    discounts_minor: int
+    credits_minor: int
+    tax_minor: int
+    total_minor: int
+    credit_balance_applied_minor: int
+    """What the merchant's credit balance takes off this invoice (a line, before tax)."""
+    credit_balance_carried_minor: int
+    """The credit balance after this invoice."""
+
+    @classmethod
+    def from_drafted(cls, drafted: Any) -> PreviewInvoiceOut:
+        """From ``service.invoicing.preview.Drafted``: the rows the close wrote."""
+        row = drafted.invoice
+        fields = {
+            name: getattr(row, name)
+            for name in cls.__struct_fields__
+            if name not in ("lines", "kind", "status")
+        }
+        return cls(
+            **fields,
+            kind=row.kind,
+            status="paid" if row.status == "paid" else "open",
+            lines=[
+                LineOut(**{name: line[name] for name in LineOut.__struct_fields__})
+                for line in drafted.lines
+            ],
+        )
+
+
 class SubscriptionEventOut(Output):
     kind: str
     from_status: str | None
@@ -193,8 +239,12 @@ class ChangeQuoteOut(Output):
     proration_net_minor: int
     is_invoiced_immediately: bool
     next_invoice_lines: list[LineOut]
+    """The lines of the next invoice the close makes after the change (``next_invoices[0]``)."""
     next_invoice_total_minor: int
     currency: str
+    next_invoices: list[PreviewInvoiceOut] = []
+    """The invoices the close makes after the change, in order, up to and including the one
+    of the period open now (as ``GET /v1/invoices/upcoming`` would answer after it)."""
 
 
 class TestClockOut(Output):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,7 +14,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.problems import responses
 from service.settings import Settings
 from service.subscriptions import clocks
-from service.subscriptions.schemas import LineOut
+from service.subscriptions.schemas import PreviewInvoiceOut
 from service.support.reads import SUPPORT_READABLE, merchant_to_read
 from service.tenancy.auth import requires
 from service.tenancy.principal import Actor, KeyScope, Principal
@@ -227,7 +228,7 @@ class UpcomingInvoiceController(Controller):
         "/upcoming",
         summary="The upcoming invoice",
         opt=SUPPORT_READABLE,
-        responses=responses(401, 403, 404, 422),
+        responses=responses(401, 403, 404, 409, 422),
     )
     async def upcoming_invoice(
         self,
@@ -236,24 +237,23 @@ class UpcomingInvoiceController(Controller):
         settings: NamedDependency[Settings],
         merchant_id: SupportMerchant = None,
     ) -> UpcomingInvoiceOut:
-        """The invoice the open period would get if it closed now: next period's fee in
-        advance, this period's usage so far (rated by the plan), lines waiting, tax."""
+        """The next invoice the period close will make, exactly as it will make it (the close
+        runs on the recorded usage, SLA reports, trial, waiting lines and credit balance, then
+        is rolled back), and in ``invoices`` every invoice it will make up to and including
+        the one of the period open now, in order. 409 while a worker holds the merchant's
+        rows: retry."""
         merchant = await merchant_to_read(
             principal, merchant_id, actor=actor, reading="upcoming_invoice"
         )
-        result = await upcoming.upcoming(merchant, tax_rate=settings.tax_rate)
-        invoice = result.invoice
+        result = await upcoming.upcoming(
+            merchant,
+            tax_rate=settings.tax_rate,
+            grace=timedelta(hours=settings.usage_grace_hours),
+        )
+        invoices = [PreviewInvoiceOut.from_drafted(drafted) for drafted in result.invoices]
+        first = invoices[0]
         return UpcomingInvoiceOut(
-            subscription_id=result.subscription.id,
-            plan_code=invoice.plan_code,
-            plan_version=invoice.plan_version,
-            currency=invoice.currency,
-            period_start=invoice.period_start,
-            period_end=invoice.period_end,
-            lines=[LineOut.from_line(line) for line in invoice.lines],
-            subtotal_minor=invoice.subtotal_minor,
-            discounts_minor=invoice.discounts_minor,
-            credits_minor=invoice.credits_minor,
-            tax_minor=invoice.tax_minor,
-            total_minor=invoice.total_minor,
+            **{name: getattr(first, name) for name in PreviewInvoiceOut.__struct_fields__},
+            timezone=result.timezone,
+            invoices=invoices,
         )

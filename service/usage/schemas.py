@@ -15,7 +15,7 @@ from uuid import UUID
 
 import msgspec
 
-from service.subscriptions.schemas import LineOut
+from service.subscriptions.schemas import PreviewInvoiceOut
 from service.wire import Input, Output, PerEventInput
 
 MAX_BATCH = 10_000
@@ -165,16 +165,11 @@ class UsageSummaryOut(Output):
         )
 
 
-class UpcomingInvoiceOut(Output):
-    subscription_id: UUID
-    plan_code: str
-    plan_version: int
-    currency: str
-    period_start: datetime
-    period_end: datetime
-    lines: list[LineOut]
-    subtotal_minor: int
-    discounts_minor: int
-    credits_minor: int
-    tax_minor: int
-    total_minor: int
+class UpcomingInvoiceOut(PreviewInvoiceOut):
+    """The next invoice the close will make (its fields here), then all of them in order."""
+
+    timezone: str
+    """The subscription's zone: its periods are calendar months (or anniversaries) there."""
+    invoices: list[PreviewInvoiceOut]
+    """Every invoice the close will make, in order, up to and including the one of the period
+    open now; the first is the one described above."""

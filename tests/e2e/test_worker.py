@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import time
@@ -169,12 +170,21 @@ async def test_close_periods_command_dry_run_then_real(
         return done.stdout
 
     dry = run("--dry-run")
-    # January and February ended (the first month's fee is an immediate invoice, not a period).
-    assert "would make 2 invoice(s)" in dry
-    assert "¥600.00" in dry  # two months' advance fees of ¥300
+    # The first month's fee (an immediate invoice), then January and February: the dry run is
+    # the pass itself, rolled back.
+    assert "would make 3 invoice(s)" in dry
+    assert "¥900.00" in dry
     count = "SELECT count(*) FROM invoices WHERE merchant_id = $1"
     assert await database.pool.fetchval(count, tenant.merchant_id) == 0
     real = run()
-    assert "made 3 invoice(s)" in real  # the immediate one too
+    assert "made 3 invoice(s)" in real
     assert await database.pool.fetchval(count, tenant.merchant_id) == 3
+
+    def listed(output: str) -> list[str]:
+        lines = [line for line in output.splitlines() if line.startswith("  ")]
+        return [re.sub(r"KB-[0-9A-Z]{4,8}-\d{6}", "(numbered when made)", line) for line in lines]
+
+    assert listed(dry) == listed(real)
+    january = "2026-01-01 00:00 – 2026-02-01 00:00 Asia/Shanghai"
+    assert f"  (numbered when made)  Signed-up shop  period  {january}  ¥300.00" in listed(real)
     assert "made 0 invoice(s)" in run()

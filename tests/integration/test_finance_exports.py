@@ -30,6 +30,14 @@ async def book(client: AsyncClient, operator: Tenant) -> Book:
     return await build_book(client, operator)
 
 
+async def _numbers(merchant_id: uuid.UUID, *sequence: int) -> list[str]:
+    """The merchant's invoice numbers ``KB-<its prefix>-<n>``."""
+    prefix = await current().pool.fetchval(
+        "SELECT prefix FROM invoice_number_prefixes WHERE merchant_id = $1", merchant_id
+    )
+    return [f"KB-{prefix}-{n:06d}" for n in sequence]
+
+
 def _csv_rows(content: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(content.decode("utf-8-sig"))))
 
@@ -50,10 +58,11 @@ async def test_invoice_register_of_a_known_month(
     ]  # fmt: skip
     # The close pass on 04-03 (the clock's time) finalized the signup invoice (March's fee)
     # and March's: 20,000 × ¥0.20 + (¥350,000 − ¥100,000) × 0.30% + April's fee ¥1,200.
+    first, second = await _numbers(book.d.merchant_id, 1, 2)
     assert picked == [
-        ("2026-04-03", "KB-2026-000001", "丁 Shop D", "custom", "immediate", "open",
+        ("2026-04-03", first, "丁 Shop D", "custom", "immediate", "open",
          "1200.00", "1200.00", "120000", "0.00", "2026-04-03T00:00:00+08:00"),
-        ("2026-04-03", "KB-2026-000002", "丁 Shop D", "custom", "period", "open",
+        ("2026-04-03", second, "丁 Shop D", "custom", "period", "open",
          "5950.00", "5950.00", "595000", "0.00", "2026-04-03T00:00:00+08:00"),
     ]  # fmt: skip
     assert rows[1]["period_start"] == "2026-03-01T00:00:00+08:00"
@@ -69,12 +78,13 @@ async def test_lines_usage_and_revenue_exports(
 ) -> None:
     merchant = {"merchant_id": str(book.d.merchant_id)}
     lines = _csv_rows((await download(client, operator, "invoice_lines", **merchant))[0])
+    first, second = await _numbers(book.d.merchant_id, 1, 2)
     assert [(r["invoice_number"], r["charge_type"], r["amount"], r["quantity"]) for r in lines
             if r["amount_minor"] != "0"] == [
-        ("KB-2026-000001", "fees", "1200.00", "1"),
-        ("KB-2026-000002", "per_order", "4000.00", "20000"),
-        ("KB-2026-000002", "gmv_share", "750.00", "250000.00"),
-        ("KB-2026-000002", "fees", "1200.00", "1"),
+        (first, "fees", "1200.00", "1"),
+        (second, "per_order", "4000.00", "20000"),
+        (second, "gmv_share", "750.00", "250000.00"),
+        (second, "fees", "1200.00", "1"),
     ]  # fmt: skip
     usage = _csv_rows((await download(client, operator, "usage", **merchant))[0])
     assert [(r["accounting_date"], r["tier"], r["order_events"], r["orders"], r["gmv"],

@@ -122,6 +122,15 @@ async def test_planted_differences_are_found_and_described(
         ("refund", "missing_here"),
     ]  # fmt: skip
     by_kind = {(m.object, m.kind): m for m in result.mismatches}
+    # Each names its merchant (invoice numbers are only unique with it), from our row or
+    # from the Stripe customer of a Stripe-only object.
+    assert {key: m.merchant_id for key, m in by_kind.items()} == {
+        ("invoice", "amount"): str(b.merchant_id),
+        ("invoice", "voided_here_only"): str(c.merchant_id),
+        ("payment", "missing_here"): str(a.merchant_id),
+        ("refund", "missing_here"): str(b.merchant_id),
+    }
+    assert {m.merchant_name for m in result.mismatches} == {"Signed-up shop"}
     amount = by_kind[("invoice", "amount")]
     assert amount.theirs is not None
     assert amount.ours is not None

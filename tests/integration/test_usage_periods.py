@@ -153,9 +153,19 @@ async def test_upcoming_invoice_rates_the_period_usage_by_the_plan(
     assert (await send_batch(client, shop, events))["accepted"] == 3_501
     response = await client.get("/v1/invoices/upcoming", headers=shop.headers)
     assert response.status_code == 200, response.text
-    invoice = response.json()
-    assert _same_instant(invoice["period_start"], at("2026-10-01T00:00:00"))
-    by_code = {line["charge_code"]: line for line in invoice["lines"]}
+    upcoming = response.json()
+    # No close pass ran yet: October's fee, billed at signup, is still to be invoiced on its
+    # own, then October's invoice. Each fee once (never ¥198 of fees on one invoice).
+    first, october = upcoming["invoices"]
+    assert {k: v for k, v in upcoming.items() if k not in ("invoices", "timezone")} == first
+    assert upcoming["timezone"] == "Asia/Shanghai"
+    assert first["kind"] == "immediate"
+    assert [(line["charge_code"], line["amount_minor"]) for line in first["lines"]] == [
+        ("monthly_fee", 9_900)
+    ]
+    assert october["kind"] == "period"
+    assert _same_instant(october["period_start"], at("2026-10-01T00:00:00"))
+    by_code = {line["charge_code"]: line for line in october["lines"]}
     # 3,600 orders: 600 above the 3,000 included × ¥0.50 = ¥300.00.
     assert by_code["orders"]["kind"] == "usage"
     assert by_code["orders"]["quantity"] == "600"
@@ -163,8 +173,9 @@ async def test_upcoming_invoice_rates_the_period_usage_by_the_plan(
     # November's fee in advance, ¥99.00.
     assert by_code["monthly_fee"]["amount_minor"] == 9_900
     assert _same_instant(by_code["monthly_fee"]["period_start"], at("2026-11-01T00:00:00"))
-    assert invoice["total_minor"] == sum(line["amount_minor"] for line in invoice["lines"])
-    assert invoice["currency"] == "CNY"
+    assert october["total_minor"] == sum(line["amount_minor"] for line in october["lines"])
+    assert october["total_minor"] == 39_900
+    assert october["currency"] == "CNY"
 
 
 async def test_upcoming_invoice_without_a_subscription_is_not_found(
