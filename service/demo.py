@@ -267,8 +267,8 @@ def print_invoices(console: Console, invoices: Sequence[dict[str, Any]]) -> None
             title=(
                 escape(
                     f"{invoice['number']}  {invoice['merchant_name']} ({invoice['tier']})  "
-                    f"{_local(invoice['period_start'])} – {_local(invoice['period_end'])}  "
-                    f"[{invoice['status']}]"
+                    f"{_local(invoice['period_start'])} – {_local(invoice['period_end'])} "
+                    f"{DEMO_ZONE}  [{invoice['status']}]"
                 )
             ),
             title_justify="left",
@@ -291,6 +291,9 @@ def print_invoices(console: Console, invoices: Sequence[dict[str, Any]]) -> None
         console.print(table)
 
 
+DEMO_ZONE = "Asia/Shanghai"
+
+
 def _local(instant: str) -> str:
-    """The demo's merchants live in Asia/Shanghai."""
-    return f"{datetime.fromisoformat(instant).astimezone(zone('Asia/Shanghai')):%Y-%m-%d %H:%M}"
+    """The demo's merchants live in Asia/Shanghai: their times are printed there (named)."""
+    return f"{datetime.fromisoformat(instant).astimezone(zone(DEMO_ZONE)):%Y-%m-%d %H:%M}"

@@ -70,7 +70,7 @@ def outbox_list(
     table = RichTable(
         title="Stripe outbox" + (" — no STRIPE_API_KEY: waiting" if is_waiting else "")
     )
-    for column in ("id", "merchant", "command", "status", "attempts", "next attempt"):
+    for column in ("id", "merchant", "command", "status", "attempts", "next attempt (UTC)"):
         table.add_column(column)
     table.add_column("error / resolution", overflow="fold", min_width=30)
     table.add_column("made in Stripe", overflow="fold")

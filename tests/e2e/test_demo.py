@@ -65,6 +65,8 @@ async def test_demo_tells_its_story_and_leaves_the_users_database_untouched(
     assert "Stripe sync: everything agrees" in out
     assert "Late usage for 2026-09: +500 orders" in out
     assert "[paid]" in out
+    # Times for people are in the merchant's zone, and say which.
+    assert re.search(r"\d{4}-\d{2}-\d{2} 00:00 – \d{4}-\d{2}-\d{2} 00:00 Asia/Shanghai", out)
     tail = out[out.index("reconciliation") :]
     assert "0 mismatch(es)" in tail
     last_number = [m.start() for m in re.finditer(r"KB-[0-9A-Z]{4,8}-\d{6}", out)][-1]
