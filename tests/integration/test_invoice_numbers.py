@@ -161,3 +161,20 @@ async def test_numbers_given_before_prefixes_stay_and_the_count_goes_on(
         await other.close()
         db_engine.rebind(previous)
         await database.pool.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_every_prefix_belongs_to_a_merchant(client: AsyncClient, operator: Tenant) -> None:
+    # The prefixes are a reference table with no foreign key (Citus): the code draws one only
+    # for a merchant it is numbering, and nothing deletes merchants. Checked over the ledger.
+    clock = await new_clock(client, operator, "2026-05-01T00:00:00+08:00")
+    tenant, _ = await signup_tenant(client, operator, test_clock_id=clock)
+    await close_pass(tenant.merchant_id)
+    pool = db_engine.current().pool
+    assert await pool.fetchval(
+        "SELECT count(*) FROM invoice_number_prefixes WHERE merchant_id = $1", tenant.merchant_id
+    )
+    orphans = await pool.fetchval(
+        "SELECT count(*) FROM invoice_number_prefixes p"
+        " WHERE NOT EXISTS (SELECT 1 FROM merchants m WHERE m.id = p.merchant_id)"
+    )
+    assert orphans == 0
