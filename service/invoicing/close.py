@@ -264,7 +264,16 @@ SELECT sp.merchant_id, sp.subscription_id, sp.period_start, sp.period_end, sp.pl
        sp.plan_version, sp.addons, sp.is_trial, sp.is_final,
        nx.period_start AS next_start, nx.fee_plan_code, nx.fee_plan_version, nx.fee_addons,
        s.currency, s.timezone, s.billing_period, s.billing_anchor,
-       {_MERCHANT_TIME.format(at="$3", system="$2")} AS now
+       {_MERCHANT_TIME.format(at="$3", system="$2")} AS now,
+       EXISTS (
+           SELECT 1 FROM subscription_periods e
+           WHERE e.merchant_id = sp.merchant_id AND e.period_start < sp.period_start
+             AND e.status = 'ended'
+             AND NOT EXISTS (
+                 SELECT 1 FROM invoices i
+                 WHERE i.merchant_id = e.merchant_id AND i.subscription_id = e.subscription_id
+                   AND i.period_start = e.period_start AND i.kind = 'period')
+       ) AS is_after_an_uninvoiced_period
 FROM subscription_periods sp
 JOIN subscriptions s ON s.merchant_id = sp.merchant_id AND s.id = sp.subscription_id
 JOIN merchants m ON m.id = sp.merchant_id
@@ -274,18 +283,9 @@ LEFT JOIN subscription_periods nx ON nx.merchant_id = sp.merchant_id
 WHERE sp.id = $1 AND sp.status = 'ended'
 FOR UPDATE OF sp SKIP LOCKED
 """
-
-# A period is invoiced only once every earlier period of its merchant has its invoice, so
-# numbers, taken at finalize, follow the periods even with several workers side by side.
-_EARLIER_NOT_INVOICED = """
-SELECT EXISTS (
-    SELECT 1 FROM subscription_periods e
-    WHERE e.merchant_id = $1 AND e.period_start < $2 AND e.status = 'ended'
-      AND NOT EXISTS (
-          SELECT 1 FROM invoices i
-          WHERE i.merchant_id = e.merchant_id AND i.subscription_id = e.subscription_id
-            AND i.period_start = e.period_start AND i.kind = 'period'))
-"""
+# A period is invoiced only once every earlier period of its merchant has its invoice
+# (``is_after_an_uninvoiced_period``), so numbers, taken at finalize, follow the periods even
+# with several workers side by side.
 
 
 async def close_period(
@@ -302,9 +302,7 @@ async def close_period(
             claimed = await connection.fetchrow(_CLAIM_PERIOD, period_id, system_now, at)
             if claimed is None:
                 return None, TAKEN
-            if await connection.fetchval(
-                _EARLIER_NOT_INVOICED, claimed["merchant_id"], claimed["period_start"]
-            ):
+            if claimed["is_after_an_uninvoiced_period"]:
                 return None, AFTER_EARLIER
             invoice = await _close_claimed(claimed, tax_rate=tax_rate)
     except invoices.AlreadyInvoiced:

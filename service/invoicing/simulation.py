@@ -48,7 +48,7 @@ async def rolled_back() -> AsyncIterator[None]:
             with structlog.contextvars.bound_contextvars(dry_run=True):
                 try:
                     yield
-                except asyncpg.LockNotAvailableError:
+                except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
                     raise ConcurrentChange(
                         "the merchant's invoices are being made or changed right now; "
                         "retry in a moment"

@@ -83,6 +83,14 @@ def _assert_each_period_once_and_numbers_gapless(invoices: list[dict], merchants
         numbers[invoice["merchant_id"]].append(int(invoice["number"].rsplit("-", 1)[1]))
     for merchant_numbers in numbers.values():
         assert sorted(merchant_numbers) == list(range(1, len(merchant_numbers) + 1))
+    # A merchant's period invoices are numbered in period order, whichever worker made them.
+    by_period: dict[uuid.UUID, list[dict]] = defaultdict(list)
+    for invoice in sorted(period_invoices, key=lambda i: i["period_start"]):
+        by_period[invoice["merchant_id"]].append(invoice)
+    for merchant_invoices in by_period.values():
+        in_order = [int(i["number"].rsplit("-", 1)[1]) for i in merchant_invoices]
+        assert in_order == sorted(in_order), in_order
+    assert len({i["number"] for i in invoices}) == len(invoices)  # unique across merchants
 
 
 async def test_two_workers_at_once_invoice_each_period_exactly_once(
