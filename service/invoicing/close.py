@@ -77,7 +77,7 @@ LIMIT $4
 """
 
 _DUE_ROLLS = f"""
-SELECT s.id
+SELECT s.id, s.merchant_id
 FROM subscriptions s
 JOIN merchants m ON m.id = s.merchant_id
 LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
@@ -240,6 +240,7 @@ async def roll_due_subscriptions(
         async with unit():
             sub = (
                 await Subscription.objects()
+                .where(Subscription.merchant_id == row["merchant_id"])
                 .where(Subscription.id == row["id"])
                 .lock_rows("UPDATE", skip_locked=True)
                 .first()
@@ -280,7 +281,7 @@ JOIN merchants m ON m.id = sp.merchant_id
 LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
 LEFT JOIN subscription_periods nx ON nx.merchant_id = sp.merchant_id
      AND nx.subscription_id = sp.subscription_id AND nx.period_start = sp.period_end
-WHERE sp.id = $1 AND sp.status = 'ended'
+WHERE sp.merchant_id = $4 AND sp.id = $1 AND sp.status = 'ended'
 FOR UPDATE OF sp SKIP LOCKED
 """
 # A period is invoiced only once every earlier period of its merchant has its invoice
@@ -290,6 +291,7 @@ FOR UPDATE OF sp SKIP LOCKED
 
 async def close_period(
     period_id: UUID,
+    merchant_id: UUID,
     *,
     system_now: datetime,
     tax_rate: Decimal,
@@ -299,7 +301,9 @@ async def close_period(
     try:
         async with unit():
             connection = transaction_connection()
-            claimed = await connection.fetchrow(_CLAIM_PERIOD, period_id, system_now, at)
+            claimed = await connection.fetchrow(
+                _CLAIM_PERIOD, period_id, system_now, at, merchant_id
+            )
             if claimed is None:
                 return None, TAKEN
             if claimed["is_after_an_uninvoiced_period"]:
@@ -560,7 +564,11 @@ async def run_pass(
                     if stop():
                         return
                     invoice, reason = await close_period(
-                        period.id, system_now=system_now, tax_rate=tax_rate, at=at
+                        period.id,
+                        period.merchant_id,
+                        system_now=system_now,
+                        tax_rate=tax_rate,
+                        at=at,
                     )
                     if on_progress is not None:
                         on_progress(advance=1)

@@ -125,7 +125,7 @@ async def quote(
     sub = await lifecycle.get(merchant_scope, subscription_id)
     now = (await clocks.clock_for_merchant(sub.merchant_id)).now()
     return await quotes.quote_change(
-        merchant_scope,
+        sub.merchant_id,  # found in the caller's scope; its lock names the merchant
         subscription_id,
         new_plan=plan,
         new_addons=data.addons,
