@@ -3,7 +3,11 @@ passed, becomes exactly one finalized invoice.
 
 Each period is closed in its own transaction, claimed with ``FOR UPDATE SKIP LOCKED``, so any
 number of workers can run side by side and a crash leaves either a whole invoice or none; the
-unique key on (merchant, subscription, period start) makes a repeat pass change nothing.
+unique key on (merchant, subscription, period start) makes a repeat pass change nothing. A
+merchant's periods are closed in period order, each only once the earlier ones have their
+invoices, so invoice numbers follow the periods. Previews (the upcoming invoice, change quotes,
+the dry run) run these same units inside a transaction that is rolled back
+(``service.invoicing.simulation``).
 """
 
 from __future__ import annotations
