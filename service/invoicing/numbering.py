@@ -28,38 +28,53 @@ _SHORTEST: Final = 4
 _LONGEST: Final = 8
 
 
+# One round trip for a merchant that has its prefix: bump its sequence, read its prefix.
+_NEXT = """
+WITH bumped AS (
+    INSERT INTO invoice_number_sequences (merchant_id, last_number) VALUES ($1, 1)
+    ON CONFLICT (merchant_id)
+    DO UPDATE SET last_number = invoice_number_sequences.last_number + 1
+    RETURNING last_number
+)
+SELECT (SELECT prefix FROM invoice_number_prefixes WHERE merchant_id = $1) AS prefix,
+       last_number
+FROM bumped
+"""
+
+# The merchant's prefix, or a drawn one inserted for it, in one statement. Inserts nothing when
+# the merchant has one already, when another merchant holds the drawn one, or when a
+# concurrent draw for this merchant got there first (then the statement answers nothing).
+_DRAW = """
+WITH existing AS (SELECT prefix FROM invoice_number_prefixes WHERE merchant_id = $1),
+drawn AS (
+    INSERT INTO invoice_number_prefixes (merchant_id, prefix)
+    SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT DO NOTHING
+    RETURNING prefix
+)
+SELECT prefix FROM existing UNION ALL SELECT prefix FROM drawn
+"""
+
+
 async def next_number(merchant_id: UUID) -> str:
     """The merchant's next invoice number, taken in the caller's transaction."""
-    connection = transaction_connection()
-    prefix = await prefix_of(merchant_id)
-    sequence = await connection.fetchval(
-        "INSERT INTO invoice_number_sequences (merchant_id, last_number) VALUES ($1, 1)"
-        " ON CONFLICT (merchant_id)"
-        " DO UPDATE SET last_number = invoice_number_sequences.last_number + 1"
-        " RETURNING last_number",
-        merchant_id,
-    )
-    return f"{BRAND}-{prefix}-{sequence:06d}"
+    row = await transaction_connection().fetchrow(_NEXT, merchant_id)
+    prefix = row["prefix"] or await prefix_of(merchant_id)
+    return f"{BRAND}-{prefix}-{row['last_number']:06d}"
 
 
 async def prefix_of(merchant_id: UUID) -> str:
-    """The merchant's prefix, drawn now if it has none. A drawn prefix that another merchant
-    holds, or a concurrent draw for the same merchant, inserts nothing; the loop then reads the
-    merchant's prefix or draws again (longer after a few collisions)."""
+    """The merchant's prefix, drawn now if it has none (longer after a few collisions)."""
     connection = transaction_connection()
     for attempt in range(64):
-        prefix = await connection.fetchval(
-            "SELECT prefix FROM invoice_number_prefixes WHERE merchant_id = $1", merchant_id
-        )
+        length = min(_SHORTEST + attempt // 8, _LONGEST)
+        prefix = await connection.fetchval(_DRAW, merchant_id, draw_prefix(length))
+        if prefix is None:  # a concurrent draw for this merchant: read what it made
+            prefix = await connection.fetchval(
+                "SELECT prefix FROM invoice_number_prefixes WHERE merchant_id = $1", merchant_id
+            )
         if prefix is not None:
             return str(prefix)
-        length = min(_SHORTEST + attempt // 8, _LONGEST)
-        await connection.execute(
-            "INSERT INTO invoice_number_prefixes (merchant_id, prefix) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING",
-            merchant_id,
-            draw_prefix(length),
-        )
     raise RuntimeError(f"no free invoice number prefix found for merchant {merchant_id}")
 
 

@@ -178,3 +178,18 @@ async def test_every_prefix_belongs_to_a_merchant(client: AsyncClient, operator:
         " WHERE NOT EXISTS (SELECT 1 FROM merchants m WHERE m.id = p.merchant_id)"
     )
     assert orphans == 0
+
+
+async def test_a_drawn_prefix_another_merchant_holds_is_drawn_again(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder, drawer = uuid.uuid4(), uuid.uuid4()
+    draws = iter(["QQQQ", "QQQR", "QQQS", "QQQT"])
+    monkeypatch.setattr(numbering, "draw_prefix", lambda length=4: next(draws))
+    async with database.engine.transaction() as transaction:
+        await transaction.connection.execute(
+            "INSERT INTO invoice_number_prefixes (merchant_id, prefix) VALUES ($1, 'QQQQ')", holder
+        )
+        assert await numbering.prefix_of(drawer) == "QQQR"
+        assert await numbering.prefix_of(drawer) == "QQQR"  # kept, not drawn again
+        await transaction.rollback()
