@@ -177,6 +177,16 @@ async def test_every_timestamp_in_every_answer_is_utc_with_z(
         "POST", "/v1/test-clocks/{clock_id}/advance", operator,
         json={"frozen_time": "2026-03-20T09:15:00+08:00"}, clock_id=clock["id"],
     )  # fmt: skip
+    # An endpoint of the merchant's own hears every event from here on (their bodies are
+    # answers too: the walk checks them below).
+    hook = await walk.call(
+        "POST", "/v1/webhook-endpoints", tenant,
+        json={"url": "https://hooks.example.com/z", "events": ["*"]},
+    )  # fmt: skip
+    await walk.call("GET", "/v1/webhook-endpoints/{endpoint_id}", tenant, endpoint_id=hook["id"])
+    await walk.call(
+        "POST", "/v1/webhook-endpoints/{endpoint_id}/enable", operator, endpoint_id=hook["id"]
+    )
     await walk.call("GET", "/v1/merchants/{merchant_id}", operator, merchant_id=tenant.merchant_id)
     await walk.call("GET", "/v1/merchants/me", tenant)
     await walk.call("PATCH", "/v1/merchants/me", tenant, json={"name": "Shop on Z time"})
@@ -248,6 +258,15 @@ async def test_every_timestamp_in_every_answer_is_utc_with_z(
     await walk.call(
         "GET", "/v1/audit-log", operator, params={"merchant_id": str(tenant.merchant_id)}
     )
+
+    # The events the endpoint heard, each as sent; then the endpoint goes.
+    events = await walk.call(
+        "GET", "/v1/webhook-events", operator, params={"merchant_id": str(tenant.merchant_id)}
+    )
+    assert events, "the merchant's changes were events"
+    for sent in events[:5]:
+        await walk.call("GET", "/v1/webhook-events/{event_id}", operator, event_id=sent["id"])
+    await walk.call("DELETE", "/v1/webhook-endpoints/{endpoint_id}", tenant, endpoint_id=hook["id"])
 
     # Finance: figures, and a stored reconciliation run read back.
     await walk.call("GET", "/v1/finance/mrr", operator, params={"on": "2026-03-31"})
