@@ -121,11 +121,12 @@ class Walker:
         *,
         json: Any = None,
         params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         **path_params: Any,
     ) -> Any:
         url = template.format(**{k: str(v) for k, v in path_params.items()})
         response: Response = await self.client.request(
-            method, url, json=json, params=params, headers=tenant.headers
+            method, url, json=json, params=params, headers={**tenant.headers, **(headers or {})}
         )
         assert 200 <= response.status_code < 300, (method, url, response.text)
         body = response.json()
@@ -163,6 +164,7 @@ async def test_every_timestamp_in_every_answer_is_utc_with_z(
         "POST", "/v1/signup", operator,
         json={"merchant": {"name": "Z shop", "contact_email": "z@shop.cn"}, "plan": "custom",
               "contract_overrides": {"orders": {"unit_price": "0.25"}}},
+        headers={"Idempotency-Key": f"clock-convention-{uuid.uuid4()}"},
     )  # fmt: skip
     custom_id = signed["merchant"]["id"]
     loose = await walk.call(

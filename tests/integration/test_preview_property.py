@@ -190,7 +190,8 @@ class Run:
         self.closes = 0
 
     async def request(self, method: str, url: str, key: Tenant, body: Any = None) -> Any:
-        response = await self.client.request(method, url, json=body, headers=key.headers)
+        headers = {**key.headers, "Idempotency-Key": f"property-{uuid.uuid4()}"}
+        response = await self.client.request(method, url, json=body, headers=headers)
         assert response.status_code < 500, response.text  # a refused op (4xx) changes nothing
         return response
 
