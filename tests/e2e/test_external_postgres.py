@@ -358,7 +358,9 @@ _LEDGER = {
     " FROM usage_events GROUP BY merchant_id, metric ORDER BY merchant_id, metric",
     "outbox": "SELECT merchant_id, command, status, attempts, idempotency_key"
     " FROM stripe_outbox ORDER BY merchant_id, idempotency_key",
-    "numbering": "SELECT * FROM invoice_number_counters ORDER BY merchant_id",
+    "numbering": "SELECT s.merchant_id, s.last_number, p.prefix FROM invoice_number_sequences s"
+    " LEFT JOIN invoice_number_prefixes p ON p.merchant_id = s.merchant_id"
+    " ORDER BY s.merchant_id",
     "migrations": "SELECT name FROM migration ORDER BY name",
 }
 
