@@ -42,6 +42,14 @@ AddonCharge = Surcharge | FlatAddon | PercentageDiscount
 
 _CODE: Final = re.compile(r"^[a-z][a-z0-9_]*$")
 
+DEFAULT_DAYS_UNTIL_DUE: Final = 14
+"""Days a sent invoice is due after it is issued, unless the plan (or a contract) says."""
+
+_TERMS_ADDED_LATER: Final = {"days_until_due": DEFAULT_DAYS_UNTIL_DUE}
+"""Plan fields added after versions were published, with their defaults: a field at its
+default is left out of the fingerprint, so those versions keep the one they were published
+with (and are not refused as edited)."""
+
 
 class CatalogError(ValueError):
     """The catalog is invalid: ``where`` (which plan), ``field`` and ``problem`` say how."""
@@ -84,6 +92,9 @@ class PlanVersion(msgspec.Struct, frozen=True, kw_only=True):
     charges: tuple[Charge, ...]
     addons: tuple[Addon, ...] = ()
     sla_policy: SlaPolicy | None = None
+    days_until_due: int = DEFAULT_DAYS_UNTIL_DUE
+    """Days an invoice sent to the merchant (no way to pay saved yet) is due after it is
+    issued; a contract may set its own."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -95,8 +106,14 @@ class PlanVersion(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 of the version's canonical JSON: store it, and an edited version shows."""
-        return hashlib.sha256(msgspec.json.encode(self, order="sorted")).hexdigest()
+        """SHA-256 of the version's canonical JSON: store it, and an edited version shows.
+        Fields added later count only when they differ from their default (see
+        ``_TERMS_ADDED_LATER``)."""
+        canonical: dict[str, Any] = msgspec.to_builtins(self, order="sorted")
+        for name, default in _TERMS_ADDED_LATER.items():
+            if canonical.get(name) == default:
+                del canonical[name]
+        return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()
 
     def charge(self, code: str) -> Charge:
         for charge in self.charges:
@@ -224,6 +241,7 @@ class _PlanSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     allows_overrides: bool = False
     sla_policy: _Ref | None = None
     addons: dict[str, int] = msgspec.field(default_factory=dict)
+    days_until_due: int = DEFAULT_DAYS_UNTIL_DUE
 
 
 class _AddonSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -391,6 +409,10 @@ def _parse_plan(
         raise CatalogError(where, "trial_days", f"must not be negative, got {spec.trial_days}")
     if not spec.charges:
         raise CatalogError(where, "charges", "must list at least one charge")
+    if not 1 <= spec.days_until_due <= 365:
+        raise CatalogError(
+            where, "days_until_due", f"must be 1 to 365 days, got {spec.days_until_due}"
+        )
 
     charges: list[Charge] = []
     for charge_index, raw_charge in enumerate(spec.charges):
@@ -448,4 +470,5 @@ def _parse_plan(
         charges=tuple(charges),
         addons=tuple(offered),
         sla_policy=policy,
+        days_until_due=spec.days_until_due,
     )

@@ -166,6 +166,38 @@ def test_fingerprint_changes_when_a_price_changes(catalog: Catalog) -> None:
     assert edited.get("advanced", 1).fingerprint == catalog.get("advanced", 1).fingerprint
 
 
+PUBLISHED_FINGERPRINTS = {
+    ("basic", 1): "f3d63656737065fb667f0a3322a158788262bcebe717aba54565cb7e03b19ba2",
+    ("advanced", 1): "c9b8f5f96e9ed58c641ca3fa85c8c42bfc2ec79fa87838e5ecec84c5206dcab3",
+    ("custom", 1): "9ae1dfb1b9f89c57c8072f94e487d7efd395f7ec3ea42426dfe3953a15bcb803",
+}
+"""The fingerprints the shipped versions were published with: installations hold them, and a
+version whose fingerprint moved is refused at start as edited."""
+
+
+def test_published_versions_keep_their_fingerprints_as_plan_fields_are_added(
+    catalog: Catalog,
+) -> None:
+    assert {plan.key: plan.fingerprint for plan in catalog.plans} == PUBLISHED_FINGERPRINTS
+    assert all(plan.days_until_due == 14 for plan in catalog.plans)
+
+
+def test_payment_terms_of_a_plan_count_in_its_fingerprint(catalog: Catalog) -> None:
+    net_30 = parse_catalog(
+        SHIPPED.replace(
+            'code = "custom"\nversion = 1\n', 'code = "custom"\nversion = 1\ndays_until_due = 30\n'
+        )
+    )
+    assert net_30.get("custom", 1).days_until_due == 30
+    assert net_30.get("custom", 1).fingerprint != catalog.get("custom", 1).fingerprint
+    with pytest.raises(CatalogError, match="days_until_due"):
+        parse_catalog(
+            SHIPPED.replace(
+                'code = "basic"\nversion = 1\n', 'code = "basic"\nversion = 1\ndays_until_due = 0\n'
+            )
+        )
+
+
 def test_load_catalog_from_a_path(tmp_path: Path) -> None:
     path = tmp_path / "catalog.toml"
     path.write_text(SHIPPED + BASIC_V2, encoding="utf-8")
