@@ -29,6 +29,13 @@ from service.observability import logging as billing_logging
 from service.observability.controllers import MetricsController
 from service.observability.requests import RequestContextMiddleware
 from service.outgoing.controllers import WebhookEndpointController, WebhookEventController
+from service.payments import links as payment_links
+from service.payments.controllers import (
+    MerchantPaymentController,
+    PaymentPagesController,
+    PaymentSetupLinkController,
+)
+from service.payments.setup import HostedPages
 from service.problems import EXCEPTION_HANDLERS
 from service.settings import Settings
 from service.subscriptions.controllers import (
@@ -53,7 +60,13 @@ from service.usage import ingest
 from service.usage.controllers import UpcomingInvoiceController, UsageController
 from webhooks.endpoint import StripeWebhookController
 from webhooks.gateway import Gateway
+from webhooks.payment_pages import StripeHostedPages
 from webhooks.reconcile_source import StripeLedgerSource
+
+
+def _payment_pages(state: State) -> HostedPages | None:
+    pages: HostedPages | None = state.get("payment_pages")
+    return pages
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -67,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     keys.configure_cache(settings.key_cache_seconds)
     ingest.configure(properties_max_bytes=settings.limits.properties_max_bytes)
     wire.configure(json_max_depth=settings.limits.json_max_depth)
+    payment_links.configure(settings.payments)
 
     @asynccontextmanager
     async def database_lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -93,16 +107,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await database.close()
 
     # Finance reads Stripe's side of a reconciliation through this (None without a Stripe key).
-    stripe_ledger = (
-        StripeLedgerSource(Gateway.from_settings(settings.stripe))
-        if settings.stripe.is_configured
-        else None
-    )
+    gateway = Gateway.from_settings(settings.stripe) if settings.stripe.is_configured else None
+    stripe_ledger = StripeLedgerSource(gateway) if gateway is not None else None
+    # Stripe's Checkout and portal pages for merchants (None without a Stripe key); kept in the
+    # app's state, where a test points it at its own Stripe stand-in.
+    payment_pages: HostedPages | None = StripeHostedPages(gateway) if gateway is not None else None
     app = Litestar(
         route_handlers=[
             HealthController,
             MetricsController,
             MerchantController,
+            MerchantPaymentController,
+            PaymentSetupLinkController,
+            PaymentPagesController,
             ApiKeyController,
             AuditController,
             PlanController,
@@ -139,7 +156,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         lifespan=[database_lifespan],
         # Plain-ASGI code (the single-event hot path) reads the settings here.
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "payment_pages": payment_pages}),
         middleware=[
             RequestContextMiddleware,
             ApiKeyAuthentication,
@@ -150,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "actor": Provide(provide_actor),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "stripe_ledger": Provide(lambda: stripe_ledger, use_cache=True, sync_to_thread=False),
+            "payment_pages": Provide(_payment_pages, sync_to_thread=False),
         },
         signature_namespace={
             "Principal": Principal,
@@ -157,6 +175,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "Actor": Actor,
             "Request": Request,
             "Settings": Settings,
+            "HostedPages": HostedPages,
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -121,6 +121,7 @@ def serve(
     settings = load_settings()
     host = host or settings.host
     port = port or settings.port
+    settings = settings.served_at(host, port)  # payment links name where it listens
 
     async def first_key() -> keys.IssuedKey | None:
         return await ensure_operator_key(mints=not settings.is_production)

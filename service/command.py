@@ -46,9 +46,11 @@ def settings(*, log_level: str | None = None) -> Settings:
     """The settings from the environment, with logging configured from them. ``log_level``
     overrides ``BILLING_LOG_LEVEL`` (``billing demo`` is quiet unless asked)."""
     from service.observability import logging as billing_logging
+    from service.payments import links as payment_links
 
     found = Settings.from_env()
     billing_logging.configure(log_format=found.log_format, level=log_level or found.log_level)
+    payment_links.configure(found.payments)  # links a command's work may make (events)
     return found
 
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from rich.console import Console
@@ -118,7 +118,18 @@ class _Api:
             raise DemoError(f"usage not accepted: {result}")
 
 
-async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, Any]]:
+class DemoPayments(Protocol):
+    """What happens at Stripe during the story (``webhooks.demo``): merchants save a card or
+    pay their sent invoices there, and the worker's Stripe pass runs."""
+
+    async def after_signup(self, merchants: dict[str, dict[str, Any]]) -> None: ...
+
+    async def after_close(self, merchants: dict[str, dict[str, Any]]) -> None: ...
+
+
+async def run(
+    settings: Settings, app: Any, console: Console, payments: DemoPayments | None = None
+) -> list[dict[str, Any]]:
     """Drive the demo; returns every invoice made, in order."""
     async with current_database().engine.transaction():
         issued = await keys.issue(
@@ -142,7 +153,9 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
                     "contract_overrides": {
                         "orders": {"unit_price": "0.15"},
                         "gmv_fee": {"rate": "0.0025"},
-                    }
+                    },
+                    # Its contract pays by bank transfer: every invoice sent, due in 30 days.
+                    "payment_terms": {"collection": "send_invoice", "days_until_due": 30},
                 },
             ),
         ):
@@ -163,10 +176,13 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
                 "merchant_id": made["merchant"]["id"],
                 "subscription_id": made["subscription"]["id"],
                 "name": made["merchant"]["name"],
+                "payment_setup_url": made["payment_setup"]["url"],
             }
         console.print(
             f"[bold]Signed up[/bold] 3 merchants on test clock {clock['id']} (it reads {SEPTEMBER})"
         )
+        if payments is not None:
+            await payments.after_signup(merchants)
 
         await api.advance(clock["id"], "2026-09-30T20:00:00+08:00")
         await api.orders(
@@ -211,6 +227,8 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
 
         await api.advance(clock["id"], "2026-10-03T00:00:00+08:00")  # past the grace window
         await _close(merchants, settings)
+        if payments is not None:
+            await payments.after_close(merchants)
         await api.advance(clock["id"], "2026-10-16T00:00:00+08:00")
         await api.call(
             "POST",
@@ -240,6 +258,8 @@ async def run(settings: Settings, app: Any, console: Console) -> list[dict[str, 
         console.print("October usage, and 500 September orders that arrive late for custom")
         await api.advance(clock["id"], "2026-11-03T00:00:00+08:00")
         await _close(merchants, settings)
+        if payments is not None:
+            await payments.after_close(merchants)
 
         invoices = []
         for plan, merchant in merchants.items():
@@ -289,6 +309,23 @@ def print_invoices(console: Console, invoices: Sequence[dict[str, Any]]) -> None
             f"[bold]{format_minor(invoice['total_minor'], currency)}[/bold]",
         )
         console.print(table)
+        collection = _collection(invoice)
+        if collection:
+            console.print(f"  {escape(collection)}", highlight=False)
+
+
+def _collection(invoice: dict[str, Any]) -> str:
+    """How the invoice was collected, for people (nothing before it reached Stripe)."""
+    method = invoice.get("collection_method")
+    if method == "charge_automatically":
+        return "charged to the card the merchant saved"
+    if method != "send_invoice":
+        return ""
+    due = f", due {_local(invoice['due_at'])[:10]}" if invoice.get("due_at") else ""
+    said = f"sent to the merchant{due}"
+    if invoice.get("payment_url"):
+        said += f"; pay at {invoice['payment_url']}"
+    return said
 
 
 DEMO_ZONE = "Asia/Shanghai"

@@ -73,11 +73,15 @@ _STATUS_WORDS: Final = {
     404: "Not found (or not this merchant's)",
     405: "Method not allowed",
     409: "Conflicts with the current state (a transition not allowed, a concurrent change)",
+    410: "Gone: what the address named was used or has expired; the `detail` says how to get"
+    " a new one",
     413: "The body is too large",
     415: "The body's media type is not accepted",
     422: "Well-formed but refused: the `field` and `detail` say what to change",
     429: "Too many requests: wait as `Retry-After` says",
     500: "The service failed: quote the `request_id`",
+    503: "Not available yet, or a service we depend on did not answer: try again after"
+    " `Retry-After` seconds",
 }
 
 _ORDER = {"transaction_id": "order-20260915-000123", "metric": "orders"}
@@ -88,6 +92,10 @@ REQUEST_EXAMPLES: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "currency": "CNY",
     },
     ("PATCH", "/v1/merchants/me"): {"contact_email": "billing@xiaoli.cn"},
+    ("POST", "/v1/merchants/me/payment-setup"): {
+        "success_url": "https://app.kefu.example/billing/card-saved",
+        "cancel_url": "https://app.kefu.example/billing",
+    },
     ("POST", "/v1/api-keys"): {"name": "order pipeline", "scopes": ["usage:write"]},
     ("POST", "/v1/plans/quote"): {
         "orders": 12000, "gmv_minor": 25000000, "addons": {"basic": ["fast_response"]},
@@ -109,6 +117,7 @@ REQUEST_EXAMPLES: Final[dict[tuple[str, str], dict[str, Any]]] = {
     ("PUT", "/v1/merchants/{merchant_id}/contract"): {
         "overrides": {"orders": {"unit_price": "0.15"}, "gmv_fee": {"rate": "0.0025"}},
         "effective_from": "2026-10-01T00:00:00+08:00", "note": "2026 framework contract",
+        "payment_terms": {"collection": "send_invoice", "days_until_due": 30},
     },
     ("POST", "/v1/test-clocks"): {"frozen_time": "2026-09-01T00:00:00+08:00", "name": "demo"},
     ("POST", "/v1/test-clocks/{clock_id}/advance"): {"frozen_time": "2026-10-03T00:00:00+08:00"},

@@ -92,6 +92,13 @@ _RULES = {
         " ORDER BY created_at LIMIT $2)"
         " RETURNING 1",
     ),
+    "payment_setup_links": _Rule(
+        "payment_setup_links",
+        "DELETE FROM payment_setup_links WHERE (merchant_id, id) IN ("
+        " SELECT merchant_id, id FROM payment_setup_links WHERE expires_at < $1"
+        " ORDER BY expires_at LIMIT $2)"
+        " RETURNING 1",
+    ),
     "audit_log": _Rule(  # what sits in the default partition; whole months are dropped
         "audit_log",
         f"DELETE FROM {partitions.AUDIT_LOG.default_partition} WHERE ctid = ANY(ARRAY("
@@ -131,6 +138,7 @@ async def run_pass(settings: RetentionSettings, *, now: datetime) -> RetentionSu
         # 0 keeps outgoing events forever, and what once-a-period events remember with them.
         "outgoing_event_marks": settings.webhook_events_days
         and max(EVENT_MARK_DAYS, settings.webhook_events_days),
+        "payment_setup_links": settings.payment_links_days,
     }
     for table, kept_days in days.items():
         if kept_days:

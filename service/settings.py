@@ -63,6 +63,41 @@ class StripeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentSettings:
+    """Where merchants add and manage a way to pay (``service.payments``): the addresses of
+    our pages that Stripe's hosted pages send them back to."""
+
+    public_url: str = "http://127.0.0.1:8000"
+    """``BILLING_PUBLIC_URL``: this service's address as a merchant's browser reaches it; the
+    payment-setup links start with it. Default: ``http://BILLING_HOST:BILLING_PORT``."""
+    setup_success_url: str = ""
+    """``BILLING_PAYMENT_SETUP_SUCCESS_URL``: where Checkout sends the merchant after it saved
+    a way to pay. Default: our own page, ``<public url>/pay/setup/complete``."""
+    setup_cancel_url: str = ""
+    """``BILLING_PAYMENT_SETUP_CANCEL_URL``: where Checkout sends a merchant who gave up.
+    Default: ``<public url>/pay/setup/canceled``."""
+    portal_return_url: str = ""
+    """``BILLING_PORTAL_RETURN_URL``: the customer portal's way back. Default:
+    ``<public url>/pay/portal/return``."""
+    link_days: int = 30
+    """``BILLING_PAYMENT_SETUP_LINK_DAYS``: how long a payment-setup link works."""
+    is_public_url_set: bool = False
+    """``BILLING_PUBLIC_URL`` was given (else it follows where ``billing serve`` listens)."""
+
+    def __post_init__(self) -> None:
+        base = self.public_url.rstrip("/")
+        object.__setattr__(self, "public_url", base)
+        defaults = {
+            "setup_success_url": f"{base}/pay/setup/complete",
+            "setup_cancel_url": f"{base}/pay/setup/canceled",
+            "portal_return_url": f"{base}/pay/portal/return",
+        }
+        for name, default in defaults.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, default)
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionSettings:
     """How long the worker keeps what only grows (0 keeps it forever). See the README's
     Operations section."""
@@ -84,6 +119,9 @@ class RetentionSettings:
     webhook_events_days: int = 30
     """``BILLING_RETAIN_WEBHOOK_EVENTS_DAYS``: outgoing events (with their deliveries and
     delivery logs) this long after they were recorded, once no delivery of them is waiting."""
+    payment_links_days: int = 30
+    """``BILLING_RETAIN_PAYMENT_LINKS_DAYS``: payment-setup links this long after they
+    expired (they no longer open anything; an old address then answers 404, not 410)."""
     batch_rows: int = 1000
     """``BILLING_RETENTION_BATCH_ROWS``: rows deleted per statement (and transaction)."""
 
@@ -170,6 +208,7 @@ class Settings:
     outbox, inbox, retention) from the database at most this often."""
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     stripe: StripeSettings = field(default_factory=StripeSettings)
+    payments: PaymentSettings = field(default_factory=PaymentSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     outgoing: OutgoingWebhookSettings = field(default_factory=OutgoingWebhookSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -228,6 +267,16 @@ class Settings:
             timeout_seconds=_positive_seconds(env, "STRIPE_TIMEOUT_SECONDS", 15.0),
             outbox_lease_seconds=_positive_seconds(env, "STRIPE_OUTBOX_LEASE_SECONDS", 300.0),
         )
+        host = env.get("BILLING_HOST", "127.0.0.1")
+        port = _int(env, "BILLING_PORT", 8000)
+        payments = PaymentSettings(
+            public_url=_url(env, "BILLING_PUBLIC_URL") or f"http://{host}:{port}",
+            is_public_url_set=bool(_url(env, "BILLING_PUBLIC_URL")),
+            setup_success_url=_url(env, "BILLING_PAYMENT_SETUP_SUCCESS_URL"),
+            setup_cancel_url=_url(env, "BILLING_PAYMENT_SETUP_CANCEL_URL"),
+            portal_return_url=_url(env, "BILLING_PORTAL_RETURN_URL"),
+            link_days=_positive(env, "BILLING_PAYMENT_SETUP_LINK_DAYS", 30),
+        )
         retention = RetentionSettings(
             idempotency_days=_count(env, "BILLING_RETAIN_IDEMPOTENCY_DAYS", 7),
             stripe_events_days=_count(env, "BILLING_RETAIN_STRIPE_EVENTS_DAYS", 90),
@@ -235,6 +284,7 @@ class Settings:
             reconciliations_days=_count(env, "BILLING_RETAIN_RECONCILIATIONS_DAYS", 730),
             audit_months=_count(env, "BILLING_RETAIN_AUDIT_MONTHS", 84),
             webhook_events_days=_count(env, "BILLING_RETAIN_WEBHOOK_EVENTS_DAYS", 30),
+            payment_links_days=_count(env, "BILLING_RETAIN_PAYMENT_LINKS_DAYS", 30),
             batch_rows=_count(env, "BILLING_RETENTION_BATCH_ROWS", 1000),
         )
         if retention.batch_rows == 0:
@@ -280,8 +330,8 @@ class Settings:
         )
         settings = cls(
             environment=environment,
-            host=env.get("BILLING_HOST", "127.0.0.1"),
-            port=_int(env, "BILLING_PORT", 8000),
+            host=host,
+            port=port,
             log_format=log_format,
             log_level=env.get("BILLING_LOG_LEVEL", "INFO").upper(),
             key_cache_seconds=_seconds(env, "BILLING_KEY_CACHE_SECONDS", 3.0),
@@ -294,6 +344,7 @@ class Settings:
             metrics_cache_seconds=_seconds(env, "BILLING_METRICS_CACHE_SECONDS", 5.0),
             database=database,
             stripe=stripe,
+            payments=payments,
             retention=retention,
             outgoing=outgoing,
             limits=limits,
@@ -301,6 +352,20 @@ class Settings:
         )
         settings.check_production()
         return settings
+
+    def served_at(self, host: str, port: int) -> Settings:
+        """The settings of a server listening at ``host:port`` (``billing serve --port``): the
+        payment pages' addresses follow unless ``BILLING_PUBLIC_URL`` names them."""
+        payments = self.payments
+        if not payments.is_public_url_set:
+            payments = PaymentSettings(
+                public_url=f"http://{host}:{port}",
+                setup_success_url=_unless_default(payments, "setup_success_url"),
+                setup_cancel_url=_unless_default(payments, "setup_cancel_url"),
+                portal_return_url=_unless_default(payments, "portal_return_url"),
+                link_days=payments.link_days,
+            )
+        return replace(self, host=host, port=port, payments=payments)
 
     def with_database_url(self, url: str) -> Settings:
         return replace(self, database=replace(self.database, url=url))
@@ -315,6 +380,22 @@ def _text(env: Mapping[str, str], name: str, default: str, max_length: int) -> s
     if any(ord(char) < 32 and char != "\n" for char in value):
         raise SettingsError(f"{name} must not hold control characters (tabs, NUL, ...)")
     return value
+
+
+def _unless_default(payments: PaymentSettings, name: str) -> str:
+    """A page address that was set on purpose ("" when it is the default one, made again)."""
+    default = PaymentSettings(public_url=payments.public_url)
+    value: str = getattr(payments, name)
+    return "" if value == getattr(default, name) else value
+
+
+def _url(env: Mapping[str, str], name: str) -> str:
+    """An absolute http(s) address (unset: empty, the default applies)."""
+    raw = env.get(name, "").strip()
+    scheme, _, rest = raw.partition("://")
+    if raw and (scheme not in ("http", "https") or not rest or any(c.isspace() for c in raw)):
+        raise SettingsError(f"{name} must be an absolute http:// or https:// address, not {raw!r}")
+    return raw
 
 
 def _rate(env: Mapping[str, str], name: str) -> Decimal:

@@ -42,17 +42,22 @@ class Command(StrEnum):
     CREDIT_NOTE_PUSH = "credit_note.push"
     PAYMENT_LOOKUP = "payment.lookup"
     """Ask Stripe which payment intent and charge paid an invoice (a webhook without them)."""
+    PAYMENT_METHOD_SET_DEFAULT = "payment_method.set_default"
+    """Make the card a Checkout Session saved the customer's invoice default."""
 
 
 def subject_of(command: Command, payload: dict[str, Any]) -> str:
     """What in Stripe a row changes. Rows about an invoice (its push, payment retries, void,
-    credit notes, the look-up of its charge) share the invoice's subject."""
+    credit notes, the look-up of its charge, paying it with a newly saved card) share the
+    invoice's subject; making a saved card the invoice default is the "payment method"."""
     if "invoice_id" in payload:
         return f"invoice {payload['invoice_id']}"
     if command is Command.CATALOG_PLAN:
         return f"plan {payload['code']} v{payload['version']}"
     if command is Command.CUSTOMER_UPDATE:
         return "customer details"
+    if command is Command.PAYMENT_METHOD_SET_DEFAULT:
+        return "payment method"
     return WHOLE_STREAM
 
 

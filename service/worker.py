@@ -19,6 +19,7 @@ from service import retention
 from service.clock import SYSTEM_CLOCK, Clock
 from service.invoicing import close
 from service.outgoing.runner import OutgoingRunner, OutgoingSummary
+from service.payments import links as payment_links
 from service.settings import Settings
 from webhooks.sync import StripeSync, SyncSummary
 
@@ -71,6 +72,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.stripe_sync = StripeSync(settings.stripe)
         self.outgoing = OutgoingRunner(settings)
+        payment_links.configure(settings.payments)  # links the Stripe sync makes for events
 
     def stop(self) -> None:
         if not self.stopping.is_set():

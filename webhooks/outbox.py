@@ -47,7 +47,12 @@ from service.db.tables import (
     Payment,
     StripeCatalogMap,
 )
-from service.stripe_outbox import Command, credit_note_key
+from service.outgoing import emit
+from service.payments import links as payment_links
+from service.payments import methods
+from service.payments import terms as payment_terms
+from service.stripe_outbox import Command, credit_note_key, enqueue
+from service.subscriptions import clocks
 from service.tenancy.principal import Actor
 from webhooks import records
 from webhooks.gateway import (
@@ -56,6 +61,7 @@ from webhooks.gateway import (
     ReadOnlyGateway,
     StripeFailure,
     WouldWrite,
+    id_of,
     metadata_of,
 )
 
@@ -102,6 +108,9 @@ class Claim:
     belongs to the newer attempt)."""
     looks_back: bool
     """The row is older than `KEY_WINDOW`: look in Stripe for what an earlier attempt made."""
+    now: datetime
+    """The worker's time of this attempt (a payment-setup link its record makes counts from
+    it)."""
     is_resolving: bool = False
     """A person resolves the parked row: only find and record what exists (`resolve`)."""
     writes: list[Write] = field(default_factory=list)
@@ -278,6 +287,7 @@ async def _claim_next(
                 key=row["idempotency_key"],
                 attempts=row["attempts"],
                 looks_back=now - row["created_at"] >= KEY_WINDOW,
+                now=now,
             )
     return None
 
@@ -401,6 +411,7 @@ async def resolve(
         key=claimed["idempotency_key"],
         attempts=claimed["attempts"],
         looks_back=True,
+        now=now,
         is_resolving=True,
     )
     try:
@@ -588,9 +599,11 @@ async def _invoice_of(claim: Claim, payload: dict[str, Any]) -> Invoice | None:
 
 async def _invoice_push(gateway: Gateway, claim: Claim, payload: dict[str, Any]) -> dict[str, Any]:
     """Create (auto_advance off), one item per line with our line id, tax as its own item,
-    finalize, then ask Stripe to collect. What an earlier attempt already made in Stripe (found
-    by our ids in its metadata) is taken as it is, not made again. A declined card is not a
-    failed push: Stripe says so with ``invoice.payment_failed``, which dunning handles."""
+    finalize, then collect: charged to the merchant's saved card, or — no card saved yet, or
+    terms that send every invoice — sent (``send_invoice`` with its days until due; Stripe's
+    hosted page is the payment link). What an earlier attempt already made in Stripe (found by
+    our ids in its metadata) is taken as it is, not made again. A declined card is not a failed
+    push: Stripe says so with ``invoice.payment_failed``, which dunning handles."""
     key = claim.key
     invoice = await _invoice_of(claim, payload)
     if invoice is None:
@@ -598,15 +611,18 @@ async def _invoice_push(gateway: Gateway, claim: Claim, payload: dict[str, Any])
     if invoice.status == "void" and invoice.stripe_invoice_id is None:
         return {"invoice": None, "skipped": "voided before it was pushed"}
     customer_id = await _ensure_customer(gateway, claim, invoice.merchant_id)
+    collection = await _collection_of(invoice)
     v1 = gateway.client.v1
     metadata = {
         "kefu_invoice_id": str(invoice.id),
         "kefu_merchant_id": str(invoice.merchant_id),
         "kefu_number": invoice.number or "",
     }
+    # A retry may decide another collection than the attempt before (a card saved meanwhile):
+    # it looks first for what that attempt made, whose collection then stands.
     stripe_invoice = await _made_before(
         gateway,
-        claim.may_have_made,
+        claim.may_have_made or claim.attempts > 1,
         v1.invoices.list,
         {"kefu_invoice_id": str(invoice.id)},
         customer=customer_id,
@@ -616,15 +632,20 @@ async def _invoice_push(gateway: Gateway, claim: Claim, payload: dict[str, Any])
         items_there = await gateway.list_all(v1.invoice_items.list, invoice=stripe_invoice.id)
         on_stripe = {metadata_of(item).get("kefu_line_id", "") for item in items_there}
     else:
+        terms_params: dict[str, Any] = {"collection_method": collection.method}
+        create_key = f"{key}:create"
+        if collection.method == payment_terms.SEND:
+            terms_params["days_until_due"] = collection.days_until_due
+            create_key = f"{key}:create:send:{collection.days_until_due}"
         stripe_invoice = await gateway.call(
             v1.invoices.create,
-            key=f"{key}:create",
+            key=create_key,
             customer=customer_id,
             currency=invoice.currency.lower(),
             auto_advance=False,
-            collection_method="charge_automatically",
             description=f"Kefu invoice {invoice.number}",
             metadata=metadata,
+            **terms_params,
         )
     claim.later(_invoice_update(invoice, {Invoice.stripe_invoice_id: stripe_invoice.id}))
     lines = (
@@ -675,14 +696,117 @@ async def _invoice_push(gateway: Gateway, claim: Claim, payload: dict[str, Any])
             },
         )
     )
+    if finalized.collection_method != collection.method:  # an earlier attempt's stands
+        collection = (
+            await _collection_of(invoice, default_payment_method_id=None)
+            if finalized.collection_method == payment_terms.SEND
+            else payment_terms.Collection(
+                method=payment_terms.CHARGE, days_until_due=None, awaits_payment_method=False
+            )
+        )
     if finalized.status == "open":
         finalized = await _credit_before_payment(gateway, claim, invoice, finalized)
     if invoice.status == "void":  # voided meanwhile: its void row, next in line, voids it
         return {"invoice": stripe_invoice.id, "collection": "skipped (void)"}
     if finalized.status != "open":
+        claim.later(_collection_record(invoice, collection, awaits=False, now=claim.now))
         return {"invoice": stripe_invoice.id, "collection": f"skipped ({finalized.status})"}
+    if collection.method == payment_terms.SEND:
+        if not claim.is_resolving:  # an email to the merchant: resolving records, sends nothing
+            await gateway.call(v1.invoices.send_invoice, stripe_invoice.id, key=f"{key}:send")
+        claim.later(
+            _collection_record(
+                invoice, collection, awaits=collection.awaits_payment_method, now=claim.now
+            )
+        )
+        return {"invoice": stripe_invoice.id, "collection": "sent"}
     outcome = await _collect(gateway, stripe_invoice.id, key=f"{key}:pay")
+    if outcome == NO_WAY_TO_PAY:  # the card went between our record and Stripe
+        waiting = await _collection_of(invoice, default_payment_method_id=None)
+        claim.later(
+            _collection_record(
+                invoice,
+                payment_terms.Collection(
+                    method=payment_terms.CHARGE,
+                    days_until_due=waiting.days_until_due,
+                    awaits_payment_method=True,
+                ),
+                awaits=True,
+                now=claim.now,
+            )
+        )
+    else:
+        claim.later(_collection_record(invoice, collection, awaits=False, now=claim.now))
     return {"invoice": stripe_invoice.id, "collection": outcome}
+
+
+_UNSET: Any = object()
+
+
+async def _collection_of(
+    invoice: Invoice, *, default_payment_method_id: str | None = _UNSET
+) -> payment_terms.Collection:
+    """How this invoice is collected: the merchant's terms, the card on file, the plan's days."""
+    merchant = await Merchant.objects().where(Merchant.id == invoice.merchant_id).first()
+    if merchant is None:
+        raise StripeFailure("merchant is gone", is_transient=False, status=None, code=None)
+    plan = await catalog_store.plan_version(invoice.plan_code, invoice.plan_version)
+    if default_payment_method_id is _UNSET:
+        default_payment_method_id = merchant.default_payment_method_id
+    return payment_terms.collection_for(
+        invoice_collection=merchant.invoice_collection,
+        merchant_days=merchant.days_until_due,
+        plan=plan,
+        default_payment_method_id=default_payment_method_id,
+    )
+
+
+def _collection_record(
+    invoice: Invoice, collection: payment_terms.Collection, *, awaits: bool, now: datetime
+) -> Write:
+    """How the invoice is collected, recorded with the push. An invoice sent because no way to
+    pay was on file tells the platform (``payment_method.required``, with a new payment-setup
+    link) — unless a card was saved while the push ran: then it is paid with that card. The
+    merchant's row is locked meanwhile, so a card's arrival (``customer.updated``) and this
+    record take turns and neither misses the other."""
+    issued_at = invoice.finalized_at or invoice.created_at
+    due_at = collection.due_at(issued_at)  # sent, or a charge waiting for a card: it has days
+
+    async def write() -> None:
+        await Invoice.update(
+            {
+                Invoice.collection_method: collection.method,
+                Invoice.due_at: due_at,
+                Invoice.awaits_payment_method: awaits,
+            }
+        ).where((Invoice.merchant_id == invoice.merchant_id) & (Invoice.id == invoice.id))
+        if not awaits:
+            return
+        record = await methods.lock_merchant(invoice.merchant_id)
+        saved = record["default_payment_method_id"] if record is not None else None
+        if saved is not None:
+            await enqueue(
+                invoice.merchant_id,
+                Command.INVOICE_RETRY_PAYMENT,
+                {"invoice_id": str(invoice.id), "payment_method": saved},
+            )
+            return
+        link = await payment_links.issue(invoice.merchant_id, now=now)
+        merchant_now = (await clocks.clock_for_merchant(invoice.merchant_id)).now()
+        await emit.payment_method_required(
+            invoice.merchant_id,
+            at=merchant_now,
+            reason="invoice_sent_without_payment_method",
+            invoice_id=invoice.id,
+            setup_url=link.url,
+        )
+        log.info(
+            "invoice_sent_without_payment_method",
+            invoice_id=str(invoice.id),
+            merchant_id=str(invoice.merchant_id),
+        )
+
+    return write
 
 
 def _invoice_update(invoice: Invoice, values: dict[Any, Any]) -> Write:
@@ -774,19 +898,30 @@ _DEAD = frozenset({"void", "failed", "canceled"})
 credit note, a failed or canceled refund): never taken as the earlier attempt's."""
 
 
-async def _collect(gateway: Gateway, stripe_invoice_id: str, *, key: str) -> str:
-    """Ask Stripe to collect an open invoice: its status after, or ``declined``. Stripe refuses
-    to pay an invoice that is no longer open (paid meanwhile, voided in the dashboard) with a
-    plain 400 and no code to tell it by: then the invoice is read, and a closed one is no
-    failure of ours."""
+NO_WAY_TO_PAY = "no payment method"
+"""A collection outcome: Stripe had nothing to charge (no default card, or the card named is
+not the customer's). Not a failed payment: the invoice waits for a way to pay, undunned."""
+
+
+async def _collect(
+    gateway: Gateway, stripe_invoice_id: str, *, key: str, payment_method: str | None = None
+) -> str:
+    """Ask Stripe to collect an open invoice (with ``payment_method``, or the customer's
+    default card): its status after, ``declined``, or `NO_WAY_TO_PAY`. Stripe refuses to pay an
+    invoice that is no longer open (paid meanwhile, voided in the dashboard) with a plain 400
+    and no code to tell it by: then the invoice is read, and a closed one is no failure of
+    ours."""
     v1 = gateway.client.v1
+    params = {"payment_method": payment_method} if payment_method else {}
     try:
-        paid = await gateway.call(v1.invoices.pay, stripe_invoice_id, key=key)
+        paid = await gateway.call(v1.invoices.pay, stripe_invoice_id, key=key, **params)
     except CardDeclined:
         return "declined"
     except StripeFailure as failure:
         if failure.is_transient:
             raise
+        if failure.status == 400 and failure.code == "resource_missing":
+            return NO_WAY_TO_PAY
         current = await gateway.retrieve(v1.invoices.retrieve, stripe_invoice_id)
         if current.status != "open":
             return f"skipped ({current.status})"
@@ -802,7 +937,28 @@ async def _invoice_retry_payment(
         raise StripeFailure("invoice not in Stripe", is_transient=False, status=None, code=None)
     if invoice.status != "open":
         return {"invoice": invoice.stripe_invoice_id, "collection": f"skipped ({invoice.status})"}
-    outcome = await _collect(gateway, invoice.stripe_invoice_id, key=claim.key)
+    outcome = await _collect(
+        gateway,
+        invoice.stripe_invoice_id,
+        key=claim.key,
+        payment_method=payload.get("payment_method"),
+    )
+    if outcome == NO_WAY_TO_PAY and not invoice.awaits_payment_method:
+        # Nothing left to charge (the card was removed): the invoice waits for a way to pay,
+        # due on our clock, and dunning counts it only once it is overdue.
+        waiting = await _collection_of(invoice, default_payment_method_id=None)
+        claim.later(
+            _collection_record(
+                invoice,
+                payment_terms.Collection(
+                    method=invoice.collection_method or payment_terms.CHARGE,
+                    days_until_due=waiting.days_until_due,
+                    awaits_payment_method=True,
+                ),
+                awaits=True,
+                now=claim.now,
+            )
+        )
     return {"invoice": invoice.stripe_invoice_id, "collection": outcome}
 
 
@@ -1046,6 +1202,38 @@ def _payment_update(
     return write
 
 
+async def _payment_method_set_default(
+    gateway: Gateway, claim: Claim, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """The card a Checkout Session (setup mode) saved becomes the card the customer's invoices
+    are paid with: read from the SetupIntent, set as ``invoice_settings.default_payment_method``.
+    Stripe's ``customer.updated`` then tells us (``handlers.payment_methods``)."""
+    merchant = await Merchant.objects().where(Merchant.id == _merchant_of(claim)).first()
+    if merchant is None or not merchant.stripe_customer_id:
+        raise NotReady("the merchant's Stripe customer is not recorded yet")
+    v1 = gateway.client.v1
+    intent = await gateway.retrieve(v1.setup_intents.retrieve, payload["setup_intent"])
+    if intent.status != "succeeded" or not intent.payment_method:
+        return {"setup_intent": intent.id, "skipped": f"setup intent is {intent.status}"}
+    if id_of(intent.customer) != merchant.stripe_customer_id:
+        raise StripeFailure(
+            f"setup intent {intent.id} saved a card for customer {id_of(intent.customer)}, not"
+            f" the merchant's {merchant.stripe_customer_id}: nothing to do here, `billing outbox"
+            f" skip {claim.id} --reason ...`",
+            is_transient=False,
+            status=None,
+            code=None,
+        )
+    method_id = id_of(intent.payment_method)
+    await gateway.call(
+        v1.customers.update,
+        merchant.stripe_customer_id,
+        key=f"{claim.key}:default",
+        invoice_settings={"default_payment_method": method_id},
+    )
+    return {"customer": merchant.stripe_customer_id, "default_payment_method": method_id}
+
+
 _COMMANDS: dict[Command, Push] = {
     Command.CUSTOMER_CREATE: _customer_create,
     Command.CUSTOMER_UPDATE: _customer_update,
@@ -1055,4 +1243,5 @@ _COMMANDS: dict[Command, Push] = {
     Command.INVOICE_VOID: _invoice_void,
     Command.CREDIT_NOTE_PUSH: _credit_note_push,
     Command.PAYMENT_LOOKUP: _payment_lookup,
+    Command.PAYMENT_METHOD_SET_DEFAULT: _payment_method_set_default,
 }

@@ -1,5 +1,6 @@
-"""One Stripe sync pass for the worker: queue due payment retries, send the outbox (when a
-Stripe key is configured; otherwise rows wait), process the inbox."""
+"""One Stripe sync pass for the worker: process the inbox, queue due payment retries, move
+overdue sent invoices along, send the outbox (when a Stripe key is configured; otherwise rows
+wait)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from webhooks.gateway import Gateway
 @dataclass
 class SyncSummary:
     retries_queued: int = 0
+    overdue_marked: int = 0
     outbox: outbox.SendSummary = field(default_factory=outbox.SendSummary)
     inbox: inbox.ProcessSummary = field(default_factory=inbox.ProcessSummary)
 
@@ -23,6 +25,7 @@ class SyncSummary:
     def is_idle(self) -> bool:
         return not (
             self.retries_queued
+            or self.overdue_marked
             or self.outbox.sent
             or self.outbox.retrying
             or self.outbox.parked
@@ -50,6 +53,7 @@ class StripeSync:
         summary = SyncSummary()
         summary.inbox = await inbox.process_pass(now=now, should_stop=should_stop)
         summary.retries_queued = await dunning.queue_due_retries(now=now)
+        summary.overdue_marked = await dunning.mark_overdue(now=now)
         if self.gateway is not None:
             summary.outbox = await outbox.send_pass(
                 self.gateway,

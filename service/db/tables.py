@@ -42,6 +42,16 @@ class Merchant(Table, tablename="merchants"):
     stripe_customer_id = Varchar(length=80, null=True, default=None)
     stripe_customer_deleted_at = Timestamptz(null=True, default=None)
     dispute_flagged_at = Timestamptz(null=True, default=None)
+    default_payment_method_id = Varchar(length=255, null=True, default=None)
+    """The Stripe customer's invoice default, as the newest ``customer.updated`` said: what the
+    merchant's invoices are charged to (None: invoices are sent)."""
+    stripe_customer_event_created = BigInt(default=0)
+    """``created`` of the newest customer event applied (older ones are stale)."""
+    invoice_collection = Varchar(length=16, default="automatic")
+    """Payment terms: ``automatic`` (charged once a way to pay is saved, sent until then) or
+    ``send_invoice`` (always sent: a negotiated contract paying by bank transfer)."""
+    days_until_due = Integer(null=True, default=None)
+    """Days a sent invoice is due after it is issued (None: the plan's)."""
 
 
 class ApiKey(Table, tablename="api_keys"):
@@ -250,6 +260,14 @@ class Invoice(Table, tablename="invoices"):
     payment_attempts = Integer(default=0)
     next_payment_retry_at = Timestamptz(null=True, default=None)
     dispute_status = Varchar(length=32, null=True, default=None)
+    collection_method = Varchar(length=24, null=True, default=None)
+    """How Stripe collects it: ``charge_automatically`` or ``send_invoice`` (None: not pushed)."""
+    due_at = Timestamptz(null=True, default=None)
+    """A sent invoice's due date, on our clock (the merchant's)."""
+    awaits_payment_method = Boolean(default=False)
+    """Sent because no way to pay was on file: paid with the first one the merchant saves."""
+    overdue_stage = SmallInt(default=0)
+    """Dunning of an unpaid sent invoice: 1 past its due date, 2 the subscription suspended."""
 
 
 class InvoiceLineRow(Table, tablename="invoice_lines"):
@@ -421,6 +439,40 @@ class Payment(Table, tablename="payments"):
     stripe_event_id = Varchar(length=80)
 
 
+class PaymentMethodRow(Table, tablename="payment_methods"):
+    """A way to pay saved at Stripe for a merchant, as ``payment_method.attached`` and
+    ``payment_method.detached`` described it (the card's brand and last digits, no more)."""
+
+    merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is (merchant_id, id)
+    id = Varchar(length=255)
+    type = Varchar(length=40)
+    card_brand = Varchar(length=32, null=True, default=None)
+    card_last4 = Varchar(length=4, null=True, default=None)
+    card_exp_month = SmallInt(null=True, default=None)
+    card_exp_year = SmallInt(null=True, default=None)
+    is_attached = Boolean(default=True)
+    event_created = BigInt(default=0)
+    updated_at = Timestamptz(default=TimestamptzNow())
+
+
+class PaymentSetupLink(Table, tablename="payment_setup_links"):
+    """A link where a merchant saves a way to pay (``/v1/pay/setup/<token>``): the token's
+    SHA-256, the Checkout Session it opened last, and when it was used."""
+
+    merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is (merchant_id, id)
+    id = UUID()
+    token_hash = Varchar(length=64)
+    success_url = Varchar(length=2048)
+    cancel_url = Varchar(length=2048)
+    created_at = Timestamptz(default=TimestamptzNow())
+    expires_at = Timestamptz()
+    sessions_made = Integer(default=0)
+    checkout_session_id = Varchar(length=255, null=True, default=None)
+    checkout_url = Varchar(length=2048, null=True, default=None)
+    checkout_expires_at = Timestamptz(null=True, default=None)
+    completed_at = Timestamptz(null=True, default=None)
+
+
 class Refund(Table, tablename="refunds"):
     id = UUID(primary_key=True)
     merchant_id = UUID()
@@ -582,6 +634,8 @@ ALL_TABLES: tuple[type[Table], ...] = (
     StripeOutbox,
     StripeInbox,
     Payment,
+    PaymentMethodRow,
+    PaymentSetupLink,
     Refund,
     Dispute,
     StripeCatalogMap,

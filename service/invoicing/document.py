@@ -85,24 +85,22 @@ class InvoiceDocument:
         return f"invoice-{safe}.pdf"
 
 
-def payment_link(invoice: Invoice) -> PaymentLink | None:
+def payment_link(invoice: Invoice, tz: Any = None) -> PaymentLink | None:
     """How the merchant pays this invoice online, if it can be paid now: Stripe's hosted invoice
-    page once Stripe has one and something is due.
+    page once Stripe has one and something is due — and, for an invoice sent to the merchant
+    (no card saved, or terms paying by transfer), by when (its due date in ``tz``).
 
-    The one place that decides the payment link on a document: the ways-to-pay work makes it
-    richer here (a page to add a card first, a bank transfer reference), and both renderings
-    follow."""
+    The one place that decides the payment link on a document: both renderings follow."""
     url = invoice.hosted_invoice_url or ""
     if invoice.status != "open" or invoice.amount_due_minor <= 0:
         return None
     if not url.startswith(("https://", "http://")):
         return None  # no page yet (not pushed to Stripe), or nothing we would link to
     due = format_minor(invoice.amount_due_minor, invoice.currency)
-    return PaymentLink(
-        url=url,
-        label=f"Pay {due} online",
-        note="the secure payment page Stripe keeps for this invoice",
-    )
+    note = "the secure payment page Stripe keeps for this invoice"
+    if invoice.due_at is not None and tz is not None:
+        note += f"; due by {invoice.due_at.astimezone(tz):%Y-%m-%d}"
+    return PaymentLink(url=url, label=f"Pay {due} online", note=note)
 
 
 def _local(instant: datetime, tz: Any) -> str:
@@ -183,7 +181,7 @@ def build(
         facts=tuple(facts),
         lines=rows,
         totals=tuple(totals),
-        payment=payment_link(invoice),
+        payment=payment_link(invoice, tz),
         timezone=tz_name,
         issued_at=invoice.finalized_at,
     )

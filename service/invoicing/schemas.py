@@ -88,6 +88,14 @@ class InvoiceOut(Output):
     finalized_at: datetime | None
     paid_at: datetime | None
     voided_at: datetime | None
+    collection_method: str | None = None
+    """``charge_automatically`` (charged to the merchant's saved card) or ``send_invoice`` (sent:
+    paid on ``payment_url``); null until the invoice reaches Stripe."""
+    due_at: datetime | None = None
+    """When a sent invoice is due (overdue after it: dunning)."""
+    payment_url: str | None = None
+    """While the invoice is open: Stripe's hosted invoice page, where it is paid (card, or ways
+    that cannot be saved such as WeChat Pay)."""
     lines: list[InvoiceLineOut] | None = None
     credit_notes: list[CreditNoteOut] | None = None
     payments: list[PaymentOut] | None = None
@@ -105,10 +113,11 @@ class InvoiceOut(Output):
         fields = {
             name: getattr(row, name)
             for name in cls.__struct_fields__
-            if name not in ("lines", "credit_notes", "payments")
+            if name not in ("lines", "credit_notes", "payments", "payment_url")
         }
         return cls(
             **fields,
+            payment_url=row.hosted_invoice_url if row.status == "open" else None,
             lines=[
                 InvoiceLineOut(**{k: line[k] for k in InvoiceLineOut.__struct_fields__})
                 for line in lines

@@ -20,6 +20,7 @@ from service.db.tables import (
     InvoiceLineRow,
     Merchant,
     Payment,
+    PaymentMethodRow,
     PendingLine,
 )
 from service.db.tables import Subscription as SubscriptionRow
@@ -88,4 +89,12 @@ async def merchant(merchant_id: UUID) -> MerchantOut:
     row = await Merchant.objects().where(Merchant.id == merchant_id).first()
     if row is None:
         raise LookupError(f"merchant {merchant_id} is not there")
-    return MerchantOut.from_row(row)
+    method = None
+    if row.default_payment_method_id is not None:
+        method = (
+            await PaymentMethodRow.objects()
+            .where(PaymentMethodRow.merchant_id == merchant_id)
+            .where(PaymentMethodRow.id == row.default_payment_method_id)
+            .first()
+        )
+    return MerchantOut.from_row(row, method)

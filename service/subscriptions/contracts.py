@@ -13,6 +13,8 @@ from service.audit import log as audit
 from service.catalog import store as catalog_store
 from service.db.tables import Contract
 from service.errors import InvalidInput
+from service.payments import terms
+from service.payments.schemas import PaymentTermsIn
 from service.subscriptions import lifecycle
 from service.tenancy.principal import Actor
 
@@ -25,8 +27,10 @@ async def set_terms(
     note: str,
     actor: Actor,
     plan: PlanVersion | None = None,
+    payment_terms: PaymentTermsIn | None = None,
 ) -> Contract:
-    """Record contract terms from ``effective_from`` on, checked against the merchant's plan."""
+    """Record contract terms from ``effective_from`` on, checked against the merchant's plan;
+    ``payment_terms`` (how its invoices are collected) apply from the next invoice pushed."""
     if plan is None:
         subscription = await lifecycle.live_subscription(merchant_id)
         if subscription is None:
@@ -42,6 +46,8 @@ async def set_terms(
             field="overrides",
         )
     lifecycle.resolve(plan, addons, overrides)  # refuses unknown charges, fields and values
+    if payment_terms is not None:
+        await terms.set_terms(merchant_id, payment_terms, plan=plan, actor=actor)
     encoded = msgspec.json.encode(overrides).decode()
     rows = await Contract.raw(
         "INSERT INTO contracts (merchant_id, effective_from, overrides, note)"

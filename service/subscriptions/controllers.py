@@ -17,6 +17,7 @@ from service.db.engine import current as current_database
 from service.db.tables import Subscription
 from service.errors import Forbidden
 from service.idempotency import require_key
+from service.payments.schemas import PaymentTermsOut
 from service.problems import responses
 from service.settings import Settings
 from service.subscriptions import actions, clocks, contracts, lifecycle, signup
@@ -38,6 +39,7 @@ from service.subscriptions.schemas import (
     TestClockOut,
 )
 from service.support.reads import SUPPORT_READABLE, record_look
+from service.tenancy import merchants
 from service.tenancy.auth import operator_only, requires
 from service.tenancy.principal import Actor, KeyScope
 from service.tenancy.scope import TenantScope, scoped
@@ -291,7 +293,9 @@ class ContractController(Controller):
         data: JSONBody[ContractRequest],
         actor: NamedDependency[Actor],
     ) -> ContractOut:
-        """Set a custom-tier merchant's negotiated prices from ``effective_from`` on."""
+        """Set a custom-tier merchant's negotiated prices from ``effective_from`` on, and
+        optionally its payment terms (a contract paying by bank transfer: every invoice sent,
+        due its own number of days after issue)."""
         async with current_database().engine.transaction():
             contract = await contracts.set_terms(
                 merchant_id,
@@ -299,12 +303,17 @@ class ContractController(Controller):
                 effective_from=data.effective_from,
                 note=data.note,
                 actor=actor,
+                payment_terms=data.payment_terms,
             )
+        merchant = await merchants.get(merchant_id)
         return ContractOut(
             merchant_id=merchant_id,
             effective_from=contract.effective_from,
             overrides=data.overrides,
             note=contract.note,
+            payment_terms=PaymentTermsOut(
+                collection=merchant.invoice_collection, days_until_due=merchant.days_until_due
+            ),
         )
 
 

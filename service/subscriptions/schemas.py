@@ -11,6 +11,12 @@ import msgspec
 
 from plans.lines import InvoiceLine
 from service.db.tables import Subscription, TestClock
+from service.payments.schemas import (
+    PaymentSetupOut,
+    PaymentSetupRequest,
+    PaymentTermsIn,
+    PaymentTermsOut,
+)
 from service.tenancy.schemas import ApiKeyIssuedOut, MerchantCreate, MerchantOut
 from service.wire import Input, Output, pattern
 
@@ -35,6 +41,12 @@ class SignupRequest(Input):
     """Operators' simulations: the merchant lives on this test clock."""
     contract_overrides: dict[str, dict[str, Any]] | None = None
     """Custom tier only: negotiated prices, ``{charge_code: {field: value}}``."""
+    payment_terms: PaymentTermsIn | None = None
+    """How invoices are collected: charged to the card the merchant saves (sent until then),
+    or, for a negotiated contract paying by bank transfer, always sent (``send_invoice``);
+    ``days_until_due`` of sent invoices (the plan's when omitted)."""
+    payment_setup: PaymentSetupRequest | None = None
+    """Where Stripe's page sends the merchant back after saving a card (or not)."""
 
 
 class PlanChangeRequest(Input):
@@ -60,6 +72,9 @@ class ContractRequest(Input):
     overrides: dict[str, dict[str, Any]]
     effective_from: datetime
     note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    payment_terms: PaymentTermsIn | None = None
+    """The contract's payment terms (bank transfer: ``send_invoice``, with its own
+    ``days_until_due``), from the next invoice pushed on; omitted: unchanged."""
 
 
 class TestClockCreate(Input):
@@ -229,6 +244,10 @@ class SignupOut(Output):
     api_key: ApiKeyIssuedOut | None
     """The merchant's first key, shown once; null when this answer is an idempotent replay."""
     subscription: SubscriptionOut
+    payment_setup: PaymentSetupOut | None = None
+    """Where the merchant saves a way to pay: open ``url`` in its browser (no key needed; a
+    Stripe Checkout page). Shown once, like the key: null on a replay (ask
+    ``POST /v1/merchants/me/payment-setup`` for a new link)."""
     is_replay: bool = False
 
 
@@ -265,3 +284,4 @@ class ContractOut(Output):
     effective_from: datetime
     overrides: dict[str, dict[str, Any]]
     note: str
+    payment_terms: PaymentTermsOut

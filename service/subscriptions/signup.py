@@ -1,4 +1,5 @@
-"""Signup: merchant, first API key and subscription, in one idempotent transaction."""
+"""Signup: merchant, first API key, subscription and the link where the merchant saves a way to
+pay, in one idempotent transaction (the Stripe customer follows through the outbox)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import msgspec
 from service import idempotency
 from service.catalog import store as catalog_store
 from service.db.engine import current as current_database
+from service.payments import links, terms
+from service.payments.schemas import PaymentSetupOut, PaymentSetupRequest
 from service.subscriptions import clocks, contracts, lifecycle
 from service.subscriptions.schemas import SignupOut, SignupRequest, SubscriptionOut
 from service.tenancy import keys, merchants
@@ -50,6 +53,9 @@ async def signup(
         )
         if data.test_clock_id is not None:
             await clocks.attach(data.test_clock_id, merchant.id)
+        if data.payment_terms is not None:
+            await terms.set_terms(merchant.id, data.payment_terms, plan=plan, actor=actor)
+            merchant = await merchants.get(merchant.id)
         if data.contract_overrides:
             await contracts.set_terms(
                 merchant.id,
@@ -76,6 +82,13 @@ async def signup(
             now=now,
             actor=actor,
         )
+        setup = data.payment_setup or PaymentSetupRequest()
+        link = await links.issue(
+            merchant.id,
+            now=system_now,
+            success_url=setup.success_url,
+            cancel_url=setup.cancel_url,
+        )
         key_out = ApiKeyOut.from_row(issued.row)
         body = SignupOut(
             merchant=MerchantOut.from_row(merchant),
@@ -84,14 +97,18 @@ async def signup(
                 subscription,
                 pending=await lifecycle.pending_lines(merchant.id, subscription.id),
             ),
+            payment_setup=PaymentSetupOut(url=link.url, expires_at=link.expires_at),
         )
         if idempotency_key is not None:
-            # The stored answer never holds the key itself: keys exist in clear only once.
+            # The stored answer never holds the key itself, nor the payment link's token:
+            # both exist in clear only once.
             await idempotency.remember(
                 scope,
                 idempotency_key,
                 201,
-                msgspec.to_builtins(msgspec.structs.replace(body, api_key=None)),
+                msgspec.to_builtins(
+                    msgspec.structs.replace(body, api_key=None, payment_setup=None)
+                ),
             )
     return SignupResult(body=body, is_replay=False)
 

@@ -52,8 +52,9 @@ class MerchantController(Controller):
 
     @get("/me", summary="Your merchant", responses=responses(401, 404))
     async def get_me(self, tenant: NamedDependency[TenantScope]) -> MerchantOut:
-        """The calling merchant."""
-        return MerchantOut.from_row(await merchants.get(tenant.require_merchant()))
+        """The calling merchant, with whether its invoices can be charged (a way to pay is
+        saved: `default_payment_method`) and its payment terms."""
+        return await merchants.described(await merchants.get(tenant.require_merchant()))
 
     @patch("/me", summary="Update your merchant", responses=responses(400, 401, 403, 422))
     async def update_me(
@@ -67,7 +68,7 @@ class MerchantController(Controller):
             row = await merchants.update(
                 tenant.require_merchant(), data.changes(), actor=actor, now=SYSTEM_CLOCK.now()
             )
-        return MerchantOut.from_row(row)
+        return await merchants.described(row)
 
     @get(
         "/{merchant_id:uuid}",
@@ -77,7 +78,7 @@ class MerchantController(Controller):
     )
     async def get_merchant(self, merchant_id: FromPath[UUID]) -> MerchantOut:
         """Any merchant (operator)."""
-        return MerchantOut.from_row(await merchants.get(merchant_id))
+        return await merchants.described(await merchants.get(merchant_id))
 
 
 class ApiKeyController(Controller):

@@ -11,9 +11,11 @@ from plans.money import CURRENCY_EXPONENTS
 from service.audit import log as audit
 from service.db.tables import Merchant
 from service.errors import InvalidInput, NotFound
+from service.payments import methods
 from service.stripe_outbox import Command, enqueue
 from service.tenancy.platform import is_platform
 from service.tenancy.principal import Actor
+from service.tenancy.schemas import MerchantOut
 
 
 def check_timezone(name: str) -> str:
@@ -68,6 +70,12 @@ async def get(merchant_id: UUID) -> Merchant:
     if row is None:
         raise NotFound(f"merchant {merchant_id} not found")
     return row
+
+
+async def described(row: Merchant) -> MerchantOut:
+    """The merchant as the API shows it, with what Stripe said of the card its invoices are
+    charged to."""
+    return MerchantOut.from_row(row, await methods.described(row.id, row.default_payment_method_id))
 
 
 async def update(

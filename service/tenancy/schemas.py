@@ -8,7 +8,8 @@ from uuid import UUID
 
 import msgspec
 
-from service.db.tables import ApiKey, Merchant
+from service.db.tables import ApiKey, Merchant, PaymentMethodRow
+from service.payments.schemas import PaymentMethodOut, PaymentTermsOut
 from service.wire import CurrencyCode, Email, Input, Name, Output, TimezoneName, pattern
 
 ScopeName = Annotated[
@@ -51,9 +52,19 @@ class MerchantOut(Output):
     currency: str
     status: str
     created_at: datetime
+    can_be_charged: bool = False
+    """A way to pay is saved for its invoices: they are charged to it (unless its terms send
+    every invoice). False: invoices are sent to it, each with a payment link."""
+    default_payment_method: PaymentMethodOut | None = None
+    """The card its invoices are charged to, as Stripe last said."""
+    payment_terms: PaymentTermsOut = msgspec.field(
+        default_factory=lambda: PaymentTermsOut(collection="automatic", days_until_due=None)
+    )
+    """(Answers stored before payment terms existed replay with the default ones.)"""
 
     @classmethod
-    def from_row(cls, row: Merchant) -> MerchantOut:
+    def from_row(cls, row: Merchant, method: PaymentMethodRow | None = None) -> MerchantOut:
+        method_id = row.default_payment_method_id
         return cls(
             id=row.id,
             name=row.name,
@@ -62,6 +73,13 @@ class MerchantOut(Output):
             currency=row.currency,
             status=row.status,
             created_at=row.created_at,
+            can_be_charged=method_id is not None,
+            default_payment_method=PaymentMethodOut.from_row(method_id, method)
+            if method_id is not None
+            else None,
+            payment_terms=PaymentTermsOut(
+                collection=row.invoice_collection, days_until_due=row.days_until_due
+            ),
         )
 
 

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from service.db import engine as db_engine
+from webhooks.standin import StandIn
 
 BILLING = str(Path(sys.executable).parent / "billing")
 
@@ -183,3 +185,38 @@ def start_worker(
         [BILLING, "worker", *args], stdout=log, stderr=subprocess.STDOUT, text=True, env=env
     )
     return WorkerProcess(process=process, log=log)
+
+
+def save_card(
+    http: httpx.Client,
+    setup_url: str,
+    standin: StandIn,
+    *,
+    card: str = "tok_visa",
+    timeout: float = 60,
+) -> str:
+    """The merchant opens its payment-setup link in a browser (no key) and saves ``card`` on
+    the Stripe Checkout page it is sent to. The link answers 503 (with ``Retry-After``) until
+    the worker has made the merchant's Stripe customer. The Checkout Session's id."""
+    path = urlsplit(setup_url).path
+    deadline = time.monotonic() + timeout
+    while True:
+        opened = http.get(path, follow_redirects=False)
+        if opened.status_code == 303:
+            break
+        assert opened.status_code == 503, opened.text
+        assert opened.headers["retry-after"]
+        assert time.monotonic() < deadline, "the merchant's Stripe customer was never made"
+        time.sleep(0.2)
+    session_id = opened.headers["location"].rsplit("/", 1)[-1]
+    standin.hosted.complete_checkout(session_id, card=card)
+    return session_id
+
+
+def stripe_env(standin: StandIn, secret: str) -> dict[str, str]:
+    """What `billing serve` and `billing worker` need to talk to the stand-in."""
+    return {
+        "STRIPE_API_KEY": "sk_test_standin",
+        "STRIPE_API_BASE": standin.base_url,
+        "STRIPE_WEBHOOK_SECRET": secret,
+    }

@@ -17,7 +17,14 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.e2e.conftest import WorkerProcess, printed_key, start_server, start_worker
+from tests.e2e.conftest import (
+    WorkerProcess,
+    printed_key,
+    save_card,
+    start_server,
+    start_worker,
+)
+from tests.e2e.conftest import stripe_env as stripe_settings
 from webhooks.standin import StandIn
 
 SECRET = "whsec_e2e_" + "2" * 20
@@ -36,16 +43,10 @@ def _wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
 def test_a_worker_killed_while_stripe_refunds_leaves_one_refund_and_its_credit_note(
     fresh_database_url: str,
 ) -> None:
-    server = start_server(fresh_database_url, extra_env={"STRIPE_WEBHOOK_SECRET": SECRET})
-    standin = StandIn.start(
-        port=0, webhook_url=f"{server.base_url}/webhooks/stripe", webhook_secret=SECRET
-    )
-    stripe_env = {
-        "STRIPE_API_KEY": "sk_test_standin",
-        "STRIPE_API_BASE": standin.base_url,
-        "STRIPE_WEBHOOK_SECRET": SECRET,
-        "STRIPE_OUTBOX_LEASE_SECONDS": "3",
-    }
+    standin = StandIn.start(port=0, webhook_secret=SECRET)
+    server = start_server(fresh_database_url, extra_env=stripe_settings(standin, SECRET))
+    standin.webhooks.url = f"{server.base_url}/webhooks/stripe"
+    stripe_env = {**stripe_settings(standin, SECRET), "STRIPE_OUTBOX_LEASE_SECONDS": "3"}
     workers: list[WorkerProcess] = []
     try:
         workers.append(start_worker(fresh_database_url, "--interval", "0.2", extra_env=stripe_env))
@@ -68,6 +69,7 @@ def test_a_worker_killed_while_stripe_refunds_leaves_one_refund_and_its_credit_n
             )
             assert made.status_code == 201, made.text
             merchant = {"Authorization": f"Bearer {made.json()['api_key']['key']}"}
+            save_card(http, made.json()["payment_setup"]["url"], standin)  # what Stripe charges
 
             def paid_invoice() -> dict[str, Any] | None:
                 listed = http.get("/v1/invoices", headers=merchant).json()

@@ -1,6 +1,7 @@
 """The Stripe sync with real processes: ``billing serve`` receives the stand-in's signed
 webhooks over HTTP, two ``billing worker`` processes side by side push the outbox and process
-the inbox. Every merchant's invoice is pushed once and paid by webhook."""
+the inbox. Every merchant saves a card through its payment-setup link; its invoice is pushed
+once and paid by webhook."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import BILLING, ServerProcess, printed_key, start_server
+from tests.e2e.conftest import (
+    BILLING,
+    ServerProcess,
+    printed_key,
+    save_card,
+    start_server,
+    stripe_env,
+)
 from webhooks.standin import StandIn
 
 SECRET = "whsec_e2e_" + "1" * 20
@@ -21,18 +29,15 @@ MERCHANTS = 4
 
 @pytest.fixture
 def stripe_world(fresh_database_url: str) -> Iterator[tuple[ServerProcess, StandIn, list]]:
-    server = start_server(fresh_database_url, extra_env={"STRIPE_WEBHOOK_SECRET": SECRET})
-    standin = StandIn.start(
-        port=0, webhook_url=f"{server.base_url}/webhooks/stripe", webhook_secret=SECRET
-    )
+    standin = StandIn.start(port=0, webhook_secret=SECRET)
+    server = start_server(fresh_database_url, extra_env=stripe_env(standin, SECRET))
+    standin.webhooks.url = f"{server.base_url}/webhooks/stripe"
     env = {
         **os.environ,
         "DATABASE_URL": fresh_database_url,
         "BILLING_ENV": "test",
         "BILLING_LOG_FORMAT": "json",
-        "STRIPE_API_KEY": "sk_test_standin",
-        "STRIPE_API_BASE": standin.base_url,
-        "STRIPE_WEBHOOK_SECRET": SECRET,
+        **stripe_env(standin, SECRET),
     }
     workers = [
         subprocess.Popen(
@@ -78,6 +83,8 @@ def test_two_workers_push_each_invoice_once_and_webhooks_mark_it_paid(
             )
             assert made.status_code == 201, made.text
             merchant_keys.append({"Authorization": f"Bearer {made.json()['api_key']['key']}"})
+            # The merchant saves a card through its link: Stripe would not pay without one.
+            save_card(http, made.json()["payment_setup"]["url"], standin)
         deadline = time.monotonic() + 40
         statuses: list[str] = []
         while time.monotonic() < deadline:

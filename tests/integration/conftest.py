@@ -122,6 +122,30 @@ async def signup_tenant(
     **extra: Any,
 ) -> tuple[Tenant, dict[str, Any]]:
     """A merchant made through POST /v1/signup: its key and its subscription."""
+    tenant, created = await signup_answer(
+        client,
+        operator,
+        plan=plan,
+        trial_days=trial_days,
+        test_clock_id=test_clock_id,
+        name=name,
+        **extra,
+    )
+    return tenant, created["subscription"]
+
+
+async def signup_answer(
+    client: httpx.AsyncClient,
+    operator: Tenant,
+    *,
+    plan: str = "basic",
+    trial_days: int = 0,
+    test_clock_id: str | None = None,
+    name: str = "Signed-up shop",
+    **extra: Any,
+) -> tuple[Tenant, dict[str, Any]]:
+    """A merchant made through POST /v1/signup: its key and the whole answer (the payment-setup
+    link, shown once, among it)."""
     body: dict[str, Any] = {
         "merchant": {"name": name, "contact_email": "owner@shop.cn"},
         "plan": plan,
@@ -142,4 +166,4 @@ async def signup_tenant(
         key=created["api_key"]["key"],
         key_id=uuid.UUID(created["api_key"]["id"]),
     )
-    return tenant, created["subscription"]
+    return tenant, created

@@ -14,12 +14,14 @@ from uuid import UUID
 
 import httpx
 import pytest
+from litestar import Litestar
 
 from service.app import create_app
 from service.db.engine import Database
 from service.settings import Settings, StripeSettings
 from tests.webhook_receiver import Receiver, receiving
 from webhooks.gateway import Gateway
+from webhooks.payment_pages import StripeHostedPages
 from webhooks.standin import StandIn
 from webhooks.sync import StripeSync
 
@@ -53,11 +55,16 @@ def stripe_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def stripe_client(
-    stripe_settings: Settings, database: Database
-) -> AsyncIterator[httpx.AsyncClient]:
+def stripe_app(stripe_settings: Settings, database: Database) -> Litestar:
+    """The app configured with the webhook secret; each test's `sync` points its Stripe pages
+    (Checkout, the portal) at that test's stand-in."""
+    return create_app(stripe_settings)
+
+
+@pytest.fixture(scope="session")
+async def stripe_client(stripe_app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """The app configured with the webhook secret, in this event loop."""
-    transport = httpx.ASGITransport(app=create_app(stripe_settings))
+    transport = httpx.ASGITransport(app=stripe_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
 
@@ -109,14 +116,37 @@ class Sync:
 
 
 @pytest.fixture
-def sync(standin: StandIn, relay: Receiver, stripe_client: httpx.AsyncClient) -> Sync:
+def sync(
+    standin: StandIn, relay: Receiver, stripe_client: httpx.AsyncClient, stripe_app: Litestar
+) -> Iterator[Sync]:
     gateway = Gateway(standin.sdk_client())
-    return Sync(
+    stripe_app.state["payment_pages"] = StripeHostedPages(gateway)
+    yield Sync(
         standin=standin,
         relay=relay,
         client=stripe_client,
         stripe_sync=StripeSync(StripeSettings(), gateway=gateway),
     )
+    stripe_app.state["payment_pages"] = None
+
+
+async def add_card(sync: Sync, merchant_id: UUID, card: str = "tok_visa") -> str:
+    """A card saved for the merchant's invoices, as a person would add it in the Stripe
+    dashboard (the customer pushed first); our record follows from the webhooks. Its id."""
+    from service.db.tables import Merchant
+
+    if merchant_id not in sync.merchant_ids:
+        sync.merchant_ids.append(merchant_id)
+    await sync.settle()
+    merchant = await Merchant.objects().where(Merchant.id == merchant_id).first()
+    assert merchant is not None
+    assert merchant.stripe_customer_id, "the customer was not pushed"
+    method = sync.standin.dashboard.attach_card(merchant.stripe_customer_id, card=card)
+    await sync.settle()
+    merchant = await Merchant.objects().where(Merchant.id == merchant_id).first()
+    assert merchant is not None
+    assert merchant.default_payment_method_id == method["id"]
+    return str(method["id"])
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> None:

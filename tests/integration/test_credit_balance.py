@@ -23,8 +23,10 @@ from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import advance, amounts, close_pass, invoices_of, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_objects,
     stripe_refunds,
@@ -61,11 +63,14 @@ async def _cancel_now(client: AsyncClient, tenant: Tenant, subscription_id: str)
 
 
 async def _invoiced_in_june(
-    client: AsyncClient, operator: Tenant
+    client: AsyncClient, operator: Tenant, sync: Sync | None = None
 ) -> tuple[Tenant, dict[str, Any], str, dict[str, Any]]:
-    """Basic from June 1 on a test clock; June's ¥99 invoiced at once and left open."""
+    """Basic from June 1 on a test clock; June's ¥99 invoiced at once and left open. With
+    ``sync``, a card is saved for the merchant's invoices before (so Stripe charges them)."""
     clock = await new_clock(client, operator, JUNE)
     tenant, sub = await signup_tenant(client, operator, plan="basic", test_clock_id=clock)
+    if sync is not None:
+        await add_card(sync, tenant.merchant_id)
     await close_pass(tenant.merchant_id)
     [first] = await invoices_of(client, tenant)
     assert (first["status"], first["total_minor"]) == ("open", 9900)
@@ -306,8 +311,7 @@ async def test_the_export_lists_every_movement(client: AsyncClient, operator: Te
 async def test_in_stripe_the_balance_lowers_what_an_open_invoice_collects(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenant, sub, clock, first = await _invoiced_in_june(stripe_client, operator)
-    sync.merchant_ids.append(tenant.merchant_id)
+    tenant, sub, clock, first = await _invoiced_in_june(stripe_client, operator, sync)
     await advance(stripe_client, operator, clock, MID_JUNE)
     await _cancel_now(stripe_client, tenant, sub["id"])
     await close_pass(tenant.merchant_id)  # before Stripe heard of the first invoice
@@ -329,8 +333,7 @@ async def test_in_stripe_the_balance_lowers_what_an_open_invoice_collects(
 async def test_in_stripe_the_last_balance_is_refunded_against_the_latest_charge(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenant, sub, clock, _ = await _invoiced_in_june(stripe_client, operator)
-    sync.merchant_ids.append(tenant.merchant_id)
+    tenant, sub, clock, _ = await _invoiced_in_june(stripe_client, operator, sync)
     await sync.settle()  # June's ¥99 charged
     await advance(stripe_client, operator, clock, MID_JUNE)
     await _cancel_now(stripe_client, tenant, sub["id"])

@@ -26,8 +26,10 @@ from tests.integration.finance_helpers import Book, build_book
 from tests.integration.invoicing_helpers import close_pass, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_settings,
     sync,
@@ -119,8 +121,8 @@ async def test_finance_page_in_headless_chromium(
     clock = await new_clock(stripe_client, operator, "2026-04-10T00:00:00+08:00")
     paid, _ = await signup_tenant(stripe_client, operator, plan="advanced", test_clock_id=clock,
                                   name="戊 Shop E")  # fmt: skip
+    await add_card(sync, paid.merchant_id)  # so that Stripe charges it
     await close_pass(paid.merchant_id)
-    sync.merchant_ids.append(paid.merchant_id)
     await sync.settle()
     (charge,) = [c for c in sync.standin.objects("charge") if c["status"] == "succeeded"]
     sync.standin.dashboard.refund_charge(charge["id"], amount=1000)

@@ -28,8 +28,10 @@ from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import close_pass, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_objects,
     stripe_settings,
@@ -43,8 +45,8 @@ START = "2026-03-10T00:00:00+08:00"
 async def _invoiced(client: httpx.AsyncClient, operator: Tenant, sync: Sync, plan: str) -> Tenant:
     clock = await new_clock(client, operator, START)
     tenant, _ = await signup_tenant(client, operator, plan=plan, test_clock_id=clock)
+    await add_card(sync, tenant.merchant_id)  # so that Stripe charges its invoices
     await close_pass(tenant.merchant_id)
-    sync.merchant_ids.append(tenant.merchant_id)
     return tenant
 
 

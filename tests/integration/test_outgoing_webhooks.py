@@ -41,8 +41,10 @@ from tests.integration.outgoing_helpers import (  # noqa: F401 - fixtures
 )
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_settings,
     sync,
@@ -136,6 +138,7 @@ async def test_a_merchants_month_reaches_the_receiver_once_each_signed_and_in_or
         )
         merchant = tenant.merchant_id
         sync.merchant_ids.append(merchant)
+        await add_card(sync, merchant)  # its invoices are charged to it
         await deliverer.run()
         await close_pass(merchant)  # the first period's fee
         await sync.settle()  # pushed to Stripe and paid
@@ -273,6 +276,7 @@ async def test_a_receiver_down_for_a_while_gets_everything_after_it_returns(
         clock = await new_clock(webhook_client, operator, "2026-06-01T00:00:00+08:00")
         tenant, subscription = await signup_tenant(webhook_client, operator, test_clock_id=clock)
         sync.merchant_ids.append(tenant.merchant_id)
+        await add_card(sync, tenant.merchant_id)
         await close_pass(tenant.merchant_id)
         await sync.settle()  # Stripe pushes go on while the endpoint is down
         cancel = await webhook_client.post(

@@ -146,6 +146,7 @@ async def test_expired_rows_go_in_small_batches_and_the_rest_stays(
         "finance_reconciliations": 2,
         "outgoing_events": 2,
         "outgoing_event_marks": 2,
+        "payment_setup_links": 0,  # none expired long ago here (test_payment_setup.py)
     }
     monkeypatch.undo()
     second = await retention.run_pass(settings, now=now)
@@ -156,6 +157,7 @@ async def test_expired_rows_go_in_small_batches_and_the_rest_stays(
         "finance_reconciliations": 0,
         "outgoing_events": 1,
         "outgoing_event_marks": 0,
+        "payment_setup_links": 0,
     }
     assert (await retention.run_pass(settings, now=now)).total == 0
 
@@ -231,6 +233,7 @@ async def test_zero_keeps_everything(database: Database) -> None:
         reconciliations_days=0,
         audit_months=0,
         webhook_events_days=0,
+        payment_links_days=0,
     )
     assert (await retention.run_pass(keep_all, now=now)).total == 0
 
@@ -283,6 +286,7 @@ async def _audit_months_are_dropped(database: Database, tag: str) -> None:
         reconciliations_days=0,
         audit_months=84,
         webhook_events_days=0,
+        payment_links_days=0,
         batch_rows=10,
     )
     now = datetime(2026, 12, 5, tzinfo=UTC)

@@ -23,6 +23,7 @@ from service.usage import ingest
 from tests.integration.conftest import Tenant
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     WEBHOOK_SECRET,
+    stripe_app,
     stripe_client,
     stripe_settings,
 )

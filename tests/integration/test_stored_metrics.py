@@ -26,6 +26,7 @@ from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_settings,
     sync,

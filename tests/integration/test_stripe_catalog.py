@@ -14,6 +14,7 @@ from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_objects,
     stripe_settings,

@@ -18,18 +18,22 @@ import ast
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import stripe
+from stripe._stripe_service import StripeService
 
 from service.db.engine import current as current_database
 from service.db.tables import Invoice, StripeCatalogMap
 from service.stripe_outbox import Command, enqueue
-from tests.integration.conftest import Tenant
+from tests.integration.conftest import Tenant, signup_answer
+from tests.integration.invoicing_helpers import close_pass, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_settings,
     sync,
@@ -45,32 +49,47 @@ TABLE_END = "<!-- /stripe-calls -->"
 
 
 def call_sites() -> dict[tuple[str, str], list[str]]:
-    """``(service, method) -> ["webhooks/outbox.py:512", ...]`` for every ``v1.x.y`` in the code
-    that talks to Stripe. A service named without its method is refused: pass the method."""
+    """``(service, method) -> ["webhooks/outbox.py:512", ...]`` for every ``v1.x.y`` (or
+    ``v1.checkout.sessions.create``: a service of a namespace) in the code that talks to
+    Stripe. A service named without its method is refused: pass the method."""
+    client = stripe.StripeClient("sk_test_contract")
     sites: dict[tuple[str, str], list[str]] = {}
     for path in sorted((ROOT / "webhooks").rglob("*.py")):
         if "standin" in path.parts:
             continue
         tree = ast.parse(path.read_text())
-        methods = {
+        inner = {
             id(node.value)
             for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
         }
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Attribute) and _is_v1(node.value)):
+            if not isinstance(node, ast.Attribute) or id(node) in inner:
+                continue
+            chain = _after_v1(node)
+            if not chain:
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
-            assert id(node) in methods, f"{where}: name the SDK method, not only v1.{node.attr}"
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Attribute)
-                and _is_v1(node.value.value)
-            ):
-                where = f"{path.relative_to(ROOT)}:{node.lineno}"
-                sites.setdefault((node.value.attr, node.attr), []).append(where)
+            target: object = client.v1
+            for name in chain:
+                target = getattr(target, name)
+            assert not isinstance(target, StripeService), (
+                f"{where}: name the SDK method, not only v1.{'.'.join(chain)}"
+            )
+            sites.setdefault((".".join(chain[:-1]), chain[-1]), []).append(where)
     return sites
+
+
+def _after_v1(node: ast.Attribute) -> list[str] | None:
+    """The names after ``v1`` in ``<...>.v1.a.b.c`` (None when the chain has no ``v1``)."""
+    names: list[str] = []
+    current: ast.AST = node
+    while isinstance(current, ast.Attribute):
+        if _is_v1(current):
+            return names[::-1]
+        names.append(current.attr)
+        current = current.value
+    return names[::-1] if _is_v1(current) else None
 
 
 def _is_v1(node: ast.AST) -> bool:
@@ -81,7 +100,10 @@ def _is_v1(node: ast.AST) -> bool:
 
 def operation_of(service: str, method: str) -> schema.Operation:
     client = stripe.StripeClient("sk_test_contract")
-    return schema.operation_of(getattr(getattr(client.v1, service), method))
+    target: object = client.v1
+    for name in service.split("."):
+        target = getattr(target, name)
+    return schema.operation_of(getattr(target, method))
 
 
 def test_the_code_names_its_stripe_calls_as_sdk_operations() -> None:
@@ -154,7 +176,7 @@ async def _tour(stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync) 
 
     # Pushes retried after Stripe forgot their keys look up what earlier attempts made: the
     # customer (whose answer was lost), then the invoice left a draft, and its items.
-    late, _ = await invoiced_merchant(stripe_client, operator, sync)
+    late, _ = await invoiced_merchant(stripe_client, operator, sync, with_card=False)
     sync.standin.fail_next(1, status="lost", method="POST", path_prefix="/v1/customers")
     await sync.stripe_sync.run_pass(now=datetime.now(UTC), merchant_ids=[late.merchant_id])
     sync.standin.forget_idempotency_keys()
@@ -190,11 +212,36 @@ async def _tour(stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync) 
     assert response.status_code == 200, response.text
     await sync.settle()
 
+    # Ways to pay: a merchant without a card gets its first invoice sent; it opens its
+    # payment-setup link (a Checkout Session in setup mode) and saves a card there (the
+    # SetupIntent read, the card made the invoice default), which then pays the sent invoice;
+    # then it opens the billing portal (its configuration made at first use).
+    await _ways_to_pay(stripe_client, operator, sync)
+
     # The reconciliation's reads.
     gateway = sync.stripe_sync.gateway
     assert gateway is not None
     now = datetime.now(UTC)
     await StripeLedgerSource(gateway).snapshot(now - timedelta(days=1), now + timedelta(days=3))
+
+
+async def _ways_to_pay(stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync) -> None:
+    clock = await new_clock(stripe_client, operator, "2026-03-10T00:00:00+08:00")
+    tenant, created = await signup_answer(stripe_client, operator, test_clock_id=clock)
+    sync.merchant_ids.append(tenant.merchant_id)
+    await close_pass(tenant.merchant_id)
+    await sync.settle()
+    [invoice] = await Invoice.objects().where(Invoice.merchant_id == tenant.merchant_id)
+    assert (invoice.collection_method, invoice.status) == ("send_invoice", "open")
+    opened = await stripe_client.get(urlsplit(created["payment_setup"]["url"]).path)
+    assert opened.status_code == 303, opened.text
+    sync.standin.hosted.complete_checkout(opened.headers["location"].rsplit("/", 1)[-1])
+    await sync.settle()
+    paid = await Invoice.objects().where(Invoice.id == invoice.id).first()
+    assert paid is not None
+    assert paid.status == "paid"
+    portal = await stripe_client.post("/v1/merchants/me/billing-portal", headers=tenant.headers)
+    assert portal.status_code == 201, portal.text
 
 
 def _table(sent: dict[str, tuple[str, set[str], set[str]]]) -> list[str]:

@@ -10,11 +10,14 @@ import httpx
 import pytest
 
 from service.db.tables import CreditNote, Invoice, Refund, StripeOutbox
-from tests.integration.conftest import Tenant
+from tests.integration.conftest import Tenant, signup_tenant
+from tests.integration.invoicing_helpers import close_pass, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_objects,
     stripe_settings,
@@ -28,7 +31,15 @@ from webhooks.outbox import backoff
 async def test_outage_loses_nothing_and_pushes_nothing_twice(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenants = [(await invoiced_merchant(stripe_client, operator, sync))[0] for _ in range(3)]
+    # Each merchant's customer is in Stripe with a card saved; then its first fee is invoiced.
+    tenants = []
+    for _ in range(3):
+        clock = await new_clock(stripe_client, operator, "2026-03-10T00:00:00+08:00")
+        tenant, _ = await signup_tenant(stripe_client, operator, test_clock_id=clock)
+        await add_card(sync, tenant.merchant_id)
+        tenants.append(tenant)
+    for tenant in tenants:
+        await close_pass(tenant.merchant_id)
     sync.standin.start_outage(status=503)
     now = datetime.now(UTC)
     for hour in range(4):
@@ -38,12 +49,11 @@ async def test_outage_loses_nothing_and_pushes_nothing_twice(
         assert summary.outbox.sent == 0
         assert summary.outbox.parked == 0
     rows = await StripeOutbox.objects().where(StripeOutbox.merchant_id.is_in(sync.merchant_ids))
-    assert {row.status for row in rows} == {"pending"}
-    firsts = [row for row in rows if row.command == "customer.create"]
-    assert all(row.attempts >= 2 and "503" in (row.last_error or "") for row in firsts)
-    # A merchant's invoice waits behind its customer: it was never tried.
-    assert all(row.attempts == 0 for row in rows if row.command == "invoice.push")
-    assert sync.standin.count("customer") == 0
+    waiting = [row for row in rows if row.status != "sent"]
+    assert {(row.command, row.status) for row in waiting} == {("invoice.push", "pending")}
+    assert len(waiting) == 3
+    assert all(row.attempts >= 2 and "503" in (row.last_error or "") for row in waiting)
+    assert sync.standin.count("invoice") == 0
 
     # Stripe is back, but flaky: timeouts and 429s on the way, answered by retries.
     sync.standin.end_outage()
@@ -68,7 +78,7 @@ async def test_outage_loses_nothing_and_pushes_nothing_twice(
 async def test_a_request_stripe_refuses_parks_the_row_and_its_stream(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
-    tenant, invoice = await invoiced_merchant(stripe_client, operator, sync)
+    tenant, invoice = await invoiced_merchant(stripe_client, operator, sync, with_card=False)
     sync.standin.fail_next(1, status=400, path_prefix="/v1/customers")
     await sync.settle()
     rows = (
@@ -85,7 +95,11 @@ async def test_a_request_stripe_refuses_parks_the_row_and_its_stream(
 
     assert await stripe_outbox.requeue(rows[0].id, now=datetime.now(UTC))
     await sync.settle()
-    assert (await Invoice.objects().where(Invoice.id == invoice.id).first()).status == "paid"
+    pushed = await Invoice.objects().where(Invoice.id == invoice.id).first()
+    # No card saved: the invoice went out as a sent one, with its payment link.
+    assert (pushed.collection_method, pushed.status) == ("send_invoice", "open")
+    assert pushed.stripe_invoice_id
+    assert pushed.hosted_invoice_url
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
@@ -108,7 +122,7 @@ async def test_a_push_retried_after_stripes_24_hours_makes_nothing_twice(
     """Idempotency keys make a retry safe only while Stripe keeps them (24 hours). A worker that
     made objects in Stripe and died before recording them, and came back a day later, must find
     them instead of making them again: a second invoice would charge the merchant twice."""
-    tenant, invoice = await invoiced_merchant(stripe_client, operator, sync)
+    tenant, invoice = await invoiced_merchant(stripe_client, operator, sync, with_card=False)
     now = datetime.now(UTC)
     # The customer is made in Stripe, then recording the row fails: as if the worker died.
     monkeypatch.setattr(outbox, "_MARK_SENT", "SELECT no_such_function()")
@@ -134,13 +148,15 @@ async def test_a_push_retried_after_stripes_24_hours_makes_nothing_twice(
     await sync.settle(now=now + timedelta(hours=50))
     assert len(stripe_objects(sync.standin, "customer", tenant.merchant_id)) == 1
     (pushed,) = stripe_objects(sync.standin, "invoice", tenant.merchant_id)
-    assert (pushed["id"], pushed["status"]) == (draft["id"], "paid")
+    # No card saved: sent, not charged (the merchant pays on its hosted page).
+    assert (pushed["id"], pushed["status"]) == (draft["id"], "open")
+    assert pushed["collection_method"] == "send_invoice"
     items = stripe_objects(sync.standin, "invoiceitem", tenant.merchant_id)
     assert len(items) == items_made
     assert sum(item["amount"] for item in items) == invoice.total_minor
-    paid = await Invoice.objects().where(Invoice.id == invoice.id).first()
-    assert paid is not None
-    assert (paid.status, paid.stripe_invoice_id) == ("paid", draft["id"])
+    sent = await Invoice.objects().where(Invoice.id == invoice.id).first()
+    assert sent is not None
+    assert (sent.stripe_invoice_id, sent.collection_method) == (draft["id"], "send_invoice")
 
 
 async def test_a_refund_retried_after_stripes_24_hours_refunds_once(

@@ -24,8 +24,10 @@ from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import advance, close_pass, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_objects,
     stripe_refunds,
@@ -301,6 +303,7 @@ async def test_a_parked_row_holds_back_rows_about_its_invoice_and_no_others(
     clock = await new_clock(stripe_client, operator, "2026-03-10T00:00:00+08:00")
     tenant, _ = await signup_tenant(stripe_client, operator, plan="basic", test_clock_id=clock)
     sync.merchant_ids.append(tenant.merchant_id)
+    await add_card(sync, tenant.merchant_id)
     await close_pass(tenant.merchant_id)
     await sync.settle()
     [march] = await Invoice.objects().where(Invoice.merchant_id == tenant.merchant_id)

@@ -25,8 +25,10 @@ from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import close_pass, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_objects,
     stripe_refunds,
@@ -38,13 +40,21 @@ START = "2026-03-10T00:00:00+08:00"
 
 
 async def invoiced_merchant(
-    client: httpx.AsyncClient, operator: Tenant, sync: Sync, *, plan: str = "basic"
+    client: httpx.AsyncClient,
+    operator: Tenant,
+    sync: Sync,
+    *,
+    plan: str = "basic",
+    with_card: bool = True,
 ) -> tuple[Tenant, Invoice]:
-    """A merchant signed up on a test clock whose first fee is invoiced at once."""
+    """A merchant signed up on a test clock whose first fee is invoiced at once; with a card
+    saved for its invoices (so Stripe charges them) unless ``with_card`` is false."""
     clock = await new_clock(client, operator, START)
     tenant, _ = await signup_tenant(client, operator, plan=plan, test_clock_id=clock)
-    await close_pass(tenant.merchant_id)
     sync.merchant_ids.append(tenant.merchant_id)
+    if with_card:
+        await add_card(sync, tenant.merchant_id)
+    await close_pass(tenant.merchant_id)
     invoice = await _only_invoice(tenant.merchant_id)
     return tenant, invoice
 
@@ -294,8 +304,8 @@ async def test_void_and_uncollectible_from_the_dashboard_are_applied(
     stripe_client: httpx.AsyncClient, operator: Tenant, sync: Sync
 ) -> None:
     _, voided = await invoiced_merchant(stripe_client, operator, sync)
+    sync.standin.dashboard.decline_next_payments(2)  # the next signup's settle pushes this one
     _, written_off = await invoiced_merchant(stripe_client, operator, sync)
-    sync.standin.dashboard.decline_next_payments(2)
     await sync.settle()
     voided, written_off = await _refresh(voided), await _refresh(written_off)
     assert voided.stripe_invoice_id

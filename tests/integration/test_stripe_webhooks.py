@@ -27,6 +27,7 @@ from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_settings,
     sync,
@@ -252,7 +253,7 @@ async def test_without_a_stripe_key_pushes_wait(
     from service.settings import StripeSettings
     from webhooks.sync import StripeSync
 
-    tenant, _ = await invoiced_merchant(stripe_client, operator, sync)
+    tenant, _ = await invoiced_merchant(stripe_client, operator, sync, with_card=False)
     summary = await StripeSync(StripeSettings()).run_pass(now=datetime.now(UTC))
     assert summary.outbox.sent == 0
     waiting = await stripe_outbox.rows(merchant_id=tenant.merchant_id)

@@ -29,7 +29,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", f"{_SUB}/add-ons"): {"addons": ["tooling_bundle"]},
 }
 
-PUBLIC_PREFIXES = ("/schema", "/static", "/metrics", "/healthz", "/readyz")
+PUBLIC_PREFIXES = ("/schema", "/static", "/metrics", "/healthz", "/readyz", "/pay/")
+# A payment-setup link is opened without a key: its token is the credential (and names its
+# merchant); what it opens is proven in test_payment_setup.py, tokens of another merchant
+# included.
+PAYMENT_LINKS = "/v1/pay/setup/"
 # Reference data that is the same for every merchant (the published catalog).
 SHARED_ROUTES = {"/v1/plans/{code:str}"}
 # Operator pages that authenticate themselves (bearer key or session cookie) and refuse a
@@ -42,7 +46,7 @@ def _merchant_routes(app: Litestar) -> list[tuple[str, str, Any]]:
     for route in app.routes:
         if (
             not isinstance(route, HTTPRoute)
-            or route.path.startswith(PUBLIC_PREFIXES)
+            or route.path.startswith((*PUBLIC_PREFIXES, PAYMENT_LINKS))
             or route.path in SHARED_ROUTES
         ):
             continue

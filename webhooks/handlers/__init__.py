@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from webhooks.handlers import catalog, charges, customers, invoices
+from webhooks.handlers import catalog, charges, customers, invoices, payment_methods
 from webhooks.handlers.lookup import NotYet
 
 Handler = Callable[..., Awaitable[str]]
@@ -15,6 +15,7 @@ HANDLERS: dict[str, Handler] = {
     **charges.HANDLERS,
     **catalog.HANDLERS,
     **customers.HANDLERS,
+    **payment_methods.HANDLERS,
 }
 
 __all__ = ["HANDLERS", "Handler", "NotYet"]

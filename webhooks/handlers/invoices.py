@@ -65,7 +65,7 @@ async def _note_event(invoice: Invoice, event: dict[str, Any], obj: dict[str, An
         await invoice.save(columns)
 
 
-async def _move_subscription(invoice: Invoice, target: Status, *, reason: str, at: datetime) -> str:
+async def move_subscription(invoice: Invoice, target: Status, *, reason: str, at: datetime) -> str:
     sub = (
         await Subscription.objects()
         .where(Subscription.merchant_id == invoice.merchant_id)
@@ -146,19 +146,19 @@ async def paid(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> 
 
 
 async def _restore_if_settled(invoice: Invoice, *, at: datetime) -> str:
-    """Back to active once no invoice of the subscription is left failing."""
+    """Back to active once no invoice of the subscription is left failing or overdue."""
     still_failing = await Invoice.exists().where(
         (Invoice.merchant_id == invoice.merchant_id)
         & (Invoice.subscription_id == invoice.subscription_id)
         & (Invoice.status == "open")
-        & (Invoice.payment_attempts > 0)
+        & ((Invoice.payment_attempts > 0) | (Invoice.overdue_stage > 0))
     )
     if still_failing:
         return ""
     sub = await lifecycle.get(invoice.merchant_id, invoice.subscription_id)
     if sub.status not in (Status.PAST_DUE, Status.SUSPENDED):
         return ""
-    return await _move_subscription(invoice, Status.ACTIVE, reason="invoice paid", at=at)
+    return await move_subscription(invoice, Status.ACTIVE, reason="invoice paid", at=at)
 
 
 @_on_our_invoice
@@ -179,7 +179,7 @@ async def payment_failed(invoice: Invoice, event: dict[str, Any], obj: dict[str,
         target, reason = Status.PAST_DUE, f"payment attempt {attempts} failed"
     await invoice.save([Invoice.payment_attempts, Invoice.next_payment_retry_at])
     await emit.invoice_payment_failed(invoice.merchant_id, invoice.id, at=failed_at)
-    moved = await _move_subscription(invoice, target, reason=reason, at=failed_at)
+    moved = await move_subscription(invoice, target, reason=reason, at=failed_at)
     return f"attempt {attempts} failed{moved}"
 
 

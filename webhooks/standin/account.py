@@ -114,9 +114,13 @@ class Account:
         self._days_until_due: dict[str, int | None] = {}
         self._balance_applied: dict[str, int] = {}
         self._line_of_item: dict[str, str] = {}
+        self._setup_intent_metadata: dict[str, dict[str, str]] = {}
+        """A setup-mode Checkout Session's ``setup_intent_data.metadata``, for its SetupIntent."""
         self._request = RequestInfo()
         self.declined_customers: set[str] = set()
         self.declines_left = 0
+        self.declining_payment_methods: set[str] = set()
+        """Cards made from ``tok_chargeCustomerFail``: every charge of them is declined."""
 
     # -- plumbing -----------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ status, or a timeout that drops the connection), or is carried out and its answe
 connection drops after Stripe did it: ``"lost"``); it can hold every request a while first (a
 slow Stripe), or hold one request until the test lets it go (``hold_next``: kill the caller
 meanwhile, and Stripe still does it). ``Dashboard`` does what a person would do in the
-Stripe dashboard — refund, void, archive, dispute, mark paid or failed — each emitting the events
+Stripe dashboard — refund, void, archive, dispute, mark paid or failed, add a card, save the
+portal settings — and ``HostedPages`` what a customer does on Stripe's pages (complete a
+Checkout session, pay a hosted invoice, replace a card in the portal), each emitting the events
 Stripe would, with an empty ``request`` (no API request caused them).
 """
 
@@ -18,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from webhooks.standin.payment_methods import TEST_CARDS
 from webhooks.standin.schema import StripeError
 from webhooks.standin.state import Obj, Store
 
@@ -285,6 +288,43 @@ class Dashboard:
     def delete_customer(self, customer_id: str) -> Obj:
         return self._run(self._store.delete_customer, customer_id)
 
+    # ways to pay
+    def attach_card(
+        self, customer_id: str, card: str = "tok_visa", make_default: bool = True
+    ) -> Obj:
+        """A person adds a card to the customer (and makes it the one invoices are paid with):
+        ``payment_method.attached``, then ``customer.updated``. Returns the payment method."""
+        store = self._store
+
+        def attach() -> Obj:
+            if card not in TEST_CARDS:
+                raise ValueError(f"unknown test card {card!r}: one of {', '.join(TEST_CARDS)}")
+            method = store.new_card(TEST_CARDS[card])
+            store.attach_payment_method(method["id"], {"customer": customer_id})
+            if make_default:
+                store.update_customer(
+                    customer_id, {"invoice_settings": {"default_payment_method": method["id"]}}
+                )
+            return method
+
+        return self._run(attach)
+
+    def detach_payment_method(self, payment_method_id: str) -> Obj:
+        return self._run(self._store.detach_payment_method, payment_method_id)
+
+    def save_portal_settings(self, default_return_url: str | None = None) -> Obj:
+        """Saving the customer portal settings in the dashboard: the account's default
+        portal configuration (one the API never makes)."""
+        params: dict[str, Any] = {
+            "features": {
+                "invoice_history": {"enabled": True},
+                "payment_method_update": {"enabled": True},
+            }
+        }
+        if default_return_url:
+            params["default_return_url"] = default_return_url
+        return self._run(self._store.create_portal_configuration, params, is_default=True)
+
     # payment outcomes
     def decline_payments(self, customer_id: str, enabled: bool = True) -> Obj:
         """Make every charge of this customer fail (``card_declined``) until disabled."""
@@ -302,6 +342,48 @@ class Dashboard:
         with store.lock:
             store.declines_left = count
             return {"declines_left": count}
+
+
+class HostedPages:
+    """What a customer does on the pages Stripe hosts (Checkout, the hosted invoice page, the
+    customer portal): each emits the events Stripe would, with an empty ``request``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _run(self, action: Any, *args: Any, **kwargs: Any) -> Obj:
+        store = self._store
+        with store.lock, store.request_scope(None, None):
+            return copy.deepcopy(action(*args, **kwargs))
+
+    def complete_checkout(self, session_id: str, card: str = "tok_visa") -> Obj:
+        """The customer enters ``card`` (a test token) on the Checkout page and confirms."""
+        return self._run(self._store.complete_checkout, session_id, card=card)
+
+    def pay_invoice(self, invoice_id: str, method: str = "wechat_pay") -> Obj:
+        """The customer pays on the hosted invoice page (``wechat_pay`` or ``card``)."""
+        return self._run(self._store.pay_on_hosted_page, invoice_id, method=method)
+
+    def replace_card(self, portal_session_id: str, card: str = "tok_mastercard") -> Obj:
+        """In the portal, the customer replaces the card its invoices are paid with."""
+        return self._run(self._store.portal_replace_card, portal_session_id, card=card)
+
+    def page(self, object_id: str) -> Obj | None:
+        """The object a hosted page shows (a session, an invoice), or None."""
+        store = self._store
+        with store.lock:
+            obj = store.find(object_id)
+            if obj is not None and obj.get("object") == "checkout.session":
+                obj = store.checkout_session(object_id)
+            return copy.deepcopy(obj) if obj is not None else None
+
+
+HOSTED_ACTIONS = {
+    ("checkout", "complete"): "complete_checkout",
+    ("hosted", "pay"): "pay_invoice",
+    ("portal", "replace_card"): "replace_card",
+}
+"""``POST /_standin/<page>/<id>/<action>``: what a customer does on a hosted page."""
 
 
 # Dashboard actions reachable over HTTP at POST /_standin/dashboard/{action}.

@@ -72,10 +72,19 @@ class Customers(Account):
             values["address"] = None
         if isinstance(params.get("invoice_settings"), dict):
             settings = dict(customer.get("invoice_settings") or {})
+            wanted = params["invoice_settings"]
+            method_id = wanted.get("default_payment_method")
+            if method_id:
+                # Only a card this customer has saved can be the one its invoices are paid with.
+                self.attached_method(  # type: ignore[attr-defined]
+                    method_id,
+                    customer.get("id", ""),
+                    param="invoice_settings[default_payment_method]",
+                )
             settings.update(
                 {
                     k: v or None
-                    for k, v in params["invoice_settings"].items()
+                    for k, v in wanted.items()
                     if k in ("default_payment_method", "footer")
                 }
             )

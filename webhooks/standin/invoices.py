@@ -19,6 +19,13 @@ from webhooks.standin.payments import MAX_AMOUNT_MINOR
 from webhooks.standin.schema import StripeError, invalid
 
 RETRY_AFTER_FAILURE_SECONDS = 3 * 86400
+NO_PAYMENT_METHOD = (
+    "This customer has no attached payment source or default payment method. Please consider"
+    " adding a default payment method. For more information, visit"
+    " https://stripe.com/docs/billing/subscriptions/payment-methods-setting"
+    "#payment-method-priority."
+)
+"""Stripe's refusal to pay an invoice when nothing says what pays it (``resource_missing``)."""
 
 
 class Invoices(Account):
@@ -284,13 +291,62 @@ class Invoices(Account):
             invoice["attempted"] = True
             self._settle(invoice, amount_paid=amount)
             return invoice
+        method = self._paying_method(invoice, params.get("payment_method"))
         customer_id = invoice["customer"]
-        declined = customer_id in self.declined_customers or self.declines_left > 0
+        declined = (
+            customer_id in self.declined_customers
+            or self.declines_left > 0
+            or method["id"] in self.declining_payment_methods
+        )
         if declined:
             self.declines_left = max(0, self.declines_left - 1)
-            error = self._fail_payment(invoice)
+            error = self._fail_payment(invoice, method)
             raise error
-        self._charge_invoice(invoice)
+        self._charge_invoice(invoice, method)
+        return invoice
+
+    def _paying_method(self, invoice: Obj, explicit: str | None) -> Obj:
+        """What pays the invoice, in Stripe's order: the ``payment_method`` of the request, the
+        invoice's default, the customer's invoice default. None of them is Stripe's
+        ``resource_missing`` (nothing is charged, no event is sent)."""
+        customer = self.get("customer", invoice["customer"])
+        if explicit:
+            return self.attached_method(  # type: ignore[attr-defined, no-any-return]
+                explicit, customer["id"], param="payment_method"
+            )
+        method_id = invoice["default_payment_method"] or (
+            (customer.get("invoice_settings") or {}).get("default_payment_method")
+        )
+        if method_id is None:
+            raise StripeError(
+                400, "invalid_request_error", NO_PAYMENT_METHOD, code="resource_missing"
+            )
+        return self.attached_method(  # type: ignore[attr-defined, no-any-return]
+            method_id, customer["id"], param="payment_method"
+        )
+
+    def send_invoice(self, invoice_id: str) -> Obj:
+        """Email the invoice (its hosted page) to the customer: sent invoices only."""
+        invoice = self._invoice(invoice_id)
+        if invoice["collection_method"] != "send_invoice":
+            raise invalid(
+                "You can only manually send an invoice if its collection method is 'send_invoice'.",
+                code="invoice_not_editable",
+            )
+        if invoice["status"] == "draft":
+            self.finalize_invoice(invoice_id, {})
+        if invoice["status"] not in ("open", "paid", "uncollectible"):
+            raise invalid(f"You cannot send an invoice with status {invoice['status']}.")
+        self.emit("invoice.sent", invoice)
+        return invoice
+
+    def pay_on_hosted_page(self, invoice_id: str, *, method: str = "wechat_pay") -> Obj:
+        """The customer pays on the invoice's hosted page with a way to pay that is not saved
+        (WeChat Pay, or a card typed in there)."""
+        invoice = self._invoice(invoice_id)
+        if invoice["status"] != "open":
+            raise invalid(f"This invoice is {invoice['status']}: there is nothing to pay.")
+        self._charge_invoice(invoice, self.new_one_off_method(method))  # type: ignore[attr-defined]
         return invoice
 
     def attempt_collection(self, invoice_id: str) -> Obj:
@@ -302,7 +358,7 @@ class Invoices(Account):
                 raise
             return self.get("invoice", invoice_id)
 
-    def _charge_invoice(self, invoice: Obj) -> Obj:
+    def _charge_invoice(self, invoice: Obj, method: Obj) -> Obj:
         amount = invoice["amount_remaining"]
         if amount > MAX_AMOUNT_MINOR:
             raise invalid(
@@ -317,6 +373,7 @@ class Invoices(Account):
             customer=invoice["customer"],
             description=f"Payment for Invoice {invoice['number']}",
             succeeded=True,
+            payment_method=method,
         )
         payment = self._new(
             "invoice_payment",
@@ -339,13 +396,14 @@ class Invoices(Account):
         self._settle(invoice, amount_paid=amount, payment=payment)
         return charge
 
-    def _fail_payment(self, invoice: Obj) -> StripeError:
+    def _fail_payment(self, invoice: Obj, method: Obj) -> StripeError:
         intent, charge = self._create_payment(
             amount=invoice["amount_remaining"],
             currency=invoice["currency"],
             customer=invoice["customer"],
             description=f"Payment for Invoice {invoice['number']}",
             succeeded=False,
+            payment_method=method,
         )
         invoice["attempted"] = True
         invoice["attempt_count"] += 1

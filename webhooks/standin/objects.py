@@ -26,7 +26,10 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 # Stripe's id prefix for each object this stand-in creates.
 ID_PREFIXES = {
     "balance_transaction": "txn",
+    "billing_portal.configuration": "bpc",
+    "billing_portal.session": "bps",
     "charge": "ch",
+    "checkout.session": "cs",
     "credit_note": "cn",
     "credit_note_line_item": "cnli",
     "customer": "cus",
@@ -37,9 +40,11 @@ ID_PREFIXES = {
     "invoiceitem": "ii",
     "line_item": "il",
     "payment_intent": "pi",
+    "payment_method": "pm",
     "price": "price",
     "product": "prod",
     "refund": "re",
+    "setup_intent": "seti",
 }
 
 

@@ -37,23 +37,41 @@ class Payments(Account):
     """Payment intents, charges and the balance transactions money movements leave."""
 
     def _create_payment(
-        self, *, amount: int, currency: str, customer: str, description: str, succeeded: bool
+        self,
+        *,
+        amount: int,
+        currency: str,
+        customer: str,
+        description: str,
+        succeeded: bool,
+        payment_method: Obj,
     ) -> tuple[Obj, Obj]:
-        """A PaymentIntent and its card Charge (+ balance transaction when it succeeds)."""
+        """A PaymentIntent and its Charge of ``payment_method`` (+ balance transaction when it
+        succeeds)."""
         intent_id = objects.new_id("payment_intent")
         charge_id = objects.new_id("charge")
-        card = objects.sub_object(
-            "charge",
-            "PaymentMethodDetails.Card",
-            brand="visa",
-            country="US",
-            exp_month=12,
-            exp_year=2034,
-            funding="credit",
-            last4="0002" if not succeeded else "4242",
-            network="visa",
+        kind = payment_method["type"]
+        if kind == "card":
+            saved = payment_method["card"]
+            method_details = objects.sub_object(
+                "charge",
+                "PaymentMethodDetails.Card",
+                brand=saved["brand"],
+                country=saved["country"],
+                exp_month=saved["exp_month"],
+                exp_year=saved["exp_year"],
+                fingerprint=saved["fingerprint"],
+                funding=saved["funding"],
+                last4=saved["last4"],
+                network=saved["brand"],
+            )
+        else:
+            method_details = objects.sub_object(
+                "charge", "PaymentMethodDetails.WechatPay", transaction_id=charge_id[-16:]
+            )
+        details = objects.sub_object(
+            "charge", "PaymentMethodDetails", type=kind, **{kind: method_details}
         )
-        details = objects.sub_object("charge", "PaymentMethodDetails", type="card", card=card)
         outcome = objects.sub_object(
             "charge",
             "Outcome",
@@ -76,7 +94,6 @@ class Payments(Account):
                 category="charge",
                 description=description,
             )
-        payment_method = "pm_card_visa" if succeeded else "pm_card_chargeDeclined"
         charge = self._new(
             "charge",
             id=charge_id,
@@ -96,7 +113,7 @@ class Payments(Account):
             outcome=outcome,
             paid=succeeded,
             payment_intent=intent_id,
-            payment_method=payment_method,
+            payment_method=payment_method["id"],
             payment_method_details=details,
             receipt_url=f"{self.base_url}/_standin/hosted/{charge_id}" if succeeded else None,
             refunds=objects.list_object([], url=f"/v1/charges/{charge_id}/refunds", has_more=False),
@@ -127,8 +144,8 @@ class Payments(Account):
             last_payment_error=last_error,
             latest_charge=charge_id,
             metadata={},
-            payment_method=payment_method,
-            payment_method_types=["card"],
+            payment_method=payment_method["id"],
+            payment_method_types=[kind],
             status="succeeded" if succeeded else "requires_payment_method",
         )
         self.emit("payment_intent.created", intent)

@@ -4,6 +4,7 @@ standin = StandIn.start(webhook_url="http://127.0.0.1:8000/webhooks/stripe")
 client = standin.sdk_client()          # a stripe.StripeClient pointed at it
 standin.fail_next(2, status=500)       # or start_outage() / end_outage()
 standin.dashboard.refund_charge("ch_...")
+standin.hosted.complete_checkout("cs_...")   # the customer saves a card on the Checkout page
 standin.count("customer")
 standin.stop()
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import stripe
 
-from webhooks.standin.control import Dashboard, FaultInjector, FaultStatus, Hold
+from webhooks.standin.control import Dashboard, FaultInjector, FaultStatus, Hold, HostedPages
 from webhooks.standin.server import Received, StandInHTTPServer
 from webhooks.standin.state import Obj, Store
 from webhooks.standin.webhook_sender import WebhookSender
@@ -44,6 +45,7 @@ class StandIn:
         self.store = Store(**store_kwargs)
         self.faults = FaultInjector(timeout_seconds=timeout_seconds)
         self.dashboard = Dashboard(self.store)
+        self.hosted = HostedPages(self.store)
         self._server = StandInHTTPServer((host, port), self)
         bound_port = self._server.server_address[1]
         self.base_url = f"http://{host}:{bound_port}"

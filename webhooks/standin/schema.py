@@ -236,6 +236,9 @@ def _coerce_union(args: tuple[Any, ...], value: Any, path: str, owner: type) -> 
 SERVICE_MODULES = (
     "stripe._balance_transaction_service",
     "stripe._charge_service",
+    "stripe.billing_portal._configuration_service",
+    "stripe.billing_portal._session_service",
+    "stripe.checkout._session_service",
     "stripe._credit_note_line_item_service",
     "stripe._credit_note_service",
     "stripe._customer_service",
@@ -246,9 +249,11 @@ SERVICE_MODULES = (
     "stripe._invoice_payment_service",
     "stripe._invoice_service",
     "stripe._payment_intent_service",
+    "stripe._payment_method_service",
     "stripe._price_service",
     "stripe._product_service",
     "stripe._refund_service",
+    "stripe._setup_intent_service",
 )
 
 
@@ -300,11 +305,21 @@ def sdk_operations() -> tuple[Operation, ...]:
                         method=node.name,
                         http_method=method.upper(),
                         path=path,
-                        params_type=getattr(stripe.params, params_name.group(1)),
+                        params_type=_params_type(module_name, params_name.group(1)),
                         answer=sdk_types.resolve_in(answer_text, owner),
                     )
                 )
     return tuple(operations)
+
+
+def _params_type(module_name: str, name: str) -> type:
+    """A service method's params TypedDict: ``stripe.params.<Name>``, or for the services of a
+    namespace (``stripe.checkout``) the class its module imports for type checkers."""
+    imported = sdk_types.type_checking_names(module_name).get(name)
+    if imported is not None:
+        module, attribute = imported
+        return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+    return getattr(stripe.params, name)  # type: ignore[no-any-return]
 
 
 @functools.cache

@@ -41,7 +41,7 @@ class _Names(dict[str, Any]):
             return self._module_globals[name]
         if hasattr(typing, name):
             return getattr(typing, name)
-        aliased = _type_checking_names(self._module_globals.get("__name__", "")).get(name)
+        aliased = type_checking_names(self._module_globals.get("__name__", "")).get(name)
         if aliased is not None:
             module_name, attribute = aliased
             return getattr(importlib.import_module(module_name), attribute)
@@ -52,7 +52,7 @@ class _Names(dict[str, Any]):
 
 
 @functools.cache
-def _type_checking_names(module_name: str) -> dict[str, tuple[str, str]]:
+def type_checking_names(module_name: str) -> dict[str, tuple[str, str]]:
     """``{"RefundResource": ("stripe._refund", "Refund")}``: the names a module imports (under
     ``TYPE_CHECKING`` too, often with an alias), read from its source."""
     module = sys.modules.get(module_name)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from webhooks.standin import expansion, schema
-from webhooks.standin.control import DASHBOARD_ACTIONS
+from webhooks.standin.control import DASHBOARD_ACTIONS, HOSTED_ACTIONS
 from webhooks.standin.schema import StripeError, invalid
 from webhooks.standin.state import API_VERSION, Obj, Params, Store, no_such
 
@@ -103,6 +103,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ),
     ("POST", "/v1/invoices/{invoice}/pay"): lambda s, a, p: s.pay_invoice(a["invoice"], p),
     ("POST", "/v1/invoices/{invoice}/void"): lambda s, a, p: s.void_invoice(a["invoice"]),
+    ("POST", "/v1/invoices/{invoice}/send"): lambda s, a, p: s.send_invoice(a["invoice"]),
     ("POST", "/v1/invoices/{invoice}/mark_uncollectible"): lambda s, a, p: s.mark_uncollectible(
         a["invoice"]
     ),
@@ -158,6 +159,34 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/v1/disputes/{dispute}"): _retrieve("dispute", "dispute"),
     ("POST", "/v1/disputes/{dispute}"): lambda s, a, p: s.update_dispute(a["dispute"], p),
     ("POST", "/v1/disputes/{dispute}/close"): lambda s, a, p: s.close_dispute(a["dispute"]),
+    # ways to pay: cards saved by Checkout (setup mode), the customer portal
+    ("POST", "/v1/payment_methods"): lambda s, a, p: s.create_payment_method(p),
+    ("GET", "/v1/payment_methods"): lambda s, a, p: s.list_payment_methods(p),
+    ("GET", "/v1/payment_methods/{payment_method}"): _retrieve("payment_method", "payment_method"),
+    ("POST", "/v1/payment_methods/{payment_method}/attach"): lambda s, a, p: (
+        s.attach_payment_method(a["payment_method"], p)
+    ),
+    ("POST", "/v1/payment_methods/{payment_method}/detach"): lambda s, a, p: (
+        s.detach_payment_method(a["payment_method"])
+    ),
+    ("GET", "/v1/setup_intents"): _listing(
+        "setup_intent", "/v1/setup_intents", {"customer": "customer"}
+    ),
+    ("GET", "/v1/setup_intents/{intent}"): _retrieve("setup_intent", "intent"),
+    ("POST", "/v1/checkout/sessions"): lambda s, a, p: s.create_checkout_session(p),
+    ("GET", "/v1/checkout/sessions"): _listing(
+        "checkout.session", "/v1/checkout/sessions", {"customer": "customer", "status": "status"}
+    ),
+    ("GET", "/v1/checkout/sessions/{session}"): lambda s, a, p: s.checkout_session(a["session"]),
+    ("POST", "/v1/checkout/sessions/{session}/expire"): lambda s, a, p: s.expire_checkout_session(
+        a["session"]
+    ),
+    ("POST", "/v1/billing_portal/configurations"): lambda s, a, p: s.create_portal_configuration(p),
+    ("GET", "/v1/billing_portal/configurations"): lambda s, a, p: s.list_portal_configurations(p),
+    ("GET", "/v1/billing_portal/configurations/{configuration}"): _retrieve(
+        "billing_portal.configuration", "configuration"
+    ),
+    ("POST", "/v1/billing_portal/sessions"): lambda s, a, p: s.create_portal_session(p),
     # events
     ("GET", "/v1/events"): _list_events,
     ("GET", "/v1/events/{id}"): _retrieve("event", "id"),
@@ -468,8 +497,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             }
         if method == "POST" and path.startswith("/webhooks/"):
             return self._webhook_action(standin, path.removeprefix("/webhooks/"), data)
-        if method == "GET" and path.startswith("/hosted/"):
-            return self._hosted_page(standin, path.removeprefix("/hosted/"))
+        if method == "GET" and path.startswith(("/hosted/", "/checkout/", "/portal/")):
+            return self._hosted_page(standin, path.rsplit("/", 1)[-1])
+        if method == "POST" and path.count("/") == 3:
+            _, page, object_id, action = path.split("/")
+            name = HOSTED_ACTIONS.get((page, action))
+            if name is None:
+                return None
+            return getattr(standin.hosted, name)(object_id, **data)
         return None
 
     @staticmethod
@@ -499,24 +534,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
     @staticmethod
     def _hosted_page(standin: StandIn, name: str) -> str | None:
         object_id = name.removesuffix(".pdf")
-        with standin.store.lock:
-            obj = standin.store.find(object_id)
-            if obj is None:
-                return None
-            summary = {
-                k: obj.get(k)
-                for k in (
-                    "id",
-                    "number",
-                    "status",
-                    "amount_due",
-                    "amount",
-                    "amount_paid",
-                    "currency",
-                    "customer",
-                    "total",
-                )
-            }
+        obj = standin.hosted.page(object_id)
+        if obj is None:
+            return None
+        summary = {
+            k: obj.get(k)
+            for k in (
+                "id",
+                "number",
+                "status",
+                "amount_due",
+                "amount",
+                "amount_paid",
+                "currency",
+                "customer",
+                "total",
+                "mode",
+                "due_date",
+                "return_url",
+            )
+        }
         rows = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in summary.items()

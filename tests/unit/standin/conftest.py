@@ -38,9 +38,22 @@ def hooked(receiver: Receiver) -> Iterator[StandIn]:
     running.stop()
 
 
+def paying_customer(
+    client: stripe.StripeClient, card: str = "tok_visa", **params: str
+) -> stripe.Customer:
+    """A customer with a card its invoices are paid with (as Checkout and our integration
+    leave it): without one, Stripe refuses to pay its invoices."""
+    customer = client.v1.customers.create(params={"name": "Paying Co", **params})  # type: ignore[typeddict-item]
+    method = client.v1.payment_methods.create(params={"type": "card", "card": {"token": card}})
+    client.v1.payment_methods.attach(method.id, params={"customer": customer.id})
+    return client.v1.customers.update(
+        customer.id, params={"invoice_settings": {"default_payment_method": method.id}}
+    )
+
+
 def paid_invoice(client: stripe.StripeClient, amount: int = 10_000) -> stripe.Invoice:
     """A customer with one finalized and paid invoice of ``amount`` (usd minor units)."""
-    customer = client.v1.customers.create(params={"name": "Paying Co", "email": "ap@paying.test"})
+    customer = paying_customer(client, name="Paying Co", email="ap@paying.test")
     invoice = client.v1.invoices.create(params={"customer": customer.id, "currency": "usd"})
     client.v1.invoice_items.create(
         params={"invoice": invoice.id, "amount": amount, "currency": "usd", "description": "Plan"}

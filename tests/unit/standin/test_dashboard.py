@@ -10,7 +10,7 @@ from webhooks.standin import StandIn
 from webhooks.standin.disputes import DISPUTE_FEE_MINOR
 from webhooks.standin.schema import StripeError
 
-from .conftest import charge_of, paid_invoice
+from .conftest import charge_of, paid_invoice, paying_customer
 
 
 def test_dashboard_refund_emits_refund_and_charge_events_without_a_request(
@@ -95,7 +95,7 @@ def test_mark_paid_outside_stripe_pays_without_a_charge(
 
 
 def test_collection_fails_then_succeeds(standin: StandIn, client: stripe.StripeClient) -> None:
-    customer = client.v1.customers.create(params={"name": "Dunning"})
+    customer = paying_customer(client, name="Dunning")
     invoice = client.v1.invoices.create(params={"customer": customer.id, "auto_advance": True})
     client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": 500, "currency": "usd"})
     client.v1.invoices.finalize_invoice(invoice.id)

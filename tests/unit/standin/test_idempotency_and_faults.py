@@ -10,6 +10,8 @@ import stripe
 
 from webhooks.standin import StandIn
 
+from .conftest import paying_customer
+
 
 def test_same_key_same_params_replays_the_first_answer(
     standin: StandIn, client: stripe.StripeClient
@@ -112,7 +114,7 @@ def test_injected_timeout_drops_the_connection(
 def test_faults_can_target_one_path_and_method(
     standin: StandIn, client: stripe.StripeClient
 ) -> None:
-    customer = client.v1.customers.create(params={"name": "Target"})
+    customer = paying_customer(client, name="Target")
     invoice = client.v1.invoices.create(params={"customer": customer.id})
     client.v1.invoice_items.create(params={"invoice": invoice.id, "amount": 100, "currency": "usd"})
     client.v1.invoices.finalize_invoice(invoice.id)

@@ -10,7 +10,7 @@ import stripe
 from webhooks.standin import StandIn
 from webhooks.standin.payments import stripe_fee
 
-from .conftest import charge_of, paid_invoice
+from .conftest import charge_of, paid_invoice, paying_customer
 
 
 def event_types(standin: StandIn) -> list[str]:
@@ -116,7 +116,7 @@ def test_product_and_prices_including_archive_and_lookup_keys(
 
 
 def test_invoice_from_draft_to_paid(standin: StandIn, client: stripe.StripeClient) -> None:
-    customer = client.v1.customers.create(params={"name": "Kefu Tenant", "invoice_prefix": "KEFU"})
+    customer = paying_customer(client, name="Kefu Tenant", invoice_prefix="KEFU")
     invoice = client.v1.invoices.create(
         params={
             "customer": customer.id,
@@ -183,7 +183,7 @@ def test_fee_rule_is_2_9_percent_plus_30_half_up() -> None:
 def test_declined_payment_fails_and_a_retry_pays(
     standin: StandIn, client: stripe.StripeClient
 ) -> None:
-    customer = client.v1.customers.create(params={"name": "Card Trouble"})
+    customer = paying_customer(client, name="Card Trouble")
     invoice = client.v1.invoices.create(params={"customer": customer.id, "auto_advance": True})
     client.v1.invoice_items.create(
         params={"invoice": invoice.id, "amount": 2_000, "currency": "usd"}
@@ -306,7 +306,7 @@ def test_refunds_partial_then_rest_and_not_more(
 def test_credit_note_before_payment_lowers_what_is_due(
     standin: StandIn, client: stripe.StripeClient
 ) -> None:
-    customer = client.v1.customers.create(params={"name": "SLA Co"})
+    customer = paying_customer(client, name="SLA Co")
     invoice = client.v1.invoices.create(params={"customer": customer.id})
     client.v1.invoice_items.create(
         params={"invoice": invoice.id, "amount": 8_000, "currency": "usd"}

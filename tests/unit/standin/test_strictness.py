@@ -14,7 +14,7 @@ from webhooks import standin as standin_package
 from webhooks.standin import StandIn
 from webhooks.standin.payments import MAX_AMOUNT_MINOR
 
-from .conftest import charge_of, paid_invoice
+from .conftest import charge_of, paid_invoice, paying_customer
 
 
 def _stripe_error_codes() -> set[str]:
@@ -46,7 +46,7 @@ def test_every_error_code_the_stand_in_sends_is_one_stripe_has() -> None:
 
 
 def _open_invoice(client: stripe.StripeClient, amount: int = 5_000) -> stripe.Invoice:
-    customer = client.v1.customers.create(params={"name": "Strict Co"})
+    customer = paying_customer(client, name="Strict Co")
     invoice = client.v1.invoices.create(params={"customer": customer.id, "currency": "usd"})
     client.v1.invoice_items.create(
         params={"invoice": invoice.id, "amount": amount, "currency": "usd"}
