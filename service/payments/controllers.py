@@ -16,6 +16,7 @@ from service.payments.schemas import BillingPortalOut, PaymentSetupOut, PaymentS
 from service.payments.setup import HostedPages
 from service.problems import responses
 from service.tenancy.auth import PUBLIC
+from service.tenancy.principal import Actor
 from service.tenancy.scope import TenantScope
 
 
@@ -64,6 +65,7 @@ class MerchantPaymentController(Controller):
     async def payment_setup(
         self,
         tenant: NamedDependency[TenantScope],
+        actor: NamedDependency[Actor],
         data: JSONBody[PaymentSetupRequest | None] = None,
     ) -> PaymentSetupOut:
         """A fresh link where the merchant saves a way to pay (card), as signup gives one: open
@@ -71,7 +73,10 @@ class MerchantPaymentController(Controller):
         page sends the merchant back to (the configured pages otherwise). The link is shown
         this once; it works for 30 days or until a way to pay is saved through it."""
         return await setup.new_link(
-            tenant.require_merchant(), data or PaymentSetupRequest(), now=SYSTEM_CLOCK.now()
+            tenant.require_merchant(),
+            data or PaymentSetupRequest(),
+            actor=actor,
+            now=SYSTEM_CLOCK.now(),
         )
 
     @post(

@@ -14,11 +14,15 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+import msgspec
+
+from service.audit import log as audit
 from service.db.engine import current as current_database
 from service.errors import BillingError, Conflict, Unavailable
 from service.payments import links
 from service.payments.schemas import PaymentSetupOut, PaymentSetupRequest
 from service.tenancy import merchants
+from service.tenancy.principal import Actor
 
 CUSTOMER_PENDING_RETRY_SECONDS = 5
 
@@ -110,13 +114,21 @@ async def open_link(token: str, *, pages: HostedPages | None, now: datetime) -> 
 
 
 async def new_link(
-    merchant_id: UUID, data: PaymentSetupRequest, *, now: datetime
+    merchant_id: UUID, data: PaymentSetupRequest, *, actor: Actor, now: datetime
 ) -> PaymentSetupOut:
-    """A fresh payment-setup link for the merchant."""
+    """A fresh payment-setup link for the merchant (audited; the token is not)."""
     await merchants.get(merchant_id)
     async with current_database().engine.transaction():
         issued = await links.issue(
             merchant_id, now=now, success_url=data.success_url, cancel_url=data.cancel_url
+        )
+        await audit.record(
+            actor,
+            merchant_id=merchant_id,
+            entity="payment_setup_link",
+            entity_id=issued.id,
+            action="created",
+            changes={"expires_at": issued.expires_at.isoformat(), **msgspec.to_builtins(data)},
         )
     return PaymentSetupOut(url=issued.url, expires_at=issued.expires_at)
 

@@ -43,7 +43,7 @@ def fuzzed_server(fresh_database_url: str) -> Iterator[ServerProcess]:
     running.stop()
 
 
-def _keys(server: ServerProcess) -> dict[str, dict[str, str]]:
+def _keys(server: ServerProcess) -> tuple[dict[str, dict[str, str]], str]:
     operator = {"Authorization": f"Bearer {printed_key(server.output)}"}
     made = httpx.post(
         f"{server.base_url}/v1/signup",
@@ -57,7 +57,8 @@ def _keys(server: ServerProcess) -> dict[str, dict[str, str]]:
     )
     assert made.status_code == 201, made.text
     merchant = {"Authorization": f"Bearer {made.json()['api_key']['key']}"}
-    return {"merchant": merchant, "operator": operator}
+    link_token = made.json()["payment_setup"]["url"].rsplit("/", 1)[-1]
+    return {"merchant": merchant, "operator": operator}, link_token
 
 
 class _Run:
@@ -125,7 +126,7 @@ def test_every_operation_survives_fuzzing_with_both_keys(fuzzed_server: ServerPr
     }
     schema = schemathesis.openapi.from_url(f"{base_url}/schema/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    keys = _keys(fuzzed_server)
+    keys, link_token = _keys(fuzzed_server)
     session = requests.Session()
     cases: Counter[tuple[str, str, str]] = Counter()
     failures: list[str] = []
@@ -138,6 +139,15 @@ def test_every_operation_survives_fuzzing_with_both_keys(fuzzed_server: ServerPr
             ):
                 run = _Run(operation, key_name, auth, mode, base_url, session, cases, failures)
                 run.fuzz(examples)
+
+    # The payment-setup link is opened without any key: its real token (the signup's) reaches
+    # the link's own code too — here 409, the fuzzed server has no Stripe — not only made-up
+    # tokens, and the answer matches the document.
+    [link] = [op for op in operations if op.path == "/v1/pay/setup/{token}"]
+    case = schema.make_case(operation=link, path_parameters={"token": link_token})
+    opened = case.call(base_url=base_url, session=requests.Session(), timeout=30)
+    case.validate_response(opened, checks=CHECKS)
+    assert opened.status_code == 409, opened.text
 
     server_errors = [line for line in fuzzed_server.output if "unhandled_error" in line]
     assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures[:30])

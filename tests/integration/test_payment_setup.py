@@ -17,6 +17,7 @@ import httpx
 
 from service import retention
 from service.db.tables import (
+    AuditEntry,
     Invoice,
     Merchant,
     OutgoingEvent,
@@ -200,6 +201,14 @@ async def test_a_replayed_signup_shows_no_link_and_a_new_one_can_be_asked_for(
     )
     assert fresh.status_code == 201, fresh.text
     assert fresh.json()["url"] != first.json()["payment_setup"]["url"]
+    [entry] = (
+        await AuditEntry.objects()
+        .where(AuditEntry.merchant_id == merchant_id)
+        .where(AuditEntry.entity == "payment_setup_link")
+    )
+    assert (entry.action, entry.actor_role) == ("created", "merchant")
+    token = _path(fresh.json()["url"]).rsplit("/", 1)[-1]
+    assert token not in json.dumps(entry.changes)
     opened = await stripe_client.get(_path(fresh.json()["url"]))
     assert opened.status_code == 303
     [session] = sync.standin.objects("checkout.session")
