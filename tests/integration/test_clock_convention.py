@@ -192,6 +192,7 @@ async def test_every_timestamp_in_every_answer_is_utc_with_z(
     await walk.call("GET", "/v1/merchants/{merchant_id}", operator, merchant_id=tenant.merchant_id)
     await walk.call("GET", "/v1/merchants/me", tenant)
     await walk.call("PATCH", "/v1/merchants/me", tenant, json={"name": "Shop on Z time"})
+    await walk.call("POST", "/v1/merchants/me/payment-setup", tenant, json={})
     key = await walk.call("POST", "/v1/api-keys", tenant, json={"name": "pipeline"})
     await walk.call("GET", "/v1/api-keys", tenant)
     await walk.call("DELETE", "/v1/api-keys/{key_id}", tenant, key_id=key["id"])

@@ -24,8 +24,10 @@ from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import advance, close_pass, invoices_of, new_clock
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     Sync,
+    add_card,
     relay,
     standin,
+    stripe_app,
     stripe_client,
     stripe_objects,
     stripe_settings,
@@ -210,8 +212,8 @@ async def test_a_refund_and_its_credit_note_are_one_movement_and_sum_to_what_lef
     clock = await new_clock(stripe_client, operator, "2026-10-10T00:00:00+08:00")
     tenant, _ = await signup_tenant(stripe_client, operator, plan="advanced", test_clock_id=clock,
                                     name="退款 Refund Shop")  # fmt: skip
+    await add_card(sync, tenant.merchant_id)  # so that Stripe charges it
     await close_pass(tenant.merchant_id)
-    sync.merchant_ids.append(tenant.merchant_id)
     await sync.settle()
     (invoice,) = await invoices_of(stripe_client, tenant)
     assert invoice["status"] == "paid"
