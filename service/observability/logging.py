@@ -37,6 +37,7 @@ _SECRET_VALUES = re.compile(
     r"\bkb[mo]_[A-Za-z0-9_-]{8,}"  # our API keys
     r"|\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9]{4,}"  # Stripe secret and restricted keys
     r"|\bwhsec_[A-Za-z0-9+/=]{4,}"  # Stripe webhook signing secrets
+    r"|\bps_[0-9a-f]{32}_[A-Za-z0-9_-]{8,}"  # payment-setup link tokens (in request paths)
     r"|(?i:\bbearer\s+)[^\s'\",;]+"  # any bearer credential
     r"|(?i:kefu_finance_session=)[^\s'\",;]+"  # the finance session cookie
 )

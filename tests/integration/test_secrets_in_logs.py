@@ -10,6 +10,7 @@ import io
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from litestar import Litestar, Request, post
 from service.app import create_app
 from service.observability import logging as billing_logging
 from service.settings import Settings, StripeSettings
-from tests.integration.conftest import Tenant
+from tests.integration.conftest import Tenant, signup_answer
 
 STRIPE_KEY = "sk_test_51NotARealKeyButShapedLikeOne0123456789"
 WEBHOOK_SECRET = "whsec_NotARealSecretButShapedLikeOne0123"
@@ -157,3 +158,20 @@ async def test_the_login_form_never_logs_the_key_it_was_given(
     assert "request" in output
     assert operator.key not in output
     assert token not in output
+
+
+async def test_a_payment_setup_links_token_never_reaches_the_log(
+    client: httpx.AsyncClient, operator: Tenant, log_stream: tuple[str, RecordingStream]
+) -> None:
+    """The link is opened without a key: its token, in the request's path, is the credential."""
+    _, stream = log_stream
+    _, created = await signup_answer(client, operator, name="Logged link shop")
+    url = created["payment_setup"]["url"]
+    token = url.rsplit("/", 1)[-1]
+    opened = await client.get(urlsplit(url).path)  # no Stripe here: a 409, logged
+    assert opened.status_code == 409
+    billing_logging.flush()
+    output = stream.getvalue()
+    assert "/v1/pay/setup/ps_***" in output
+    assert token not in output
+    assert token.split("_")[-1] not in output
