@@ -98,7 +98,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Before the pool: connections the pool later replaces must not be frozen.
         runtime.settle_after_startup()
         await database.start_pool(
-            min_size=settings.database.pool_min, max_size=settings.database.pool_max
+            min_size=settings.database.pool_min,
+            max_size=settings.database.pool_max,
+            acquire_timeout_seconds=settings.database.acquire_timeout_seconds,
+            connect_timeout_seconds=settings.database.connect_timeout_seconds,
+            connects_now=False,
         )
         try:
             yield

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -83,7 +84,34 @@ async def prepare_database(
 ) -> Database:
     """Connect (starting the embedded server if there is no ``DATABASE_URL``), then either
     migrate and make the months ahead (``migrates``: ``billing migrate``, the only DDL) or
-    refuse a schema that is not this code's in one line saying to run ``billing migrate``."""
+    refuse a schema that is not this code's in one line saying to run ``billing migrate``.
+    ``waits``: PostgreSQL going away in the middle (a restart) is waited out too, within the
+    same ``BILLING_DB_WAIT_SECONDS``."""
+    from service.db import engine as db_engine
+
+    deadline = asyncio.get_running_loop().time() + (settings.database.wait_seconds if waits else 0)
+    has_said = False
+    while True:
+        try:
+            return await _prepare_once(settings, pool_max=pool_max, migrates=migrates, waits=waits)
+        except Exception as error:
+            is_gone = db_engine.is_connection_failure(error) or db_engine.is_unavailable(error)
+            # A certificate refused is refused again: no wait (as in wait_until_reachable).
+            if not is_gone or isinstance(error, ssl.SSLError):
+                raise
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            if not has_said:
+                _say_waiting(settings)(error)
+                has_said = True
+            if db_engine.has_current():
+                await db_engine.current().close()
+            await asyncio.sleep(0.5)
+
+
+async def _prepare_once(
+    settings: Settings, *, pool_max: int, migrates: bool, waits: bool
+) -> Database:
     from service.catalog import store as catalog_store
     from service.db import engine as db_engine
     from service.db.migrate import SchemaMismatch, check_schema
@@ -112,7 +140,12 @@ async def prepare_database(
             await check_schema(database)
         except SchemaMismatch as mismatch:
             raise UserError(str(mismatch)) from None
-    await database.start_pool(min_size=1, max_size=pool_max)
+    await database.start_pool(
+        min_size=1,
+        max_size=pool_max,
+        acquire_timeout_seconds=settings.database.acquire_timeout_seconds,
+        connect_timeout_seconds=settings.database.connect_timeout_seconds,
+    )
     if migrates:
         await ensure_partitions(months_ahead=24)
     result = await catalog_store.publish_shipped()

@@ -108,6 +108,31 @@ class RequestTimeout(BillingError):
     title = "Request body too slow"
 
 
+class DatabaseUnavailable(Unavailable):
+    """PostgreSQL cannot be reached (down, restarting) or no pool connection came free in time:
+    nothing was done, or what was done is as if the request never came; send it again."""
+
+    slug = "database-unavailable"
+    title = "Database unavailable"
+    retry_after_seconds: ClassVar[int] = 2
+
+
+class Overloaded(Unavailable):
+    """The process is answering as many requests as it takes at once: refused before any work."""
+
+    slug = "overloaded"
+    title = "Too busy"
+    retry_after_seconds: ClassVar[int] = 1
+
+
+class RateLimited(BillingError):
+    """The merchant sent more requests than its tier's quota allows: refused before any work."""
+
+    slug = "rate-limited"
+    status = 429
+    title = "Too many requests"
+
+
 class UpstreamUnavailable(Unavailable):
     """A service we depend on (Stripe) did not answer; the same request may work later."""
 

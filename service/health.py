@@ -9,6 +9,9 @@ from service.db.engine import current as current_database
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.tenancy.auth import PUBLIC
 
+READY_QUERY_SECONDS = 2.0
+"""The longest the readiness query may run once it has a connection."""
+
 
 class HealthController(Controller):
     tags = ["health"]
@@ -24,7 +27,8 @@ class HealthController(Controller):
         """Answers 200 when the database answers, 503 when it does not; no key needed (a
         readiness probe: send traffic here only while it says 200)."""
         try:
-            await current_database().pool.fetchval("SELECT 1")
+            # Bounded: the pool's acquire timeout, then this; a probe must never hang.
+            await current_database().pool.fetchval("SELECT 1", timeout=READY_QUERY_SECONDS)
         except Exception as exc:  # any failure to reach the database means "not ready"
             return Response(
                 {
@@ -35,5 +39,6 @@ class HealthController(Controller):
                 },
                 status_code=503,
                 media_type=PROBLEM_MEDIA_TYPE,
+                headers={"Retry-After": "1"},
             )
         return Response({"status": "ready", "database": "ok"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +15,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Scope, Send
 
-from service.errors import PROBLEM_BASE, BillingError
+from service.db.engine import is_unavailable as is_database_unavailable
+from service.errors import PROBLEM_BASE, BillingError, DatabaseUnavailable
 from service.wire import PATTERN_HINTS
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,7 @@ _SLUG_BY_STATUS = {
     415: "unsupported-media-type",
     422: "invalid-input",
     429: "too-many-requests",
+    503: "unavailable",
 }
 
 
@@ -65,7 +68,8 @@ def problem_document(
 
 
 def error_document(error: BillingError, *, instance: str, request_id: str | None) -> dict[str, Any]:
-    """The problem document of a domain error."""
+    """The problem document of a domain error (``retry_after`` goes in a header, not here)."""
+    extra = {name: value for name, value in error.extra.items() if name != "retry_after"}
     return problem_document(
         status=error.status,
         slug=error.slug,
@@ -73,7 +77,24 @@ def error_document(error: BillingError, *, instance: str, request_id: str | None
         detail=error.detail,
         instance=instance,
         request_id=request_id,
-        **error.extra,
+        **extra,
+    )
+
+
+def retry_after_headers(error: BillingError) -> list[tuple[bytes, bytes]]:
+    """``Retry-After`` (whole seconds) for an error that says when to try again."""
+    retry_after = error.extra.get("retry_after")
+    if retry_after is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(retry_after))).encode())]
+
+
+def unavailable_database_error() -> DatabaseUnavailable:
+    """What a request answers when PostgreSQL went away under it (see `service.db.engine`)."""
+    return DatabaseUnavailable(
+        "the database cannot be reached just now (it may be restarting): send the request again"
+        " shortly; a usage event or an Idempotency-Key request sent again is never counted twice",
+        retry_after=DatabaseUnavailable.retry_after_seconds,
     )
 
 
@@ -112,12 +133,17 @@ async def send_error(
         error.status,
         msgspec.json.encode(document),
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        headers=[*headers, *retry_after_headers(error)],
     )
 
 
 async def send_internal_error(scope: Scope, send: Send, error: Exception) -> None:
-    """`internal_error` from plain ASGI code: logged with its traceback, answered 500."""
+    """`internal_error` from plain ASGI code: logged with its traceback, answered 500 (a 503
+    when the database went away under the request)."""
+    if is_database_unavailable(error):
+        _log_unavailable(_instance(scope), error)
+        await send_error(scope, send, unavailable_database_error())
+        return
     _log_unhandled(_instance(scope), error)
     document = problem_document(
         **_INTERNAL, instance=_instance(scope), request_id=scope.get("state", {}).get("request_id")
@@ -153,12 +179,12 @@ def _problem(
 
 def billing_error(request: Request[Any, Any, Any], exc: BillingError) -> Response[dict[str, Any]]:
     extra = dict(exc.extra)
-    retry_after = extra.pop("retry_after", None)
+    extra.pop("retry_after", None)
     response = _problem(
         request, status=exc.status, slug=exc.slug, title=exc.title, detail=exc.detail, **extra
     )
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(int(retry_after))
+    for name, value in retry_after_headers(exc):
+        response.headers[name.decode()] = value.decode()
     return response
 
 
@@ -316,7 +342,15 @@ def _log_unhandled(path: str, error: Exception) -> None:
     log.exception("unhandled_error", path=path, error_type=type(error).__name__)
 
 
+def _log_unavailable(path: str, error: BaseException) -> None:
+    log.warning("database_unavailable", path=path, error_type=type(error).__name__)
+
+
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if is_database_unavailable(exc):
+        # Not a bug: PostgreSQL went away under the request. A 503 the client retries.
+        _log_unavailable(request.url.path, exc)
+        return billing_error(request, unavailable_database_error())
     _log_unhandled(request.url.path, exc)
     return _problem(request, **_INTERNAL)
 

@@ -36,6 +36,13 @@ class DatabaseSettings:
     ``partitions`` wait for PostgreSQL to accept connections when they start."""
     allows_embedded_in_production: bool = False
     """``BILLING_ALLOW_EMBEDDED_DATABASE=1``: production may run on the embedded server."""
+    acquire_timeout_seconds: float = 5.0
+    """``BILLING_DB_ACQUIRE_TIMEOUT_SECONDS``: the longest a request (or a worker's unit of
+    work) waits for a pool connection, connecting included; after it the request answers 503
+    with ``Retry-After`` instead of waiting on (PostgreSQL down, or every connection busy)."""
+    connect_timeout_seconds: float = 5.0
+    """``BILLING_DB_CONNECT_TIMEOUT_SECONDS``: the longest one new connection may take to open
+    (asyncpg's own default is 60 s: a host that drops packets would hold requests that long)."""
 
     @property
     def is_embedded(self) -> bool:
@@ -186,6 +193,51 @@ class SellerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CapacitySettings:
+    """How much each process takes on, and how it lets go (the README's Capacity section)."""
+
+    max_in_flight: int = 128
+    """``BILLING_MAX_IN_FLIGHT``: requests one API process answers at once; one more is refused
+    at once with a 503 and ``Retry-After`` (health, readiness and metrics are never refused)."""
+    shutdown_grace_seconds: float = 25.0
+    """``BILLING_SHUTDOWN_GRACE_SECONDS``: on SIGTERM an API process stops taking connections
+    and gives the requests in flight this long to finish."""
+    worker_backoff_max_seconds: float = 10.0
+    """``BILLING_WORKER_BACKOFF_MAX_SECONDS``: while the database is unreachable a worker waits
+    longer after each failed pass (its interval, doubled each time) up to this."""
+
+
+TIERS = ("basic", "advanced", "custom")
+"""The service tiers a plan belongs to (``plan_versions.tier``); rate limits are set per tier."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """Requests a merchant's keys may make, per tier (``service.ratelimit``). Each API process
+    enforces its share: the tier's quota ÷ ``api_processes`` per window."""
+
+    basic: int = 500
+    """``BILLING_RATE_LIMIT_BASIC``: requests per window for a merchant on a basic plan (0: no
+    limit). The same for ``_ADVANCED`` and ``_CUSTOM``."""
+    advanced: int = 2000
+    custom: int = 5000
+    window_seconds: int = 10
+    """``BILLING_RATE_LIMIT_WINDOW_SECONDS``: the window the quotas are counted over; the quota
+    refills continuously, so a merchant may burst to its quota, then quota ÷ window a second."""
+    api_processes: int = 1
+    """``BILLING_API_PROCESSES``: how many API processes share the traffic (pods × ``serve
+    --workers``); each enforces quota ÷ this, so the deployment as a whole allows the quota."""
+
+    def quota(self, tier: str) -> int:
+        """The quota one process enforces for ``tier`` per window (0: none); an unknown tier
+        is held to basic's."""
+        total = getattr(self, tier) if tier in TIERS else self.basic
+        if total == 0:
+            return 0
+        return max(1, -(-total // self.api_processes))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: str = "development"
     host: str = "127.0.0.1"
@@ -213,6 +265,8 @@ class Settings:
     outgoing: OutgoingWebhookSettings = field(default_factory=OutgoingWebhookSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     seller: SellerSettings = field(default_factory=SellerSettings)
+    capacity: CapacitySettings = field(default_factory=CapacitySettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @property
     def is_production(self) -> bool:
@@ -258,6 +312,12 @@ class Settings:
             ),
             wait_seconds=_seconds(env, "BILLING_DB_WAIT_SECONDS", 30.0),
             allows_embedded_in_production=_flag(env, "BILLING_ALLOW_EMBEDDED_DATABASE"),
+            acquire_timeout_seconds=_positive_seconds(
+                env, "BILLING_DB_ACQUIRE_TIMEOUT_SECONDS", 5.0
+            ),
+            connect_timeout_seconds=_positive_seconds(
+                env, "BILLING_DB_CONNECT_TIMEOUT_SECONDS", 5.0
+            ),
         )
         stripe = StripeSettings(
             api_key=env.get("STRIPE_API_KEY") or None,
@@ -328,6 +388,20 @@ class Settings:
             tax_id=_text(env, "BILLING_SELLER_TAX_ID", "", 60),
             email=_text(env, "BILLING_SELLER_EMAIL", "", 320),
         )
+        capacity = CapacitySettings(
+            max_in_flight=_positive(env, "BILLING_MAX_IN_FLIGHT", 128),
+            shutdown_grace_seconds=_positive_seconds(env, "BILLING_SHUTDOWN_GRACE_SECONDS", 25.0),
+            worker_backoff_max_seconds=_positive_seconds(
+                env, "BILLING_WORKER_BACKOFF_MAX_SECONDS", 10.0
+            ),
+        )
+        rate_limits = RateLimitSettings(
+            basic=_count(env, "BILLING_RATE_LIMIT_BASIC", 500),
+            advanced=_count(env, "BILLING_RATE_LIMIT_ADVANCED", 2000),
+            custom=_count(env, "BILLING_RATE_LIMIT_CUSTOM", 5000),
+            window_seconds=_positive(env, "BILLING_RATE_LIMIT_WINDOW_SECONDS", 10),
+            api_processes=_positive(env, "BILLING_API_PROCESSES", 1),
+        )
         settings = cls(
             environment=environment,
             host=host,
@@ -349,6 +423,8 @@ class Settings:
             outgoing=outgoing,
             limits=limits,
             seller=seller,
+            capacity=capacity,
+            rate_limits=rate_limits,
         )
         settings.check_production()
         return settings

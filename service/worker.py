@@ -3,7 +3,12 @@ processes webhooks, tells the platform's webhook endpoints what happened and rem
 retention says has expired. Any number can run side by side: every unit of work is claimed in
 its own short transaction (Stripe outbox rows and outgoing deliveries with a lease, see
 ``webhooks.outbox`` and ``service.outgoing.delivery``). SIGTERM or SIGINT lets the unit in hand
-finish, then the worker exits."""
+finish (the period being closed, the Stripe request being made), then the worker exits.
+
+While PostgreSQL is unreachable a pass fails at once (the pool's timeouts bound it); the worker
+then waits its interval, doubled after each failed pass up to
+``BILLING_WORKER_BACKOFF_MAX_SECONDS``, and says so once per outage. Its pool reconnects by
+itself when the server is back."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import structlog
 
 from service import retention
 from service.clock import SYSTEM_CLOCK, Clock
+from service.db.engine import is_unavailable as is_database_unavailable
 from service.invoicing import close
 from service.outgoing.runner import OutgoingRunner, OutgoingSummary
 from service.payments import links as payment_links
@@ -63,6 +69,24 @@ class PassReport:
                 f" {sent.endpoints_disabled} endpoint(s) disabled"
             )
         return said
+
+
+@dataclass
+class Backoff:
+    """The wait after each pass: the interval while passes work; doubled after each pass that
+    found the database unreachable, up to ``ceiling``."""
+
+    interval_seconds: float
+    ceiling_seconds: float
+    failures: int = 0
+
+    def failed(self) -> float:
+        self.failures += 1
+        wait = self.interval_seconds * 2 ** (self.failures - 1)
+        return min(wait, max(self.ceiling_seconds, self.interval_seconds))
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 class Worker:
@@ -135,13 +159,26 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
         log.info("worker_started", interval_seconds=interval_seconds)
+        backoff = Backoff(interval_seconds, self.settings.capacity.worker_backoff_max_seconds)
         while not self.stopping.is_set():
             try:
                 await self.run_once()
-            except Exception:  # one bad pass must not kill the worker; it is logged and retried
-                log.exception("worker_pass_failed")
+            except Exception as error:  # one bad pass must not kill the worker: logged, retried
+                if is_database_unavailable(error):
+                    wait = backoff.failed()
+                    if backoff.failures == 1:
+                        log.warning("worker_database_unavailable", error_type=type(error).__name__)
+                    log.info("worker_backing_off", retry_in_seconds=wait, failures=backoff.failures)
+                else:
+                    log.exception("worker_pass_failed")
+                    wait = interval_seconds
+            else:
+                if backoff.failures:
+                    log.info("worker_database_back", failed_passes=backoff.failures)
+                backoff.reset()
+                wait = interval_seconds
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=interval_seconds)
+                await asyncio.wait_for(self.stopping.wait(), timeout=wait)
         await self.close()
         log.info("worker_stopped")
 
