@@ -199,6 +199,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     openapi.finish(app.openapi_schema)
     # Outside the router and its exception handler: 404 and 405 answers carry a request id too.
     app.asgi_handler = RequestEdge(
-        app.asgi_handler, body_timeout_seconds=settings.limits.body_timeout_seconds
+        app.asgi_handler,
+        body_timeout_seconds=settings.limits.body_timeout_seconds,
+        max_in_flight=settings.capacity.max_in_flight,
     )
     return app

@@ -1,4 +1,5 @@
-"""The outermost layer of every HTTP request, before routing: its id, its body's deadline, its URL.
+"""The outermost layer of every HTTP request, before routing: its id, its body's deadline, its URL,
+and whether the process takes it on at all.
 
 It wraps Litestar's router and exception handler (``create_app`` installs it), so what the
 router answers itself (404 for no route, 405 for a method a route lacks) carries the request id
@@ -6,6 +7,13 @@ like every other answer, and so does what a plain-ASGI layer answers. A request 
 arrived within ``BILLING_BODY_TIMEOUT_SECONDS`` of the request's start: a client that declares
 a body and never sends it gets a 408 problem instead of holding a connection open forever. A
 NUL (``%00``) in the path or the query is refused here, once for every route.
+
+**Overload.** A process answers at most ``BILLING_MAX_IN_FLIGHT`` requests at once. One more is
+refused here, before its body is read or anything else is done, with a 503 problem and
+``Retry-After``: with far more clients than the process can serve, the excess is told at once to
+come back (a retry elsewhere, or a moment later) instead of waiting in a queue until it times
+out, and memory stays bounded by the cap rather than by the number of clients. Liveness,
+readiness and metrics are never refused (a probe must see the process as it is).
 """
 
 from __future__ import annotations
@@ -13,20 +21,40 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from typing import Any
+from typing import Any, Final
 
 import structlog
+from prometheus_client import Counter, Gauge
 
-from service.errors import InvalidInput, RequestTimeout
+from service.errors import InvalidInput, Overloaded, RequestTimeout
 from service.problems import send_error
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
+NEVER_REFUSED: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Paths answered however busy the process is (probes and scrapes)."""
+
+IN_FLIGHT: Final = Gauge(
+    "billing_requests_in_flight", "Requests this process is answering now (the capped ones)"
+)
+IN_FLIGHT_PEAK: Final = Gauge(
+    "billing_requests_in_flight_peak",
+    "The most requests this process has answered at once since it started (never above"
+    " BILLING_MAX_IN_FLIGHT)",
+)
+REFUSED: Final = Counter(
+    "billing_requests_refused_overloaded",
+    "Requests refused with a 503 because BILLING_MAX_IN_FLIGHT were in flight",
+)
+
 
 class RequestEdge:
-    def __init__(self, app: Any, *, body_timeout_seconds: float) -> None:
+    def __init__(self, app: Any, *, body_timeout_seconds: float, max_in_flight: int) -> None:
         self.app = app
         self.body_timeout_seconds = body_timeout_seconds
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.peak = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -43,6 +71,28 @@ class RequestEdge:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        is_capped = scope["path"] not in NEVER_REFUSED
+        if is_capped:
+            if self.in_flight >= self.max_in_flight:
+                REFUSED.inc()
+                await send_error(
+                    scope,
+                    send_with_id,
+                    Overloaded(
+                        f"this server is answering as many requests as it takes at once"
+                        f" ({self.max_in_flight}): send the request again after Retry-After"
+                        " seconds; nothing was done",
+                        retry_after=Overloaded.retry_after_seconds,
+                    ),
+                    headers=[(b"connection", b"close")],
+                )
+                structlog.contextvars.clear_contextvars()
+                return
+            self.in_flight += 1
+            IN_FLIGHT.set(self.in_flight)
+            if self.in_flight > self.peak:
+                self.peak = self.in_flight
+                IN_FLIGHT_PEAK.set(self.peak)
         try:
             if _has_nul(scope):
                 await send_error(
@@ -57,6 +107,9 @@ class RequestEdge:
                 return
             await self.app(scope, _BodyDeadline(receive, self.body_timeout_seconds), send_with_id)
         finally:
+            if is_capped:
+                self.in_flight -= 1
+                IN_FLIGHT.set(self.in_flight)
             structlog.contextvars.clear_contextvars()
 
 

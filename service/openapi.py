@@ -16,6 +16,7 @@ from litestar.openapi.spec import (
     Components,
     Example,
     OpenAPI,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
@@ -64,6 +65,7 @@ _FRAMEWORK_PROBLEMS: Final = {
     422: ("invalid-input",),
     429: ("too-many-requests",),
     500: ("internal-error",),
+    503: ("unavailable", "not-ready"),
 }
 
 _STATUS_WORDS: Final = {
@@ -78,11 +80,32 @@ _STATUS_WORDS: Final = {
     413: "The body is too large",
     415: "The body's media type is not accepted",
     422: "Well-formed but refused: the `field` and `detail` say what to change",
-    429: "Too many requests: wait as `Retry-After` says",
+    429: "Too many requests: this merchant's rate limit is used up; wait as `Retry-After` says",
     500: "The service failed: quote the `request_id`",
-    503: "Not available yet, or a service we depend on did not answer: try again after"
-    " `Retry-After` seconds",
+    503: "Unavailable for a moment (too busy, the database restarting, or a service we depend"
+    " on not ready yet); nothing was done: send the same request again after `Retry-After`"
+    " seconds",
 }
+
+_RETRY_AFTER: Final = OpenAPIHeader(
+    description="Seconds to wait before sending the request again",
+    schema=Schema(type=OpenAPIType.INTEGER, minimum=1),
+)
+_RATELIMIT_HEADERS: Final = {
+    "Retry-After": _RETRY_AFTER,
+    "RateLimit-Policy": OpenAPIHeader(
+        description="The merchant's quota on this server"
+        ' (draft-ietf-httpapi-ratelimit-headers-10): `"<tier>";q=<requests>;w=<seconds>`',
+        schema=Schema(type=OpenAPIType.STRING),
+    ),
+    "RateLimit": OpenAPIHeader(
+        description='What is left of it: `"<tier>";r=<remaining>;t=<seconds until more>`',
+        schema=Schema(type=OpenAPIType.STRING),
+    ),
+}
+_HEADERS_BY_STATUS: Final = {429: _RATELIMIT_HEADERS, 503: {"Retry-After": _RETRY_AFTER}}
+_NEVER_REFUSED: Final = frozenset({"/healthz"})
+"""Operations that never answer 503 (liveness answers while the process runs)."""
 
 _ORDER = {"transaction_id": "order-20260915-000123", "metric": "orders"}
 
@@ -224,6 +247,7 @@ def _problem_response(status: int, types: list[str]) -> OpenAPIResponse:
     return OpenAPIResponse(
         description=f"{words}. Problem types ({PROBLEM_BASE}…): {listed}.",
         content={PROBLEM_MEDIA_TYPE: OpenAPIMediaType(schema=schema, example=example)},
+        headers=_HEADERS_BY_STATUS.get(status),  # type: ignore[arg-type]
     )
 
 
@@ -244,6 +268,14 @@ def finish(openapi: OpenAPI) -> OpenAPI:
     components.schemas = {**(components.schemas or {}), "Problem": PROBLEM_SCHEMA}
     openapi.components = components
     for method, path, operation in _operations(openapi):
+        responses = operation.responses if operation.responses is not None else {}
+        operation.responses = responses
+        # Any request may meet these, whatever the route: a merchant's rate limit (keyed
+        # routes), a busy process or a database restarting (all but liveness).
+        if "401" in responses:
+            responses["429"] = OpenAPIResponse(description="")
+        if path not in _NEVER_REFUSED:
+            responses["503"] = OpenAPIResponse(description="")
         for status_text in list(operation.responses or {}):
             status = int(status_text) if status_text.isdigit() else 0
             if status >= 400:
