@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Request
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
@@ -37,6 +38,7 @@ from service.payments.controllers import (
 )
 from service.payments.setup import HostedPages
 from service.problems import EXCEPTION_HANDLERS
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.subscriptions.controllers import (
     ContractController,
@@ -163,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"settings": settings, "payment_pages": payment_pages}),
         middleware=[
             RequestContextMiddleware,
-            ApiKeyAuthentication,
+            DefineMiddleware(ApiKeyAuthentication, limiter=RateLimiter(settings.rate_limits)),
         ],
         dependencies={
             "principal": Provide(provide_principal),

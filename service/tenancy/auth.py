@@ -10,11 +10,12 @@ import structlog
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.clock import SYSTEM_CLOCK
 from service.errors import BillingError, Forbidden, Unauthenticated
 from service.problems import send_error
+from service.ratelimit import RateLimiter
 from service.tenancy import keys, sessions
 from service.tenancy.principal import Actor, KeyScope, Principal
 from service.tenancy.scope import TenantScope
@@ -34,11 +35,19 @@ class ApiKeyAuthentication:
 
     It answers 401 itself (middleware errors would otherwise skip the request-context and
     metrics middleware that wrap it) and binds ``merchant_id`` to the request's log context.
+    A merchant's request then takes its unit from the merchant's rate limit (``limiter``,
+    `service.ratelimit`): refused with a 429 here, before the route does anything.
     """
 
-    def __init__(self, app: ASGIApp, exclude: str = "^/(schema|static|metrics)") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        exclude: str = "^/(schema|static|metrics)",
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.app = app
         self.exclude = re.compile(exclude)
+        self.limiter = limiter if limiter is not None and limiter.is_enabled else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_public(scope):
@@ -73,8 +82,18 @@ class ApiKeyAuthentication:
             await _refuse(scope, send, refusal)
             return
         scope["user"] = principal
-        if principal.merchant_id is not None:
-            structlog.contextvars.bind_contextvars(merchant_id=str(principal.merchant_id))
+        merchant_id = principal.merchant_id
+        if merchant_id is not None:
+            structlog.contextvars.bind_contextvars(merchant_id=str(merchant_id))
+            if self.limiter is not None:
+                limiter = self.limiter
+                tier = limiter.known_tier(merchant_id) or await limiter.look_up_tier(merchant_id)
+                verdict = limiter.take(merchant_id, tier)
+                if verdict is not None and verdict.shows_headers:
+                    if not verdict.is_allowed:
+                        await _refuse(scope, send, verdict.refusal(), headers=verdict.headers())
+                        return
+                    send = _adding_headers(send, verdict.headers())
         await self.app(scope, receive, send)
 
     def _is_public(self, scope: Scope) -> bool:
@@ -115,9 +134,20 @@ async def _finance_session(scope: Scope) -> Principal | None:
     return principal
 
 
-async def _refuse(scope: Scope, send: Send, error: BillingError) -> None:
+async def _refuse(
+    scope: Scope, send: Send, error: BillingError, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     challenge = [(b"www-authenticate", b"Bearer")] if error.status == 401 else []
-    await send_error(scope, send, error, headers=challenge)
+    await send_error(scope, send, error, headers=[*challenge, *(headers or [])])
+
+
+def _adding_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *headers]
+        await send(message)
+
+    return send_with_headers
 
 
 def _presented_key(scope: Scope) -> str | None:
