@@ -139,6 +139,9 @@ def serve(
         console().print(f"API docs: {base}/schema")
     _warn_about_what_is_off(settings)
     _exit_cleanly_on_signals()
+    # SIGTERM: uvicorn stops accepting connections, closes idle ones, lets the requests in
+    # flight finish (each connection closes after its answer), then the pool closes.
+    grace = settings.capacity.shutdown_grace_seconds
     if workers == 1:
         uvicorn.run(
             create_app(settings),
@@ -147,6 +150,7 @@ def serve(
             log_config=None,
             access_log=False,
             lifespan="on",
+            timeout_graceful_shutdown=grace,
         )
         return
     # uvicorn's own workers: each process builds the app from the same environment and opens
@@ -160,6 +164,7 @@ def serve(
         log_config=None,
         access_log=False,
         lifespan="on",
+        timeout_graceful_shutdown=grace,
     )
 
 
