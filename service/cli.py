@@ -20,6 +20,7 @@ import typer
 from service.bench import close as _bench_close  # noqa: F401 - registers `bench close`
 from service.bench import export as _bench_export  # noqa: F401 - registers `bench export`
 from service.bench import webhooks as _bench_webhooks  # noqa: F401 - registers `bench webhooks`
+from service.bench.gauntlet import command as _bench_gauntlet  # noqa: F401 - `bench gauntlet`
 from service.bench.usage import bench_app
 from service.command import UserError, console, run_with_database, startup_warnings
 from service.command import settings as load_settings
