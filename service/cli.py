@@ -19,6 +19,8 @@ import typer
 
 from service.bench import close as _bench_close  # noqa: F401 - registers `bench close`
 from service.bench import export as _bench_export  # noqa: F401 - registers `bench export`
+from service.bench import neighbours as _bench_neighbours  # noqa: F401 - `bench neighbours`
+from service.bench import overload as _bench_overload  # noqa: F401 - `bench overload`
 from service.bench import webhooks as _bench_webhooks  # noqa: F401 - registers `bench webhooks`
 from service.bench.gauntlet import command as _bench_gauntlet  # noqa: F401 - `bench gauntlet`
 from service.bench.usage import bench_app
