@@ -27,6 +27,7 @@ import structlog
 from service import wire
 from service.db.coalescing import Coalescer
 from service.db.engine import current as current_database
+from service.db.engine import is_unavailable as is_database_unavailable
 from service.db.engine import transaction_connection
 from service.db.tables import StripeInbox
 from webhooks.handlers import HANDLERS, NotYet
@@ -257,7 +258,9 @@ async def _process_next(*, now: datetime, event_id: str | None = None) -> str | 
         )
         return "processed"
     except Exception as error:  # a handler's failure is recorded on its event, then retried
-        if claimed is None:
+        if claimed is None or is_database_unavailable(error):
+            # The database went away: the handler's transaction is gone with it, and that is
+            # no failure of the event's (it must not count towards parking it).
             raise
         return await _record_failure(claimed, error, now=now)
 

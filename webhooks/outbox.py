@@ -38,6 +38,7 @@ from service import stripe_outbox
 from service.audit import log as audit
 from service.catalog import store as catalog_store
 from service.db.engine import current as current_database
+from service.db.engine import is_unavailable as is_database_unavailable
 from service.db.engine import transaction_connection
 from service.db.tables import (
     CreditNote,
@@ -260,6 +261,11 @@ async def send_one(
         )
         return await _record_failure(claim, error, is_transient=is_transient, now=now)
     except Exception as error:  # our own bug or a database hiccup: kept, retried, visible
+        if is_database_unavailable(error):
+            # PostgreSQL went away mid-push: nothing can be recorded now. The row stays in
+            # flight until its lease ends and is sent again with the same keys; the worker
+            # backs off meanwhile.
+            raise
         log.exception("stripe_outbox_error", outbox_id=claim.id, command=claim.command)
         return await _record_failure(claim, error, is_transient=True, now=now)
     if not is_recorded:

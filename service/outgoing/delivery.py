@@ -32,6 +32,7 @@ from uuid import UUID
 import structlog
 
 from service.db.engine import current as current_database
+from service.db.engine import is_unavailable as is_database_unavailable
 from service.db.engine import transaction_connection
 from service.outgoing import signing
 from service.outgoing.transport import Outcome, Sender
@@ -219,9 +220,12 @@ async def deliver_pass(
                 async with slots:
                     outcome = await _send(sender, claim, wall_clock)
                 await _record(claim, outcome, settings, summary, now=now)
-            except Exception:  # one delivery's trouble must not stop the others; its lease
-                # runs out and it is tried again
-                log.exception("webhook_delivery_error", delivery_id=str(claim.delivery_id))
+            except Exception as error:  # one delivery's trouble must not stop the others;
+                # its lease runs out and it is tried again
+                if is_database_unavailable(error):
+                    log.warning("webhook_delivery_unrecorded", delivery_id=str(claim.delivery_id))
+                else:
+                    log.exception("webhook_delivery_error", delivery_id=str(claim.delivery_id))
 
         await asyncio.gather(*(one(claim) for claim in claims))
     return summary

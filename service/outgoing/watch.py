@@ -30,6 +30,7 @@ from plans.rating import rate_terms
 from service.catalog import store as catalog_store
 from service.catalog.schemas import QuoteOut
 from service.db.engine import current as current_database
+from service.db.engine import is_unavailable as is_database_unavailable
 from service.db.tables import Subscription
 from service.outgoing import emit
 from service.outgoing.types import (
@@ -228,7 +229,9 @@ async def _usage(
                 continue  # nothing new since the last look
             try:
                 await _look_at_usage(row, tax_rate, heard, summary)
-            except Exception:  # one subscription's trouble must not stop the others' events
+            except Exception as error:  # one subscription's trouble must not stop the others'
+                if is_database_unavailable(error):
+                    raise  # none of the others can be looked at either: the pass backs off
                 log.exception("usage_watch_failed", subscription_id=str(row["id"]))
                 looked.pop(key, None)  # look again next time
         if len(rows) < _BATCH:

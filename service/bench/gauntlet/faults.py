@@ -163,9 +163,14 @@ class FaultRunner:
     async def _kill_slot(self, fault: Fault) -> None:
         slots = self.fleet.apis if fault.kind == "api" else self.fleet.workers
         ordered = slots[fault.target :] + slots[: fault.target]
-        victim = next((slot for slot in ordered if slot.is_running), None)
-        if victim is None or not victim.kill():
-            self.say(f"  fault: no {fault.kind} running to kill, skipped")
+        deadline = time.monotonic() + 60
+        # Every one of them is down (killed a moment ago): the kill waits for one to be back.
+        while (victim := next((slot for slot in ordered if slot.is_running), None)) is None:
+            if time.monotonic() > deadline:
+                self.say(f"  fault: no {fault.kind} came back within 60 s to be killed, skipped")
+                return
+            await asyncio.sleep(0.1)
+        if not victim.kill():
             return
         self.kills[fault.kind] += 1
         self.say(f"  fault: SIGKILL {victim.name}, back in {fault.down_seconds:.1f} s")
