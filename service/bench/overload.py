@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from service.bench import loadgen
+from service.bench.machine import MachineLoad
 from service.bench.usage import (
     UNREACHED,
     _Connection,
@@ -64,11 +65,12 @@ def overload(
     """Many more clients than one process can serve: latency, refusals, timeouts, memory."""
     phases = [("capped", max_in_flight)] + ([("uncapped", UNCAPPED)] if uncapped else [])
     say = _say
+    machine = MachineLoad()
     results = []
     for phase, cap in phases:
         say(f"{phase}: {clients} clients for {seconds:g} s, BILLING_MAX_IN_FLIGHT={cap} ...")
         results.append(_phase(phase, cap, clients, seconds))
-    print(report(clients, seconds, results))
+    print(report(clients, seconds, results, machine.finished()))
 
 
 def _say(text: str) -> None:
@@ -129,11 +131,14 @@ def _peak_in_flight(base_url: str) -> int:
     return 0
 
 
-def report(clients: int, seconds: float, results: list[dict[str, Any]]) -> str:
+def report(
+    clients: int, seconds: float, results: list[dict[str, Any]], machine: MachineLoad
+) -> str:
     lines = [
         f"Kefu Billing overload benchmark: {clients} clients against one API process for"
         f" {seconds:g} s a phase, single usage events; a 503 is retried after Retry-After;"
-        f" client timeout {CLIENT_TIMEOUT_SECONDS:g} s"
+        f" client timeout {CLIENT_TIMEOUT_SECONDS:g} s",
+        machine.line(),
     ]
     for f in results:
         cap = "no cap" if f["cap"] == UNCAPPED else f"cap {f['cap']}"

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from plans.periods import calendar_period_containing
+from service.bench.machine import MachineLoad
 from service.bench.usage import bench_app
 
 if TYPE_CHECKING:
@@ -38,6 +40,13 @@ SECRET = "whsec_gauntlet_" + "7" * 24
 START = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(hours=8)  # 1 January, Asia/Shanghai
 TIERS = ("basic", "advanced", "custom")
 GRACE = timedelta(hours=48)  # BILLING_USAGE_GRACE_HOURS, as the processes run with it
+ZONE = "Asia/Shanghai"  # the merchants' zone (signup's default): their months start on the 1st
+
+
+def period_end_after(moment: datetime) -> datetime:
+    """The end of the monthly period ``moment`` falls in (every merchant started on the 1st at
+    midnight in its zone, on a calendar-month plan)."""
+    return calendar_period_containing(moment, ZONE).end
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class Result:
     schedule: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     discrepancies: list[str] = field(default_factory=list)
+    machine: MachineLoad = field(default_factory=MachineLoad)
 
 
 @bench_app.command("gauntlet")
@@ -99,6 +109,7 @@ def gauntlet(
         drain_seconds=drain_seconds,
     )
     result = run(options, say=lambda text: print(text, file=sys.stderr, flush=True))
+    result.machine.finished()
     print(report(result))
     if result.discrepancies:
         raise typer.Exit(1)
@@ -284,8 +295,10 @@ async def _drive(
     stop_background.set()
     await background[0]
     await watching
-    # Past the last grace window: every period that has ended can be closed now.
-    final = clock.now + GRACE + timedelta(hours=1)
+    # Past the end of the period the last events fell in, and its grace window: every event
+    # sent is then in an ended period that must have its invoice (however few advances a busy
+    # machine managed during the run).
+    final = period_end_after(clock.now) + GRACE + timedelta(hours=1)
     await operator.until_done(
         "POST", f"/v1/test-clocks/{clock_id['id']}/advance", {"frozen_time": final.isoformat()}
     )
@@ -330,7 +343,8 @@ async def _drive(
     )
     if runner.unexpected_exits:
         result.discrepancies.append(
-            "processes that exited without being killed: " + ", ".join(runner.unexpected_exits)
+            "processes that exited without being killed or never came up: "
+            + ", ".join(runner.unexpected_exits)
         )
     errors = _errors_logged(fleet)
     result.figures["errors_logged"] = errors
@@ -495,6 +509,7 @@ def report(result: Result) -> str:
     lines = [
         f"Kefu Billing gauntlet: seed {options.seed}, {options.duration:g} s of faults,"
         f" {options.apis} API servers, {options.workers} workers, {options.merchants} merchants",
+        result.machine.line(),
         f"kills              {sum(kills.values())}: API servers {kills.get('api', 0)},"
         f" workers {kills.get('worker', 0)}, PostgreSQL {kills.get('postgres', 0)}",
         f"Stripe outages     {f.get('outages', 0)}, {f.get('outage_seconds', 0):.1f} s in all"
