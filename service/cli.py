@@ -129,7 +129,7 @@ def serve(
     async def first_key() -> keys.IssuedKey | None:
         return await ensure_operator_key(mints=not settings.is_production)
 
-    issued = run_with_database(settings, first_key, waits=True)
+    issued = run_with_database(settings, first_key, waits=True, retries_work=True)
     base = f"http://{host}:{port}"
     if issued is not None:
         console().print(
@@ -214,7 +214,7 @@ def partitions() -> None:
         )
         return created, dropped.total
 
-    created, dropped = run_with_database(settings, work, waits=True)
+    created, dropped = run_with_database(settings, work, waits=True, retries_work=True)
     out = console()
     out.print(f"partitions made: {len(created)}", markup=False, highlight=False)
     out.print(f"audit entries dropped with their months: {dropped}", markup=False)

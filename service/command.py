@@ -62,21 +62,49 @@ def run_with_database(
     pool_max: int = 4,
     migrates: bool = False,
     waits: bool = False,
+    retries_work: bool = False,
 ) -> T:
     """Start or reach the database, check its schema (or migrate it: ``migrates``), run
     ``work``, close the pool. ``waits``: wait for PostgreSQL to accept connections first (the
-    long-running processes and ``migrate``, which may start before the database does)."""
+    long-running processes and ``migrate``, which may start before the database does).
+    ``retries_work``: ``work`` is a brief step that may run again from the start (``serve``'s
+    first-key check, partition upkeep); PostgreSQL going away in the middle of it is waited out
+    too (a server starting while PostgreSQL restarts comes up when it is back)."""
 
     async def runner() -> T:
         database = await prepare_database(
             settings, pool_max=pool_max, migrates=migrates, waits=waits
         )
         try:
+            if retries_work:
+                return await retry_while_unreachable(settings, work)
             return await work()
         finally:
             await database.close()
 
     return asyncio.run(runner())
+
+
+async def retry_while_unreachable(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` again, every half second, while the database is out of reach, for at most
+    ``BILLING_DB_WAIT_SECONDS``; any other error (or the wait used up) goes to the caller."""
+    from service.db import engine as db_engine
+
+    deadline = asyncio.get_running_loop().time() + settings.database.wait_seconds
+    has_said = False
+    while True:
+        try:
+            return await work()
+        except Exception as error:
+            # Everything ``work`` touches is the database's: any connection failure counts.
+            if not (db_engine.is_connection_failure(error) or db_engine.is_unavailable(error)):
+                raise
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            if not has_said:
+                _say_waiting(settings)(error)
+                has_said = True
+            await asyncio.sleep(0.5)
 
 
 async def prepare_database(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from service.command import retry_while_unreachable
 from service.db.engine import is_unavailable
 from service.errors import DatabaseUnavailable
+from service.settings import Settings
 from service.worker import Backoff
 
 
@@ -54,3 +56,35 @@ def test_a_worker_waits_longer_after_each_failed_pass_up_to_the_ceiling() -> Non
     assert backoff.failed() == 0.5
     # A ceiling below the interval never makes it wait less than its interval.
     assert Backoff(interval_seconds=5.0, ceiling_seconds=1.0).failed() == 5.0
+
+
+async def test_a_start_up_step_cut_off_by_a_database_restart_runs_again_until_it_is_done() -> None:
+    # `billing serve` starting while PostgreSQL restarts (found by the gauntlet: it exited 1).
+    settings = Settings.from_env({"BILLING_DB_WAIT_SECONDS": "30"})
+    attempts: list[int] = []
+
+    async def step() -> str:
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            raise asyncpg.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
+        if len(attempts) == 2:
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+        return "done"
+
+    assert await retry_while_unreachable(settings, step) == "done"
+    assert len(attempts) == 3
+
+
+async def test_a_start_up_step_failing_for_another_reason_is_not_run_again() -> None:
+    settings = Settings.from_env({"BILLING_DB_WAIT_SECONDS": "30"})
+    attempts: list[int] = []
+
+    async def step() -> str:
+        attempts.append(len(attempts))
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await retry_while_unreachable(settings, step)
+    assert len(attempts) == 1
