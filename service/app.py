@@ -118,6 +118,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Stripe's Checkout and portal pages for merchants (None without a Stripe key); kept in the
     # app's state, where a test points it at its own Stripe stand-in.
     payment_pages: HostedPages | None = StripeHostedPages(gateway) if gateway is not None else None
+    # One per process: requests with a merchant key count in the middleware, payment-setup
+    # links (no key) through the `rate_limiter` dependency, against the same buckets.
+    rate_limiter = RateLimiter(settings.rate_limits)
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -165,7 +168,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"settings": settings, "payment_pages": payment_pages}),
         middleware=[
             RequestContextMiddleware,
-            DefineMiddleware(ApiKeyAuthentication, limiter=RateLimiter(settings.rate_limits)),
+            DefineMiddleware(ApiKeyAuthentication, limiter=rate_limiter),
         ],
         dependencies={
             "principal": Provide(provide_principal),
@@ -174,6 +177,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "stripe_ledger": Provide(lambda: stripe_ledger, use_cache=True, sync_to_thread=False),
             "payment_pages": Provide(_payment_pages, sync_to_thread=False),
+            "rate_limiter": Provide(lambda: rate_limiter, use_cache=True, sync_to_thread=False),
         },
         signature_namespace={
             "Principal": Principal,
@@ -182,6 +186,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "Request": Request,
             "Settings": Settings,
             "HostedPages": HostedPages,
+            "RateLimiter": RateLimiter,
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -7,7 +7,8 @@ process; the bucket holds the tier's quota (``BILLING_RATE_LIMIT_<TIER>`` ÷
 An empty bucket answers ``429`` with ``Retry-After`` before any other work is done (no body
 read, no database), which is what keeps the refusal cheap on the single-event hot path. The
 tier is the merchant's live subscription's plan tier, looked up once a minute per merchant.
-Operator keys are not limited here (``BILLING_MAX_IN_FLIGHT`` still holds).
+Operator keys are not limited here (``BILLING_MAX_IN_FLIGHT`` still holds). A payment-setup
+link, opened without a key, counts against the merchant it belongs to (``admit``).
 
 The answers carry the fields of draft-ietf-httpapi-ratelimit-headers-10 (27 September 2025):
 ``RateLimit-Policy: "<tier>";q=<quota>;w=<window>`` and ``RateLimit: "<tier>";r=<remaining>;
@@ -140,6 +141,16 @@ class RateLimiter:
             remaining=int(tokens),
             reset_seconds=math.ceil(missing / per_second) if missing else 0,
         )
+
+    async def admit(self, merchant_id: UUID) -> None:
+        """Count a request made for the merchant without its key (a payment-setup link opened
+        by its token): raise `RateLimited` (429, ``Retry-After``) when its quota is used up."""
+        if not self.is_enabled:
+            return
+        tier = self.known_tier(merchant_id) or await self.look_up_tier(merchant_id)
+        verdict = self.take(merchant_id, tier)
+        if verdict is not None and not verdict.is_allowed:
+            raise verdict.refusal()
 
     def _forget_full_buckets(self, now: float, window: int) -> None:
         """Drop buckets untouched for a whole window: they are full again, as a new one is."""

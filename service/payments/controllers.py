@@ -15,6 +15,7 @@ from service.payments import setup
 from service.payments.schemas import BillingPortalOut, PaymentSetupOut, PaymentSetupRequest
 from service.payments.setup import HostedPages
 from service.problems import responses
+from service.ratelimit import RateLimiter
 from service.tenancy.auth import PUBLIC
 from service.tenancy.principal import Actor
 from service.tenancy.scope import TenantScope
@@ -36,19 +37,25 @@ class PaymentSetupLinkController(Controller):
                 description="To the Stripe Checkout page (setup mode) where the merchant saves"
                 " a card: `Location` holds it",
             ),
-            **responses(404, 409, 410, 503),
+            **responses(404, 409, 410, 429, 503),
         },
     )
     async def open_link(
-        self, token: FromPath[str], payment_pages: NamedDependency[HostedPages | None]
+        self,
+        token: FromPath[str],
+        payment_pages: NamedDependency[HostedPages | None],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> Redirect:
         """The link a merchant opens in its browser (no API key: the token in the address is
         the credential) to save a way to pay. It answers 303 to a Stripe Checkout page in
         setup mode, in the merchant's currency, made at this moment (or the one it opened
         last, while that is still open). 503 with `Retry-After` while the merchant's Stripe
         customer is still being made; 409 when Stripe is not configured; 410 once the link
-        is used or expired (30 days)."""
-        url = await setup.open_link(token, pages=payment_pages, now=SYSTEM_CLOCK.now())
+        is used or expired (30 days); 429 when the merchant's rate limit is used up (an
+        opening counts against it as a request with its key would)."""
+        url = await setup.open_link(
+            token, pages=payment_pages, now=SYSTEM_CLOCK.now(), admit=rate_limiter.admit
+        )
         return Redirect(path=url, status_code=303)
 
 

@@ -9,6 +9,7 @@ customer: until the outbox has made it (a few seconds after signup), the answer 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -88,9 +89,18 @@ async def _customer_of(merchant_id: UUID) -> tuple[str, str]:
     return merchant.stripe_customer_id, merchant.currency
 
 
-async def open_link(token: str, *, pages: HostedPages | None, now: datetime) -> str:
-    """Where a payment-setup link goes now: its open Checkout page, or a new one."""
+async def open_link(
+    token: str,
+    *,
+    pages: HostedPages | None,
+    now: datetime,
+    admit: Callable[[UUID], Awaitable[None]] | None = None,
+) -> str:
+    """Where a payment-setup link goes now: its open Checkout page, or a new one. ``admit``
+    counts the opening against the link's merchant (its rate limit) before anything else."""
     link = await links.find(token, now=now)
+    if admit is not None:
+        await admit(link.merchant_id)
     if pages is None:
         raise PaymentsNotConfigured(NOT_CONFIGURED)
     still_open = links.open_session_url(link, now=now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from litestar import Litestar
 
 from service.app import create_app
 from service.settings import RateLimitSettings, Settings
-from tests.integration.conftest import Tenant, make_tenant
+from tests.integration.conftest import Tenant, make_tenant, signup_answer
 from tests.integration.usage_helpers import at, event, merchant_on_clock, summary
 
 # An hour's window: nothing refills while a test runs.
@@ -125,3 +126,22 @@ async def test_each_tier_has_its_own_quota_and_each_process_enforces_its_share(
         assert answers[-1].headers["ratelimit-policy"] == '"advanced";q=5;w=3600'
         # custom: 0, no limit.
         assert {a.status_code for a in await _spend(one, custom, 12)} == {200}
+
+
+async def test_a_payment_setup_link_opened_without_a_key_counts_against_its_merchant(
+    limited: httpx.AsyncClient, operator: Tenant
+) -> None:
+    tenant, created = await signup_answer(limited, operator, name="Link-opening shop")
+    link = urlsplit(created["payment_setup"]["url"]).path
+    # No Stripe in this app: each opening that is let through is a 409 (nothing to open).
+    opened = [await limited.get(link) for _ in range(4)]
+    assert [a.status_code for a in opened] == [409] * 4
+    # The fifth request of the window is the merchant's own, with its key; then it is spent.
+    assert (await limited.get("/v1/merchants/me", headers=tenant.headers)).status_code == 200
+    refused = await limited.get(link)
+    assert refused.status_code == 429
+    assert refused.json()["type"] == "https://kefu-billing.dev/problems/rate-limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert (await limited.get("/v1/merchants/me", headers=tenant.headers)).status_code == 429
+    # A link nobody holds is a 404 and costs no merchant anything.
+    assert (await limited.get("/v1/pay/setup/anything")).status_code == 404
