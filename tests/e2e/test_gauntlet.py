@@ -46,6 +46,15 @@ def test_the_small_gauntlet_ends_with_every_event_invoice_and_push_accounted_for
     assert pushed, printed
     assert int(pushed.group(1)) > 0
     assert int(pushed.group(2)) > 0
+    # Ways to pay: some merchants saved a card through their payment-setup link and were
+    # charged, the others were sent their invoices and paid them on Stripe's page.
+    paid = re.search(
+        r"([\d,]+) paid there \((\d+) merchants' by the card .*, ([\d,]+) sent", printed
+    )
+    assert paid, printed
+    assert int(paid.group(1)) == int(pushed.group(2))
+    assert int(paid.group(2)) >= 1
+    assert int(paid.group(3)) >= 1
     assert printed.count("PostgreSQL kill ") == int(kills.group(3))
     # The schedule is printed before the run (seeded, so a failure can be run again).
     assert re.search(r"fault schedule \(seed 7\)", finished.stderr)
@@ -102,5 +111,6 @@ async def test_the_audit_reports_what_was_lost_invented_doubled_or_never_deliver
     assert "m1: 0 raw events but 2 ledger rows" in said
     assert "invoices pushed to Stripe more than once (1): not-ours" in said
     assert "Stripe invoices that are none of ours: not-ours" in said
+    assert "invoices still open in Stripe (a saved card never charged" in said
     assert "m1: 0 Stripe customers, not 1" in said
     assert "Stripe events that never reached the inbox (1): evt_never_delivered" in said

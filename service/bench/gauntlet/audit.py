@@ -193,6 +193,17 @@ async def _stripe(
     found.figures["stripe_paid"] = sum(
         1 for made in in_stripe.values() if made[0]["status"] == "paid"
     )
+    # At the end every merchant has paid: by the card it saved (charged by the worker) or on
+    # the hosted page of what it was sent (the gauntlet pays those before the audit).
+    still_open = sorted(
+        invoice_id for invoice_id, made in in_stripe.items() if made[0]["status"] == "open"
+    )
+    if still_open:
+        found.add(
+            "invoices still open in Stripe (a saved card never charged, a sent one never paid)",
+            still_open,
+            count=len(still_open),
+        )
     doubled_payments = [invoice_id for invoice_id, count in payments.items() if count > 1]
     if doubled_payments:
         found.add("invoices with more than one payment", doubled_payments)

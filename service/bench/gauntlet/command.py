@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -237,11 +238,18 @@ async def _drive(
     clock_id = await operator.until_done(
         "POST", "/v1/test-clocks", {"frozen_time": START.isoformat(), "name": "gauntlet"}
     )
-    merchants = [
+    signed_up = [
         await _sign_up(operator, clock_id["id"], n, TIERS[n % len(TIERS)], options.seed)
         for n in range(options.merchants)
     ]
+    merchants = [merchant for merchant, _ in signed_up]
     say(f"{len(merchants)} merchants signed up on a test clock at {START:%Y-%m-%d %H:%M} UTC")
+    # Every other merchant saves a card through its payment-setup link (its invoices are then
+    # charged); the others are sent theirs, and pay them on Stripe's page at the end.
+    with_cards = signed_up[::2]
+    for merchant, setup_url in with_cards:
+        await _save_card(endpoints, merchant, setup_url, standin)
+    say(f"cards saved through payment-setup links: {', '.join(m.prefix for m, _ in with_cards)}")
 
     schedule = make_schedule(
         seed=options.seed,
@@ -304,6 +312,12 @@ async def _drive(
     )
     clock.now = final
     drained_after = await _drain(dsn, standin, options.drain_seconds)
+    # The merchants without a card pay what they were sent, on the hosted invoice page (its
+    # payment comes back as webhooks like any other), then everything settles again.
+    paid_on_page = await asyncio.to_thread(_pay_sent_invoices, standin)
+    if drained_after is not None and paid_on_page:
+        drained_again = await _drain(dsn, standin, options.drain_seconds)
+        drained_after = None if drained_again is None else drained_after + drained_again
     background[1].cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await background[1]
@@ -325,6 +339,8 @@ async def _drive(
         {
             "seconds": time.monotonic() - started,
             "drained_after": drained_after,
+            "paid_on_page": paid_on_page,
+            "with_cards": len(with_cards),
             "events_acknowledged": tally.events_acknowledged(),
             "events_sent": sum(len(ids) for ids in tally.sent.values()),
             "requests": dict(tally.requests),
@@ -404,7 +420,11 @@ class _Operator:
                 return dict(answer.json())
 
 
-async def _sign_up(operator: _Operator, clock_id: str, n: int, tier: str, seed: int) -> Merchant:
+async def _sign_up(
+    operator: _Operator, clock_id: str, n: int, tier: str, seed: int
+) -> tuple[Merchant, str | None]:
+    """A merchant made through signup, and its payment-setup link (None on a replay: the link,
+    like the key, is shown once)."""
     made = await operator.until_done(
         "POST",
         "/v1/signup",
@@ -427,7 +447,58 @@ async def _sign_up(operator: _Operator, clock_id: str, n: int, tier: str, seed: 
             {"role": "merchant", "merchant_id": merchant_id, "name": "gauntlet"},
         )
         key = issued["key"]
-    return Merchant(id=merchant_id, key=key, tier=tier, prefix=f"m{n + 1}")
+    setup = made.get("payment_setup") or {}
+    return Merchant(id=merchant_id, key=key, tier=tier, prefix=f"m{n + 1}"), setup.get("url")
+
+
+async def _save_card(
+    endpoints: Endpoints, merchant: Merchant, setup_url: str | None, standin: Any
+) -> None:
+    """The merchant opens its payment-setup link (no key) and saves a card on the Checkout page
+    it is sent to. The link answers 503 until a worker has made the merchant's Stripe customer;
+    a replayed signup showed no link, so the merchant asks for a fresh one."""
+    import httpx
+
+    turn = 0
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+        while True:
+            base = endpoints.pick(turn)
+            try:
+                if setup_url is None:
+                    answer = await http.post(
+                        f"{base}/v1/merchants/me/payment-setup",
+                        json={},
+                        headers={"Authorization": f"Bearer {merchant.key}"},
+                    )
+                    if answer.status_code == 201:
+                        setup_url = str(answer.json()["url"])
+                        continue
+                else:
+                    answer = await http.get(base + urlsplit(setup_url).path)
+                    if answer.status_code == 303:
+                        session_id = answer.headers["location"].rsplit("/", 1)[-1]
+                        await asyncio.to_thread(standin.hosted.complete_checkout, session_id)
+                        return
+            except httpx.HTTPError:
+                turn += 1
+                await asyncio.sleep(0.3)
+                continue
+            if answer.status_code not in (429, 500, 502, 503, 504):
+                raise RuntimeError(f"{merchant.prefix}'s card: {answer.status_code} {answer.text}")
+            turn += 1
+            await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+
+
+def _pay_sent_invoices(standin: Any) -> int:
+    """Every invoice sent to be paid (no card saved) and still open is paid on its hosted page."""
+    sent = [
+        invoice["id"]
+        for invoice in standin.objects("invoice")
+        if invoice["status"] == "open" and invoice.get("collection_method") == "send_invoice"
+    ]
+    for invoice_id in sent:
+        standin.hosted.pay_invoice(invoice_id)
+    return len(sent)
 
 
 async def _move_clock(
@@ -536,7 +607,8 @@ def report(result: Result) -> str:
         " advances",
         f"invoices           {f.get('invoices', 0):,} ({f.get('periods_ended', 0):,} ended"
         f" periods); {f.get('stripe_invoices', 0):,} in Stripe, {f.get('stripe_paid', 0):,}"
-        " paid there",
+        f" paid there ({f.get('with_cards', 0)} merchants' by the card saved through their"
+        f" payment-setup link, {f.get('paid_on_page', 0):,} sent and paid on Stripe's page)",
         f"Stripe objects     {f.get('stripe_objects', {})}",
         f"webhooks           {f.get('stripe_events', 0):,} Stripe events,"
         f" {f.get('webhook_posts', 0):,} POSTs ({f.get('webhook_posts_failed', 0):,} failed,"
