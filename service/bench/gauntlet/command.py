@@ -129,8 +129,10 @@ def run(options: Options, *, say: Any = print) -> Result:
     external = Settings.from_env().database.url
     postgres = None
     if external:
-        dsn = db_engine._with_database(external, f"kefu_gauntlet_{uuid.uuid4().hex[:8]}")
-        say(f"PostgreSQL: a new database on DATABASE_URL's server (never killed): {dsn}")
+        name = f"kefu_gauntlet_{uuid.uuid4().hex[:8]}"
+        dsn = db_engine._with_database(external, name)
+        # Its name only: the URL may hold a password.
+        say(f"PostgreSQL: a new database {name} on DATABASE_URL's server (never killed)")
     else:
         postgres = OwnPostgres.start(work_dir / "postgres")
         dsn = postgres.dsn("gauntlet")
