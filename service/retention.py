@@ -41,7 +41,9 @@ class _Rule:
     """Deletes one batch (``$1``: the cutoff, ``$2``: the batch size); one row per row gone."""
 
 
-# Each picks the oldest expired rows through an index, then deletes them by key.
+# Each picks the oldest expired rows through an index, then deletes them by key (a row's key,
+# never its ctid: on Citus the rows are on many shards, and these deletes, across every
+# merchant, run as one statement per shard).
 _RULES = {
     "idempotency_records": _Rule(
         "idempotency_records",
@@ -101,9 +103,10 @@ _RULES = {
     ),
     "audit_log": _Rule(  # what sits in the default partition; whole months are dropped
         "audit_log",
-        f"DELETE FROM {partitions.AUDIT_LOG.default_partition} WHERE ctid = ANY(ARRAY("
-        f" SELECT ctid FROM {partitions.AUDIT_LOG.default_partition} WHERE at < $1"
-        " ORDER BY at LIMIT $2))"
+        f"DELETE FROM {partitions.AUDIT_LOG.default_partition}"
+        " WHERE (merchant_id, id, at) IN ("
+        f" SELECT merchant_id, id, at FROM {partitions.AUDIT_LOG.default_partition}"
+        " WHERE at < $1 ORDER BY at LIMIT $2)"
         " RETURNING 1",
     ),
 }

@@ -24,6 +24,7 @@ from service.audit import log as audit
 from service.db.engine import current as current_database
 from service.db.engine import transaction_connection
 from service.db.tables import StripeOutbox
+from service.tenancy.platform import PLATFORM_MERCHANT_ID
 from service.tenancy.principal import Actor
 
 CATALOG_STREAM = "catalog"
@@ -73,11 +74,12 @@ _INSERT = (
 
 
 async def enqueue(merchant_id: UUID | None, command: Command, payload: dict[str, Any]) -> int:
-    """Queue one push. Call inside the transaction of the change it reports."""
+    """Queue one push. Call inside the transaction of the change it reports. ``None``: a push of
+    the catalog, stored under the platform tenant in the ``catalog`` stream."""
     stream = str(merchant_id) if merchant_id is not None else CATALOG_STREAM
     rows = await StripeOutbox.raw(
         _INSERT,
-        merchant_id,
+        merchant_id if merchant_id is not None else PLATFORM_MERCHANT_ID,
         stream,
         subject_of(command, payload),
         command.value,

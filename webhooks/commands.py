@@ -12,6 +12,7 @@ from uuid import UUID
 import typer
 
 from service.command import UserError, console, run_with_database, settings
+from service.tenancy.platform import is_platform
 
 outbox_app = typer.Typer(
     help="The Stripe outbox: pushes waiting, sent or parked.",
@@ -80,7 +81,7 @@ def outbox_list(
             state = "waiting"
         table.add_row(
             str(row["id"]),
-            str(row["merchant_id"] or "catalog")[:8],
+            "catalog" if is_platform(row["merchant_id"]) else str(row["merchant_id"])[:8],
             row["command"],
             state,
             str(row["attempts"]),

@@ -54,6 +54,7 @@ from service.payments import methods
 from service.payments import terms as payment_terms
 from service.stripe_outbox import Command, credit_note_key, enqueue
 from service.subscriptions import clocks
+from service.tenancy import stripe_owners
 from service.tenancy.principal import Actor
 from webhooks import records
 from webhooks.gateway import (
@@ -164,7 +165,7 @@ SELECT o.merchant_id, o.id
 FROM stripe_outbox o
 WHERE {_DUE.format(now="$1")}
   AND ($2::uuid[] IS NULL OR o.merchant_id = ANY($2::uuid[])
-       OR ($3::boolean AND o.merchant_id IS NULL))
+       OR ($3::boolean AND o.stream = 'catalog'))
   AND NOT EXISTS (
       SELECT 1 FROM stripe_outbox earlier
       WHERE earlier.stream = o.stream AND earlier.id < o.id
@@ -494,11 +495,14 @@ async def _ensure_customer(gateway: Gateway, claim: Claim, merchant_id: UUID) ->
             metadata={"kefu_merchant_id": str(merchant.id)},
         )
     customer_id = str(customer.id)
-    claim.later(
-        lambda: Merchant.update({Merchant.stripe_customer_id: customer_id}).where(
+
+    async def write() -> None:
+        await Merchant.update({Merchant.stripe_customer_id: customer_id}).where(
             Merchant.id == merchant_id
         )
-    )
+        await stripe_owners.remember(merchant_id, customer=customer_id)
+
+    claim.later(write)
     return customer_id
 
 
@@ -1194,8 +1198,8 @@ async def _payment_lookup(
 def _payment_update(
     merchant_id: UUID, invoice_id: UUID, intent_id: str, charge_id: str | None
 ) -> Write:
-    def write() -> Any:
-        return Payment.raw(
+    async def write() -> None:
+        await Payment.raw(
             "UPDATE payments SET stripe_payment_intent_id = coalesce(stripe_payment_intent_id,"
             " {}), stripe_charge_id = coalesce(stripe_charge_id, {})"
             " WHERE merchant_id = {} AND invoice_id = {}",
@@ -1204,6 +1208,7 @@ def _payment_update(
             merchant_id,
             invoice_id,
         )
+        await stripe_owners.remember(merchant_id, payment_intent=intent_id, charge=charge_id)
 
     return write
 

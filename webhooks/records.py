@@ -65,7 +65,7 @@ _INSERT_REFUND = """
 INSERT INTO refunds (merchant_id, invoice_id, credit_note_id, amount_minor, currency, status,
     stripe_refund_id, origin, created_at)
 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {})
-ON CONFLICT (stripe_refund_id) DO NOTHING
+ON CONFLICT (merchant_id, stripe_refund_id) DO NOTHING
 RETURNING id
 """
 
@@ -96,26 +96,33 @@ async def record_refund(
         at,
     )
     if not inserted:
-        await advance_refund_status(stripe_refund_id, status)
+        await advance_refund_status(merchant_id, stripe_refund_id, status)
     elif credit_note_id is not None:
-        await _credit_note_refund(credit_note_id, stripe_refund_id, status)
+        await _credit_note_refund(merchant_id, credit_note_id, stripe_refund_id, status)
     return bool(inserted)
 
 
-async def advance_refund_status(stripe_refund_id: str, status: str) -> None:
-    row = await Refund.objects().where(Refund.stripe_refund_id == stripe_refund_id).first()
+async def advance_refund_status(merchant_id: UUID, stripe_refund_id: str, status: str) -> None:
+    row = (
+        await Refund.objects()
+        .where(Refund.merchant_id == merchant_id)
+        .where(Refund.stripe_refund_id == stripe_refund_id)
+        .first()
+    )
     if row is None or REFUND_RANK.get(status, 0) <= REFUND_RANK.get(row.status, 0):
         return
     row.status = status
     await row.save([Refund.status])
     if row.credit_note_id is not None:
-        await _credit_note_refund(row.credit_note_id, stripe_refund_id, status)
+        await _credit_note_refund(merchant_id, row.credit_note_id, stripe_refund_id, status)
 
 
-async def _credit_note_refund(credit_note_id: UUID, stripe_refund_id: str, status: str) -> None:
+async def _credit_note_refund(
+    merchant_id: UUID, credit_note_id: UUID, stripe_refund_id: str, status: str
+) -> None:
     await CreditNote.update(
         {
             CreditNote.refund_status: CREDIT_NOTE_REFUND_STATUS.get(status, "pending"),
             CreditNote.stripe_refund_id: stripe_refund_id,
         }
-    ).where(CreditNote.id == credit_note_id)
+    ).where((CreditNote.merchant_id == merchant_id) & (CreditNote.id == credit_note_id))

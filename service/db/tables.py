@@ -1,14 +1,16 @@
 """Piccolo tables: what the service stores. The DDL itself lives in ``migrations/``.
 
-Every tenant-owned table carries ``merchant_id`` and every business unique constraint on it
-includes ``merchant_id`` (the distribution key when the schema moves to Citus). Money is BIGINT
-minor units plus a currency; rates are NUMERIC; timestamps are timestamptz in UTC. Foreign keys
-on money tables never cascade.
+Every tenant-owned table carries ``merchant_id``; its primary key and every business unique
+constraint start with it (the distribution key on Citus: ``service.db.distribution``). Money is
+BIGINT minor units plus a currency; rates are NUMERIC; timestamps are timestamptz in UTC.
+Foreign keys on money tables never cascade.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from piccolo.columns import (
     JSONB,
@@ -18,6 +20,7 @@ from piccolo.columns import (
     BigSerial,
     Boolean,
     Bytea,
+    Column,
     Integer,
     Numeric,
     SmallInt,
@@ -26,7 +29,35 @@ from piccolo.columns import (
     Varchar,
 )
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.query import Delete, Insert, Update
 from piccolo.table import Table
+
+
+class TenantRows:
+    """Mixed into every table of merchants' rows (before ``Table``). Piccolo's ``save()`` and
+    ``remove()`` of a stored row filter by the primary key Piccolo knows (``id``) alone; here
+    they also name ``merchant_id``, so the statement goes to the merchant's shard on Citus.
+    Tables whose Piccolo key stands in for a composite key without ``id`` refuse them: write
+    their SQL by hand."""
+
+    def save(self, columns: Sequence[Column | str] | None = None) -> Insert | Update:
+        query = super().save(columns)  # type: ignore[misc]
+        if isinstance(query, Update):
+            return query.where(self._own_row_condition())
+        return query
+
+    def remove(self) -> Delete:
+        query = super().remove()  # type: ignore[misc]
+        return query.where(self._own_row_condition())
+
+    def _own_row_condition(self) -> Any:
+        table: Any = type(self)
+        if table._meta.primary_key._meta.name != "id":
+            raise TypeError(
+                f"{table.__name__}: Piccolo's key is not the row's key; write the statement"
+                " by hand, naming merchant_id and the rest of the key"
+            )
+        return table._meta.get_column_by_name("merchant_id") == self.merchant_id
 
 
 class Merchant(Table, tablename="merchants"):
@@ -55,7 +86,11 @@ class Merchant(Table, tablename="merchants"):
 
 
 class ApiKey(Table, tablename="api_keys"):
-    """An API key: only its SHA-256 hash and a short visible prefix are kept."""
+    """An API key: only its SHA-256 hash and a short visible prefix are kept.
+
+    A reference table on Citus (looked up by hash before the merchant is known), so without a
+    foreign key to ``merchants``: ``service.tenancy.keys`` checks the merchant when it issues one.
+    """
 
     id = UUID(primary_key=True)
     merchant_id = UUID(null=True, default=None)
@@ -68,7 +103,7 @@ class ApiKey(Table, tablename="api_keys"):
     revoked_at = Timestamptz(null=True, default=None)
 
 
-class AuditEntry(Table, tablename="audit_log"):
+class AuditEntry(TenantRows, Table, tablename="audit_log"):
     """Who changed what, when: one row per state change made through the API.
 
     Partitioned by month of ``at`` (``service.db.partitions``); the real key is (merchant_id,
@@ -121,7 +156,7 @@ class TestClock(Table, tablename="test_clocks"):
     created_at = Timestamptz(default=TimestamptzNow())
 
 
-class Subscription(Table, tablename="subscriptions"):
+class Subscription(TenantRows, Table, tablename="subscriptions"):
     """A merchant's subscription to one plan version; one live subscription per merchant."""
 
     id = UUID(primary_key=True)
@@ -147,7 +182,7 @@ class Subscription(Table, tablename="subscriptions"):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
-class SubscriptionPeriod(Table, tablename="subscription_periods"):
+class SubscriptionPeriod(TenantRows, Table, tablename="subscription_periods"):
     """One billing period of a subscription and the terms in force at its end."""
 
     id = UUID(primary_key=True)
@@ -167,7 +202,7 @@ class SubscriptionPeriod(Table, tablename="subscription_periods"):
     is_final = Boolean(default=False)
 
 
-class SubscriptionEvent(Table, tablename="subscription_events"):
+class SubscriptionEvent(TenantRows, Table, tablename="subscription_events"):
     """The history of a subscription: every transition and change, with who and when."""
 
     id = BigSerial(primary_key=True)
@@ -183,7 +218,7 @@ class SubscriptionEvent(Table, tablename="subscription_events"):
     details = JSONB(default="{}")
 
 
-class Contract(Table, tablename="contracts"):
+class Contract(TenantRows, Table, tablename="contracts"):
     """A custom-tier merchant's negotiated prices, effective from a date (latest wins)."""
 
     id = UUID(primary_key=True)
@@ -194,7 +229,7 @@ class Contract(Table, tablename="contracts"):
     created_at = Timestamptz(default=TimestamptzNow())
 
 
-class PendingLine(Table, tablename="pending_invoice_lines"):
+class PendingLine(TenantRows, Table, tablename="pending_invoice_lines"):
     """A rated line waiting for an invoice (proration from a plan change, ...)."""
 
     id = UUID(primary_key=True)
@@ -209,7 +244,7 @@ class PendingLine(Table, tablename="pending_invoice_lines"):
     created_at = Timestamptz(default=TimestamptzNow())
 
 
-class UsageAggregateRow(Table, tablename="usage_aggregates"):
+class UsageAggregateRow(TenantRows, Table, tablename="usage_aggregates"):
     """Usage totals per subscription period and metric, spread over a few ``slot`` rows."""
 
     merchant_id = UUID(primary_key=True)  # Piccolo needs one; the real key is composite
@@ -222,7 +257,7 @@ class UsageAggregateRow(Table, tablename="usage_aggregates"):
     gmv_minor = BigInt(default=0)
 
 
-class Invoice(Table, tablename="invoices"):
+class Invoice(TenantRows, Table, tablename="invoices"):
     """One invoice: a subscription period's (``kind='period'``) or lines billed at once."""
 
     id = UUID(primary_key=True)
@@ -270,7 +305,7 @@ class Invoice(Table, tablename="invoices"):
     """Dunning of an unpaid sent invoice: 1 past its due date, 2 the subscription suspended."""
 
 
-class InvoiceLineRow(Table, tablename="invoice_lines"):
+class InvoiceLineRow(TenantRows, Table, tablename="invoice_lines"):
     id = UUID(primary_key=True)
     merchant_id = UUID()
     invoice_id = UUID()
@@ -296,14 +331,14 @@ class InvoiceNumberPrefix(Table, tablename="invoice_number_prefixes"):
     created_at = Timestamptz(default=TimestamptzNow())
 
 
-class InvoiceNumberSequence(Table, tablename="invoice_number_sequences"):
+class InvoiceNumberSequence(TenantRows, Table, tablename="invoice_number_sequences"):
     """The last number a merchant's invoices took: gapless, bumped when one is finalized."""
 
     merchant_id = UUID(primary_key=True)
     last_number = BigInt(default=0)
 
 
-class CreditNote(Table, tablename="credit_notes"):
+class CreditNote(TenantRows, Table, tablename="credit_notes"):
     id = UUID(primary_key=True)
     merchant_id = UUID()
     invoice_id = UUID()
@@ -319,7 +354,7 @@ class CreditNote(Table, tablename="credit_notes"):
     stripe_refund_id = Varchar(length=80, null=True, default=None)
 
 
-class SlaReportRow(Table, tablename="sla_reports"):
+class SlaReportRow(TenantRows, Table, tablename="sla_reports"):
     id = UUID(primary_key=True)
     merchant_id = UUID()
     subscription_id = UUID()
@@ -331,13 +366,13 @@ class SlaReportRow(Table, tablename="sla_reports"):
     credit_note_id = UUID(null=True, default=None)
 
 
-class CreditBalance(Table, tablename="credit_balances"):
+class CreditBalance(TenantRows, Table, tablename="credit_balances"):
     merchant_id = UUID(primary_key=True)
     currency = Varchar(length=3)
     balance_minor = BigInt(default=0)
 
 
-class CreditBalanceMovement(Table, tablename="credit_balance_movements"):
+class CreditBalanceMovement(TenantRows, Table, tablename="credit_balance_movements"):
     """One amount into (carried forward) or out of (applied, credited, refunded) a merchant's
     credit balance; ``service.invoicing.credit_balance`` writes them."""
 
@@ -354,7 +389,7 @@ class CreditBalanceMovement(Table, tablename="credit_balance_movements"):
     created_at = Timestamptz()
 
 
-class UsageBilled(Table, tablename="usage_billed"):
+class UsageBilled(TenantRows, Table, tablename="usage_billed"):
     merchant_id = UUID(primary_key=True)  # the real key adds subscription, period, metric
     subscription_id = UUID()
     period_start = Timestamptz()
@@ -365,7 +400,7 @@ class UsageBilled(Table, tablename="usage_billed"):
     gmv_minor = BigInt()
 
 
-class UsageTransaction(Table, tablename="usage_transactions"):
+class UsageTransaction(TenantRows, Table, tablename="usage_transactions"):
     """One row per (merchant, transaction id): what makes usage counting exactly-once.
 
     The raw events live in ``usage_events``, partitioned by month (a partitioned table Piccolo
@@ -379,20 +414,21 @@ class UsageTransaction(Table, tablename="usage_transactions"):
     voided_at = Timestamptz(null=True, default=None)
 
 
-class StripeOutbox(Table, tablename="stripe_outbox"):
+class StripeOutbox(TenantRows, Table, tablename="stripe_outbox"):
     """A push to Stripe, written with the change that causes it; sent in order per stream.
     ``status``: pending, in_flight (claimed, Stripe being called), sent, parked (waits for a
     person), skipped or resolved (by a person, with the ``resolution``)."""
 
     id = BigSerial(primary_key=True)
-    merchant_id = UUID(null=True, default=None)
+    merchant_id = UUID()
+    """The merchant the push is about; catalog pushes the platform tenant's."""
     stream = Varchar(length=40)
     subject = Varchar(length=80, default="")
     """What in Stripe the row changes ('invoice <id>', ...; '' the whole stream): a parked row
     holds back the later rows of its subject only (see ``webhooks.outbox``)."""
     command = Varchar(length=40)
     payload = JSONB()
-    idempotency_key = Varchar(length=80, unique=True)
+    idempotency_key = Varchar(length=80)
     status = Varchar(length=16, default="pending")
     attempts = Integer(default=0)
     next_attempt_at = Timestamptz(default=TimestamptzNow())
@@ -426,7 +462,7 @@ class StripeInbox(Table, tablename="stripe_inbox"):
     processed_at = Timestamptz(null=True, default=None)
 
 
-class Payment(Table, tablename="payments"):
+class Payment(TenantRows, Table, tablename="payments"):
     id = UUID(primary_key=True)
     merchant_id = UUID()
     invoice_id = UUID()
@@ -439,7 +475,7 @@ class Payment(Table, tablename="payments"):
     stripe_event_id = Varchar(length=80)
 
 
-class PaymentMethodRow(Table, tablename="payment_methods"):
+class PaymentMethodRow(TenantRows, Table, tablename="payment_methods"):
     """A way to pay saved at Stripe for a merchant, as ``payment_method.attached`` and
     ``payment_method.detached`` described it (the card's brand and last digits, no more)."""
 
@@ -455,7 +491,7 @@ class PaymentMethodRow(Table, tablename="payment_methods"):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
-class PaymentSetupLink(Table, tablename="payment_setup_links"):
+class PaymentSetupLink(TenantRows, Table, tablename="payment_setup_links"):
     """A link where a merchant saves a way to pay (``/v1/pay/setup/<token>``): the token's
     SHA-256, the Checkout Session it opened last, and when it was used."""
 
@@ -473,7 +509,7 @@ class PaymentSetupLink(Table, tablename="payment_setup_links"):
     completed_at = Timestamptz(null=True, default=None)
 
 
-class Refund(Table, tablename="refunds"):
+class Refund(TenantRows, Table, tablename="refunds"):
     id = UUID(primary_key=True)
     merchant_id = UUID()
     invoice_id = UUID()
@@ -486,7 +522,7 @@ class Refund(Table, tablename="refunds"):
     created_at = Timestamptz()
 
 
-class Dispute(Table, tablename="disputes"):
+class Dispute(TenantRows, Table, tablename="disputes"):
     id = UUID(primary_key=True)
     merchant_id = UUID()
     invoice_id = UUID()
@@ -498,6 +534,17 @@ class Dispute(Table, tablename="disputes"):
     status = Varchar(length=32)
     opened_at = Timestamptz()
     closed_at = Timestamptz(null=True, default=None)
+
+
+class StripeOwner(Table, tablename="stripe_owners"):
+    """Which merchant a Stripe customer, payment intent or charge belongs to: how a webhook
+    handler finds the merchant (and on Citus its shard) before it reads a tenant table. A
+    reference table on Citus; ``service.tenancy.stripe_owners`` reads and writes it."""
+
+    stripe_id = Varchar(length=80, primary_key=True)
+    merchant_id = UUID()
+    kind = Varchar(length=16)
+    created_at = Timestamptz(default=TimestamptzNow())
 
 
 class StripeCatalogMap(Table, tablename="stripe_catalog_map"):
@@ -516,7 +563,7 @@ class StripeCatalogMap(Table, tablename="stripe_catalog_map"):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
-class WebhookEndpoint(Table, tablename="webhook_endpoints"):
+class WebhookEndpoint(TenantRows, Table, tablename="webhook_endpoints"):
     """Where the platform hears about billing events: registered by an operator (under the
     platform tenant; ``for_merchant_id`` None: every merchant) or by a merchant for its own.
     ``signing_secret`` signs deliveries; it is shown once, at creation, and never again."""
@@ -535,7 +582,7 @@ class WebhookEndpoint(Table, tablename="webhook_endpoints"):
     deleted_at = Timestamptz(null=True, default=None)
 
 
-class OutgoingEvent(Table, tablename="outgoing_events"):
+class OutgoingEvent(TenantRows, Table, tablename="outgoing_events"):
     """Something the platform is told about, with the JSON sent (``body``) byte for byte."""
 
     merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, id)
@@ -548,7 +595,7 @@ class OutgoingEvent(Table, tablename="outgoing_events"):
     body = Text()
 
 
-class OutgoingDelivery(Table, tablename="outgoing_deliveries"):
+class OutgoingDelivery(TenantRows, Table, tablename="outgoing_deliveries"):
     """One event to one endpoint. ``status``: pending, in_flight (claimed, being sent),
     delivered, failed (given up after the retry window) or canceled (endpoint deleted)."""
 
@@ -571,7 +618,7 @@ class OutgoingDelivery(Table, tablename="outgoing_deliveries"):
     last_error = Varchar(length=300, null=True, default=None)
 
 
-class OutgoingAttempt(Table, tablename="outgoing_attempts"):
+class OutgoingAttempt(TenantRows, Table, tablename="outgoing_attempts"):
     """The delivery log: one row per attempt (answer code, latency, a short excerpt)."""
 
     merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, delivery_id, attempt)
@@ -585,7 +632,7 @@ class OutgoingAttempt(Table, tablename="outgoing_attempts"):
     response_excerpt = Varchar(length=500, null=True, default=None)
 
 
-class OutgoingEventMark(Table, tablename="outgoing_event_marks"):
+class OutgoingEventMark(TenantRows, Table, tablename="outgoing_event_marks"):
     """An event that happens once per period has happened (its mark, e.g. a usage threshold)."""
 
     merchant_id = UUID(primary_key=True)  # the real key is (merchant_id, mark)
@@ -593,7 +640,7 @@ class OutgoingEventMark(Table, tablename="outgoing_event_marks"):
     created_at = Timestamptz(default=TimestamptzNow())
 
 
-class FinanceSession(Table, tablename="finance_sessions"):
+class FinanceSession(TenantRows, Table, tablename="finance_sessions"):
     """A finance page login: its cookie's token hash, the key it was opened with, its end.
 
     A tenant table under the platform tenant; the real primary key is (merchant_id, id), and
@@ -639,6 +686,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     Refund,
     Dispute,
     StripeCatalogMap,
+    StripeOwner,
     WebhookEndpoint,
     OutgoingEvent,
     OutgoingDelivery,

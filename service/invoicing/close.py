@@ -272,11 +272,11 @@ SELECT sp.merchant_id, sp.subscription_id, sp.period_start, sp.period_end, sp.pl
        {_MERCHANT_TIME.format(at="$3", system="$2")} AS now,
        EXISTS (
            SELECT 1 FROM subscription_periods e
-           WHERE e.merchant_id = sp.merchant_id AND e.period_start < sp.period_start
+           WHERE e.merchant_id = $4 AND e.period_start < sp.period_start
              AND e.status = 'ended'
              AND NOT EXISTS (
                  SELECT 1 FROM invoices i
-                 WHERE i.merchant_id = e.merchant_id AND i.subscription_id = e.subscription_id
+                 WHERE i.merchant_id = $4 AND i.subscription_id = e.subscription_id
                    AND i.period_start = e.period_start AND i.kind = 'period')
        ) AS is_after_an_uninvoiced_period
 FROM subscription_periods sp
@@ -290,7 +290,9 @@ FOR UPDATE OF sp SKIP LOCKED
 """
 # A period is invoiced only once every earlier period of its merchant has its invoice
 # (``is_after_an_uninvoiced_period``), so numbers, taken at finalize, follow the periods even
-# with several workers side by side.
+# with several workers side by side. Every table, the subqueries' too, is filtered by the
+# merchant itself ($4): Citus plans a row lock only for a statement it can send to one shard,
+# and it does not carry the merchant through a correlated subquery's join.
 
 
 async def close_period(

@@ -17,7 +17,7 @@ from service.errors import Conflict, NotFound
 from service.invoicing import numbering
 from service.outgoing import emit
 from service.stripe_outbox import Command, enqueue
-from service.tenancy.scope import scoped
+from service.tenancy.scope import owner_of, scoped
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +136,10 @@ async def create(
 
 async def get(merchant_id: UUID | None, invoice_id: UUID, *, lock: bool = False) -> Invoice:
     """An invoice inside the merchant's scope (``None``: operator)."""
+    if lock and merchant_id is None:  # an operator: the lock names the merchant (``owner_of``)
+        merchant_id = await owner_of(Invoice, invoice_id)
+        if merchant_id is None:
+            raise NotFound(f"invoice {invoice_id} not found")
     query = scoped(Invoice.objects().where(Invoice.id == invoice_id), Invoice, merchant_id)
     if lock:
         query = query.lock_rows("UPDATE")

@@ -44,7 +44,7 @@ from service.errors import ConcurrentChange, Conflict, CurrencyMismatch, Invalid
 from service.outgoing import emit
 from service.subscriptions.states import Status, check_changeable, check_transition
 from service.tenancy.principal import SYSTEM_ACTOR, Actor
-from service.tenancy.scope import scoped
+from service.tenancy.scope import owner_of, scoped
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,10 @@ async def get(merchant_id: UUID | None, subscription_id: UUID) -> Subscription:
 
 async def lock_for_change(merchant_id: UUID | None, subscription_id: UUID) -> Subscription:
     """Lock the row for this transaction, or fail at once if another change holds it."""
+    if merchant_id is None:  # an operator: the lock names the merchant (see ``owner_of``)
+        merchant_id = await owner_of(Subscription, subscription_id)
+        if merchant_id is None:
+            raise NotFound(f"subscription {subscription_id} not found")
     query = (
         Subscription.objects()
         .where(Subscription.id == subscription_id)

@@ -18,7 +18,7 @@ from service.audit import log as audit
 from service.db.engine import current as current_database
 from service.db.tables import ApiKey
 from service.errors import Forbidden, InvalidInput, NotFound
-from service.tenancy import sessions
+from service.tenancy import merchants, sessions
 from service.tenancy.principal import (
     MERCHANT_SCOPES,
     OPERATOR_SCOPES,
@@ -141,6 +141,10 @@ async def issue(
     """Create a key. Call inside the caller's transaction; the clear secret is returned once."""
     if (role is Role.MERCHANT) != (merchant_id is not None):
         raise InvalidInput("a merchant key needs a merchant; an operator key has none")
+    if merchant_id is not None:
+        # No foreign key holds this (api_keys is a reference table on Citus): the merchant
+        # must exist, and be a customer, when its key is made. Merchants are never deleted.
+        await merchants.get(merchant_id)
     checked = _check_scopes(role, scopes)
     secret = _mint(role)
     row = ApiKey(

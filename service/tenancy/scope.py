@@ -51,6 +51,20 @@ def scoped(query: Q, table: type[Table], merchant_id: UUID | None) -> Q:
     return query.where(_merchant_column(table) == merchant_id)  # type: ignore[no-any-return]
 
 
+async def owner_of(table: type[Table], row_id: UUID) -> UUID | None:
+    """The merchant a row of ``table`` belongs to (None: no such row), read without a lock.
+
+    An operator names a row by its id alone; a statement that locks it must name its merchant
+    too (on Citus a lock is taken on one shard, never across all): look the merchant up first,
+    then lock by merchant and id."""
+    row = (
+        await table.select(_merchant_column(table))
+        .where(table._meta.get_column_by_name("id") == row_id)
+        .first()
+    )
+    return None if row is None else row["merchant_id"]
+
+
 def _merchant_column(table: type[Table]) -> Any:
     column = getattr(table, "merchant_id", None)
     if column is None:

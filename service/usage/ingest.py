@@ -3,7 +3,8 @@
 Each event is checked on its own (a bad one never sinks a batch), placed in the subscription
 period containing its ``occurred_at`` (ended periods too: late usage keeps its real period, and
 invoicing turns the difference into an adjustment line), then every good event of the request is
-stored by ONE SQL statement, committed before the answer:
+stored by ONE SQL statement (a call of the ``usage_store`` function), committed before the
+answer:
 
 1. the merchant's subscriptions are re-checked against the version the placement used;
 2. ``usage_transactions`` takes each (merchant, transaction id) once, ``ON CONFLICT DO NOTHING``
@@ -60,66 +61,18 @@ _PERIOD_REASONS: Final = frozenset(
     }
 )
 
-# One round trip, one implicit transaction. Why each part is there: see the module docstring.
-# The columns travel as text joined by the unit separator (U+001F, which no checked value holds:
-# transaction ids are printable, properties are JSON, the rest are numbers and metric names):
-# PostgreSQL splits them faster than the driver encodes element by element. string_to_array
-# gives an empty array for an empty string, and unnest pads shorter arrays with NULLs.
-_STORE = f"""
-WITH fresh AS (
-    SELECT count(*) = $2 AND coalesce(sum(lock_version), 0) = $3 AS ok
-    FROM subscriptions WHERE merchant_id = $1
-),
-input AS (
-    SELECT event.transaction_id, event.content_hash, event.metric, event.quantity,
-           event.gmv_minor, event.properties,
-           timestamptz 'epoch' + event.micros * interval '1 microsecond' AS occurred_at,
-           ($11::uuid[])[event.period_no] AS subscription_id,
-           ($12::timestamptz[])[event.period_no] AS period_start
-    FROM unnest(
-        string_to_array($4, E'\\x1f'),
-        $5::bytea[],
-        string_to_array($6, E'\\x1f')::bigint[],
-        string_to_array($7, E'\\x1f'),
-        string_to_array($8, E'\\x1f')::numeric[],
-        string_to_array($9, E'\\x1f', '')::bigint[],
-        string_to_array($10, E'\\x1f', ''),
-        string_to_array($13, E'\\x1f')::int[]
-    ) AS event (transaction_id, content_hash, micros, metric, quantity, gmv_minor, properties,
-                period_no)
-    WHERE (SELECT ok FROM fresh)
-),
-claimed AS (
-    INSERT INTO usage_transactions (merchant_id, transaction_id, content_hash, occurred_at)
-    SELECT $1, transaction_id, content_hash, occurred_at FROM input
-    ON CONFLICT (merchant_id, transaction_id) DO NOTHING
-    RETURNING transaction_id
-),
-accepted AS (
-    SELECT input.* FROM input JOIN claimed USING (transaction_id)
-),
-stored AS (
-    INSERT INTO usage_events (merchant_id, transaction_id, subscription_id, period_start, metric,
-                              occurred_at, quantity, gmv_minor, properties)
-    SELECT $1, transaction_id, subscription_id, period_start, metric, occurred_at, quantity,
-           gmv_minor, properties::jsonb
-    FROM accepted
-),
-totals AS (
-    INSERT INTO usage_aggregates AS total (merchant_id, subscription_id, period_start, metric,
-                                           slot, event_count, quantity, gmv_minor)
-    SELECT $1, subscription_id, period_start, metric, pg_backend_pid() % {AGGREGATE_SLOTS},
-           count(*), sum(quantity), coalesce(sum(gmv_minor), 0)
-    FROM accepted
-    GROUP BY subscription_id, period_start, metric
-    ORDER BY subscription_id, period_start, metric
-    ON CONFLICT (merchant_id, subscription_id, period_start, metric, slot) DO UPDATE
-    SET event_count = total.event_count + excluded.event_count,
-        quantity = total.quantity + excluded.quantity,
-        gmv_minor = total.gmv_minor + excluded.gmv_minor
+# One round trip, one implicit transaction: a call of the function the migrations made
+# (``usage_store``; why each part of it is there: see the module docstring). On Citus the call
+# goes to the node of the merchant's shard and runs there (a distributed function:
+# ``service.db.distribution``). The columns travel as text joined by the unit separator
+# (U+001F, which no checked value holds: transaction ids are printable, properties are JSON,
+# the rest are numbers and metric names): PostgreSQL splits them faster than the driver encodes
+# element by element. It answers NULL when the subscriptions changed meanwhile.
+_STORE = (
+    "SELECT usage_store($1::uuid, $2::bigint, $3::bigint, $4::text, $5::bytea[], $6::text,"
+    " $7::text, $8::text, $9::text, $10::text, $11::uuid[], $12::timestamptz[], $13::text,"
+    f" {AGGREGATE_SLOTS})"
 )
-SELECT (SELECT ok FROM fresh) AS is_fresh, array(SELECT transaction_id FROM claimed) AS claimed
-"""
 
 _STORED_HASHES = """
 SELECT transaction_id, content_hash FROM usage_transactions
@@ -450,9 +403,8 @@ async def _store(merchant_id: UUID, known: MerchantPeriods, batch: _Batch) -> se
         join(batch.period_numbers),
     )
     assert row is not None
-    if not row["is_fresh"]:
-        return None
-    return set(row["claimed"])
+    claimed = row[0]
+    return None if claimed is None else set(claimed)
 
 
 async def _classify(

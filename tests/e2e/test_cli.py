@@ -162,8 +162,9 @@ def test_a_parked_push_is_shown_with_its_reason_and_skipped_with_one(
         connection = await asyncpg.connect(fresh_database_url)
         try:
             return await connection.fetchval(
-                "INSERT INTO stripe_outbox (stream, subject, command, payload, idempotency_key,"
-                " status, attempts, last_error, stripe_ids) VALUES ('catalog', 'plan x v1',"
+                "INSERT INTO stripe_outbox (merchant_id, stream, subject, command, payload,"
+                " idempotency_key, status, attempts, last_error, stripe_ids) VALUES"
+                " ('00000000-0000-0000-0000-000000000001', 'catalog', 'plan x v1',"
                 " 'catalog.plan', '{\"code\": \"x\", \"version\": 1}', 'kefu-outbox-test',"
                 " 'parked', 1, '400 : Stripe said no', '{\"product\": \"prod_made\"}')"
                 " RETURNING id"

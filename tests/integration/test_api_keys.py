@@ -2,11 +2,13 @@
 
 import asyncio
 import hashlib
+import uuid
 
 from httpx import AsyncClient
 
 from service.db.engine import Database
 from service.tenancy import keys
+from service.tenancy.platform import PLATFORM_MERCHANT_ID
 from tests.integration.conftest import Tenant, make_tenant
 
 
@@ -117,3 +119,30 @@ async def test_operator_mints_a_merchant_key(
 async def test_operator_key_cannot_act_as_a_merchant(client: AsyncClient, operator: Tenant) -> None:
     response = await client.get("/v1/merchants/me", headers=operator.headers)
     assert response.status_code == 403
+
+
+async def test_a_merchant_key_is_made_only_for_a_merchant_that_exists(
+    client: AsyncClient, operator: Tenant, database: Database
+) -> None:
+    # api_keys is a reference table on Citus, without a foreign key to merchants: the check is
+    # the code's (merchants are never deleted), and the ledger below has no key without one.
+    for missing in (uuid.uuid4(), PLATFORM_MERCHANT_ID):
+        response = await client.post(
+            "/v1/api-keys",
+            json={"merchant_id": str(missing), "scopes": ["usage:write"]},
+            headers=operator.headers,
+        )
+        assert response.status_code == 404, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert f"merchant {missing} not found" in response.json()["detail"]
+    key_merchants = {
+        row["merchant_id"]
+        for row in await database.pool.fetch(
+            "SELECT DISTINCT merchant_id FROM api_keys WHERE merchant_id IS NOT NULL"
+        )
+    }
+    merchants = await database.pool.fetch(
+        "SELECT id FROM merchants WHERE id = ANY($1::uuid[])", list(key_merchants)
+    )
+    assert key_merchants
+    assert {row["id"] for row in merchants} == key_merchants

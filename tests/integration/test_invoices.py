@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+import pytest
 from httpx import AsyncClient
 
+from service.db.engine import Database
 from tests.integration.conftest import Tenant, signup_tenant
 from tests.integration.invoicing_helpers import (
     advance,
@@ -253,3 +256,44 @@ async def test_invoice_list_filters(client: AsyncClient, operator: Tenant) -> No
         "/v1/invoices", params={"merchant_id": str(tenant.merchant_id)}, headers=operator.headers
     )
     assert len(by_operator.json()) == 3
+
+
+async def test_a_finalized_invoice_and_its_lines_never_change(
+    client: AsyncClient, operator: Tenant, database: Database
+) -> None:
+    # Guards in the database (row triggers that read only the row they fire on: Citus runs
+    # them on the shard), whatever the code above them does.
+    tenant, clock = await _merchant(client, operator, "basic")
+    await advance(client, operator, clock, "2026-04-03T00:00:00+08:00")
+    await close_pass(tenant.merchant_id)
+    invoice = await database.pool.fetchrow(
+        "SELECT id, total_minor FROM invoices WHERE merchant_id = $1 AND status = 'open'"
+        " ORDER BY period_start LIMIT 1",
+        tenant.merchant_id,
+    )
+    edits = [
+        ("UPDATE invoices SET total_minor = total_minor + 1", "its amounts and number"),
+        ("UPDATE invoices SET number = 'KB-EDIT-000001'", "its amounts and number"),
+        ("UPDATE invoice_lines SET amount_minor = 0", "never change once written"),
+        ("DELETE FROM invoice_lines", "never change once written"),
+    ]
+    for edit, said in edits:
+        with pytest.raises(asyncpg.RaiseError, match=said):
+            await database.pool.execute(
+                f"{edit} WHERE merchant_id = $1 AND {'invoice_id' if 'lines' in edit else 'id'}"
+                " = $2",
+                tenant.merchant_id,
+                invoice["id"],
+            )
+    # What may change does: the amount paid of an open invoice, say.
+    await database.pool.execute(
+        "UPDATE invoices SET amount_paid_minor = 0 WHERE merchant_id = $1 AND id = $2",
+        tenant.merchant_id,
+        invoice["id"],
+    )
+    lines = await database.pool.fetchval(
+        "SELECT count(*) FROM invoice_lines WHERE merchant_id = $1 AND invoice_id = $2",
+        tenant.merchant_id,
+        invoice["id"],
+    )
+    assert lines > 0

@@ -31,8 +31,10 @@ from tests.integration.usage_helpers import at, event, merchant_on_clock
 from webhooks import inbox
 from webhooks.standin.webhook_sender import sign
 
+# On Citus the statement may wait on a worker (a distributed function runs there):
+# citus_stat_activity shows every node's sessions.
 _WAITING_ON_A_LOCK = """
-SELECT count(*) FROM pg_stat_activity
+SELECT count(*) FROM {activity}
 WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1
 """
 
@@ -52,8 +54,12 @@ async def _holding(database: Database, sql: str, *args: Any) -> AsyncIterator[No
 
 
 async def _until_waiting(database: Database, query_start: str) -> None:
+    has_citus = await database.pool.fetchval("SELECT to_regclass('citus_stat_activity')")
+    waiting = _WAITING_ON_A_LOCK.format(
+        activity="citus_stat_activity" if has_citus else "pg_stat_activity"
+    )
     for _ in range(1000):
-        if await database.pool.fetchval(_WAITING_ON_A_LOCK, query_start + "%"):
+        if await database.pool.fetchval(waiting, "%" + query_start + "%"):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the shared statement never started waiting")
@@ -123,7 +129,7 @@ async def test_single_usage_events_sharing_a_cancelled_statement_are_all_answere
                 url, json=event("held-order", at("2026-03-01T10:00:00")), headers=tenant.headers
             )
         )
-        await _until_waiting(database, "\nWITH fresh AS")
+        await _until_waiting(database, "SELECT usage_store(")
         rest = [
             asyncio.create_task(
                 client.post(

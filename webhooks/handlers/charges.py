@@ -8,7 +8,9 @@ dashboard and becomes a credit note (reason ``stripe_refund``) and a refund here
 ``refund.created``, ``refund.updated`` and ``charge.refunded`` may all report the same refund:
 the unique Stripe refund id makes the first one count and the others only move its status
 forward. (``charge.refunded`` carries no refunds since API 2022-11-15 — ``Charge.refunds`` is
-includable — so the ``refund.*`` events do the work.)
+includable — so the ``refund.*`` events do the work.) Refunds and disputes name no customer:
+their merchant is found from the payment intent or charge they are about
+(``service.tenancy.stripe_owners``), recorded with the payment, before any row is read.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from service.db.tables import CreditNote, Dispute, Invoice, Merchant, Refund
 from service.invoicing import credit_notes
 from service.stripe_outbox import credit_note_of
 from webhooks import records
-from webhooks.handlers.lookup import NotYet, data_object, is_our_customer, payment_for
+from webhooks.handlers.lookup import (
+    NotYet,
+    data_object,
+    is_our_customer,
+    merchant_paid_by,
+    payment_for,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -33,13 +41,26 @@ async def _refund(
 ) -> str:
     refund_id = refund["id"]
     status = refund.get("status") or "pending"
-    if await Refund.exists().where(Refund.stripe_refund_id == refund_id):
-        await records.advance_refund_status(refund_id, status)
+    merchant_id = await merchant_paid_by(refund.get("payment_intent"), refund.get("charge"))
+    if merchant_id is None:
+        customer = refund.get("customer")
+        if customer is None or await is_our_customer(customer):
+            raise NotYet(f"no payment recorded yet for refund {refund_id}")
+        return "not ours"
+    if await Refund.exists().where(
+        (Refund.merchant_id == merchant_id) & (Refund.stripe_refund_id == refund_id)
+    ):
+        await records.advance_refund_status(merchant_id, refund_id, status)
         return f"refund {refund_id} known ({status})"
     metadata = refund.get("metadata") or {}
     note_id = metadata.get("kefu_credit_note_id") or credit_note_of(caused_by)
     if note_id:
-        note = await CreditNote.objects().where(CreditNote.id == UUID(str(note_id))).first()
+        note = (
+            await CreditNote.objects()
+            .where(CreditNote.merchant_id == merchant_id)
+            .where(CreditNote.id == UUID(str(note_id)))
+            .first()
+        )
         if note is None:
             raise NotYet(f"credit note {note_id} not committed yet")
         await records.record_refund(
@@ -54,12 +75,9 @@ async def _refund(
             at=records.at(refund.get("created") or event_created),
         )
         return f"refund {refund_id} matched to credit note {note.number}"
-    payment = await payment_for(refund.get("payment_intent"), refund.get("charge"))
+    payment = await payment_for(merchant_id, refund.get("payment_intent"), refund.get("charge"))
     if payment is None:
-        customer = refund.get("customer")
-        if customer is None or await is_our_customer(customer):
-            raise NotYet(f"no payment recorded yet for refund {refund_id}")
-        return "not ours"
+        raise NotYet(f"no payment recorded yet for refund {refund_id}")
     if status in ("failed", "canceled"):
         return f"refund {refund_id} {status}: nothing to record"
     at = records.at(refund.get("created") or event_created)
@@ -88,10 +106,10 @@ async def _refund(
         refund_status=records.CREDIT_NOTE_REFUND_STATUS.get(status, "pending"),
     )
     await Refund.update({Refund.credit_note_id: note.id}).where(
-        Refund.stripe_refund_id == refund_id
+        (Refund.merchant_id == payment.merchant_id) & (Refund.stripe_refund_id == refund_id)
     )
     await CreditNote.update({CreditNote.stripe_refund_id: refund_id}).where(
-        CreditNote.id == note.id
+        (CreditNote.merchant_id == payment.merchant_id) & (CreditNote.id == note.id)
     )
     log.info("stripe_dashboard_refund_recorded", refund=refund_id, credit_note=note.number)
     return f"dashboard refund {refund_id} → credit note {note.number}"
@@ -132,22 +150,25 @@ _DISPUTE_RANK = {
 async def dispute_event(event: dict[str, Any], *, now: datetime) -> str:
     """Flag the invoice and the merchant while a dispute is open; record how it closed."""
     dispute = data_object(event)
-    payment = await payment_for(dispute.get("payment_intent"), dispute.get("charge"))
+    merchant_id = await merchant_paid_by(dispute.get("payment_intent"), dispute.get("charge"))
+    payment = (
+        None
+        if merchant_id is None
+        else await payment_for(merchant_id, dispute.get("payment_intent"), dispute.get("charge"))
+    )
     if payment is None:
         raise NotYet(f"no payment recorded yet for dispute {dispute['id']}")
     status = dispute["status"]
     at = records.at(event["created"])
-    row = (
-        await Dispute.objects()
-        .where(Dispute.stripe_dispute_id == dispute["id"])
-        .lock_rows("UPDATE")
-        .first()
+    this_dispute = (Dispute.merchant_id == payment.merchant_id) & (
+        Dispute.stripe_dispute_id == dispute["id"]
     )
+    row = await Dispute.objects().where(this_dispute).lock_rows("UPDATE").first()
     if row is None:
         await Dispute.raw(
             "INSERT INTO disputes (merchant_id, invoice_id, stripe_dispute_id, stripe_charge_id,"
             " amount_minor, currency, reason, status, opened_at) VALUES ({}, {}, {}, {}, {}, {},"
-            " {}, {}, {}) ON CONFLICT (stripe_dispute_id) DO NOTHING",
+            " {}, {}, {}) ON CONFLICT (merchant_id, stripe_dispute_id) DO NOTHING",
             payment.merchant_id,
             payment.invoice_id,
             dispute["id"],
@@ -158,7 +179,7 @@ async def dispute_event(event: dict[str, Any], *, now: datetime) -> str:
             status,
             records.at(dispute.get("created") or event["created"]),
         )
-        row = await Dispute.objects().where(Dispute.stripe_dispute_id == dispute["id"]).first()
+        row = await Dispute.objects().where(this_dispute).lock_rows("UPDATE").first()
         assert row is not None
     elif _DISPUTE_RANK.get(status, 1) < _DISPUTE_RANK.get(row.status, 1):
         return f"stale: dispute is already {row.status}"

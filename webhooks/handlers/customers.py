@@ -1,7 +1,8 @@
 """Customer events: a customer edited or deleted in the Stripe dashboard. Our merchant record
 is the source of truth, so an edit is only reported; a deletion is recorded and the next push
 for the merchant makes a new customer. Which card the customer's invoices are paid with is
-Stripe's to say: every ``customer.updated`` records it (``handlers.payment_methods``)."""
+Stripe's to say: every ``customer.updated`` records it (``handlers.payment_methods``). The
+merchant is found through ``service.tenancy.stripe_owners`` before its row is read."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import structlog
 from service.db.tables import Merchant
 from webhooks import records
 from webhooks.handlers import payment_methods
-from webhooks.handlers.lookup import data_object, is_caused_by_us
+from webhooks.handlers.lookup import data_object, is_caused_by_us, merchant_of_customer
 
 log = structlog.get_logger(__name__)
 
 
 async def updated(event: dict[str, Any], *, now: datetime) -> str:
     customer = data_object(event)
-    merchant = await Merchant.objects().where(Merchant.stripe_customer_id == customer["id"]).first()
+    merchant = await merchant_of_customer(customer["id"])
     if merchant is None:
         return "ours" if is_caused_by_us(event) else "not ours"
     # Which card the customer's invoices are paid with: ours to know whoever changed it (our
@@ -46,12 +47,7 @@ async def updated(event: dict[str, Any], *, now: datetime) -> str:
 
 async def deleted(event: dict[str, Any], *, now: datetime) -> str:
     customer = data_object(event)
-    merchant = (
-        await Merchant.objects()
-        .where(Merchant.stripe_customer_id == customer["id"])
-        .lock_rows("UPDATE")
-        .first()
-    )
+    merchant = await merchant_of_customer(customer["id"], lock=True)
     if merchant is None:
         return "not ours"
     merchant.stripe_customer_id = None

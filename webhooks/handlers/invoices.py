@@ -17,6 +17,7 @@ from service.outgoing import emit
 from service.stripe_outbox import Command, enqueue
 from service.subscriptions import lifecycle
 from service.subscriptions.states import ALLOWED, Status
+from service.tenancy import stripe_owners
 from service.tenancy.principal import SYSTEM_ACTOR
 from webhooks import records
 from webhooks.handlers.lookup import data_object, our_invoice
@@ -122,6 +123,9 @@ async def paid(invoice: Invoice, event: dict[str, Any], obj: dict[str, Any]) -> 
             charge_id,
             paid_at,
             event["id"],
+        )
+        await stripe_owners.remember(
+            invoice.merchant_id, payment_intent=intent_id, charge=charge_id
         )
         outcome = "payment recorded" if inserted else "payment already recorded"
         if inserted and charge_id is None:

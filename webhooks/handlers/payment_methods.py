@@ -23,15 +23,9 @@ from service.outgoing import emit
 from service.payments import links, methods, terms
 from service.stripe_outbox import Command, enqueue
 from webhooks import records
-from webhooks.handlers.lookup import data_object
+from webhooks.handlers.lookup import data_object, merchant_of_customer
 
 log = structlog.get_logger(__name__)
-
-
-async def _merchant_of_customer(customer_id: Any) -> Merchant | None:
-    if not customer_id or not isinstance(customer_id, str):
-        return None
-    return await Merchant.objects().where(Merchant.stripe_customer_id == customer_id).first()
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -45,7 +39,7 @@ async def checkout_completed(event: dict[str, Any], *, now: datetime) -> str:
     session = data_object(event)
     if session.get("mode") != "setup" or session.get("status") != "complete":
         return f"ignored: a {session.get('mode')} session"
-    merchant = await _merchant_of_customer(session.get("customer"))
+    merchant = await merchant_of_customer(session.get("customer"))
     if merchant is None:
         return "not ours"
     link_id = _uuid((session.get("metadata") or {}).get("kefu_setup_link_id"))
@@ -63,7 +57,7 @@ async def checkout_completed(event: dict[str, Any], *, now: datetime) -> str:
 
 async def attached(event: dict[str, Any], *, now: datetime) -> str:
     method = data_object(event)
-    merchant = await _merchant_of_customer(method.get("customer"))
+    merchant = await merchant_of_customer(method.get("customer"))
     if merchant is None:
         return "not ours"
     is_newest = await methods.record_method(
@@ -79,7 +73,7 @@ async def attached(event: dict[str, Any], *, now: datetime) -> str:
 async def detached(event: dict[str, Any], *, now: datetime) -> str:
     method = data_object(event)
     previous = (event["data"].get("previous_attributes") or {}).get("customer")
-    merchant = await _merchant_of_customer(previous)
+    merchant = await merchant_of_customer(previous)
     if merchant is None:
         return "not ours"
     is_newest = await methods.record_method(
