@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test lint fmt env worker demo bench clean browser postgres image containers
+.PHONY: run test test-citus lint fmt env worker demo bench clean browser postgres image containers
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -25,6 +25,17 @@ run: env
 
 test: env lint browser postgres containers
 	CONTAINERS_CONF=$(CURDIR)/.build/containers.conf .venv/bin/pytest
+	@echo "== the integration and e2e suites on a local Citus cluster (make test-citus) =="
+	.venv/bin/python -m tests.citus_cluster --or-skip -- $(CITUS_PYTEST)
+
+# The integration and e2e suites on a local Citus cluster: a coordinator and 2 workers started
+# from the installed Citus (its packages or images; nothing here builds it) in temporary
+# folders on loopback ports, the tables distributed by `billing migrate`, then removed. The
+# compose and external-PostgreSQL tests bring their own PostgreSQL and are left out.
+CITUS_PYTEST := .venv/bin/pytest tests/integration tests/e2e -m "not own_postgres" -p no:cacheprovider
+test-citus: env
+	.venv/bin/python -m tests.citus_cluster -- $(CITUS_PYTEST)
+
 
 # The finance page is tested in a real headless Chromium from Debian's packages: install it
 # once when missing (needs root or sudo), never downloaded by pip or npm.

@@ -162,7 +162,7 @@ async def _prepare_once(
             await db_engine.ensure_database_exists(dsn)
         database = db_engine.connect(dsn, is_embedded=is_embedded, statement_cache_size=cache_size)
     if migrates:
-        await apply_migrations(database)
+        await apply_migrations(database, shard_count=settings.database.citus_shard_count)
     else:
         try:
             await check_schema(database)

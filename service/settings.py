@@ -43,6 +43,10 @@ class DatabaseSettings:
     connect_timeout_seconds: float = 5.0
     """``BILLING_DB_CONNECT_TIMEOUT_SECONDS``: the longest one new connection may take to open
     (asyncpg's own default is 60 s: a host that drops packets would hold requests that long)."""
+    citus_shard_count: int = 32
+    """``BILLING_CITUS_SHARD_COUNT``: on a Citus coordinator, how many shards ``billing migrate``
+    gives the distributed tables when it first distributes them (Citus' own default, 32;
+    see ``infra/README.md``). Ignored on plain PostgreSQL."""
 
     @property
     def is_embedded(self) -> bool:
@@ -318,6 +322,7 @@ class Settings:
             connect_timeout_seconds=_positive_seconds(
                 env, "BILLING_DB_CONNECT_TIMEOUT_SECONDS", 5.0
             ),
+            citus_shard_count=_positive(env, "BILLING_CITUS_SHARD_COUNT", 32),
         )
         stripe = StripeSettings(
             api_key=env.get("STRIPE_API_KEY") or None,

@@ -135,6 +135,9 @@ async def row(outbox_id: int) -> dict[str, Any] | None:
 
 async def requeue(outbox_id: int, *, now: datetime) -> bool:
     """Put a parked row back in line (after the cause was fixed)."""
+    found = await row(outbox_id)
+    if found is None:
+        return False
     updated = (
         await StripeOutbox.update(
             {
@@ -143,6 +146,7 @@ async def requeue(outbox_id: int, *, now: datetime) -> bool:
                 StripeOutbox.last_error: None,
             }
         )
+        .where(StripeOutbox.merchant_id == found["merchant_id"])
         .where(StripeOutbox.id == outbox_id)
         .where(StripeOutbox.status == "parked")
         .returning(StripeOutbox.id)
@@ -153,8 +157,7 @@ async def requeue(outbox_id: int, *, now: datetime) -> bool:
 # A parked row only: one that is pending may be sent meanwhile, one in flight is being sent.
 _SKIP = """
 UPDATE stripe_outbox SET status = 'skipped', resolution = $3, resolved_at = $4
-WHERE (merchant_id = $1 OR ($1::uuid IS NULL AND merchant_id IS NULL)) AND id = $2
-  AND status = 'parked'
+WHERE merchant_id = $1 AND id = $2 AND status = 'parked'
 RETURNING id, command, payload, last_error, stripe_ids
 """
 

@@ -15,6 +15,7 @@ from service.db import embedded
 from service.db import engine as db_engine
 from service.db.migrate import migrate
 from service.settings import DatabaseSettings, Settings
+from tests import citus_cluster, recorded_sql
 
 
 @pytest.fixture(scope="session")
@@ -36,15 +37,19 @@ def settings(database_dsn: str) -> Settings:
         environment="test",
         log_format="console",
         key_cache_seconds=0.5,
-        database=DatabaseSettings(url=database_dsn, pool_max=30),
+        database=DatabaseSettings(
+            url=database_dsn, pool_max=30, citus_shard_count=citus_cluster.SHARD_COUNT
+        ),
     )
 
 
 @pytest.fixture(scope="session")
 async def database(settings: Settings, database_dsn: str) -> AsyncIterator[db_engine.Database]:
-    await db_engine.ensure_database_exists(database_dsn)
+    await citus_cluster.prepare_database(database_dsn)  # a Citus database on a coordinator
     database = db_engine.connect(database_dsn)
-    await migrate(database)
+    # Every statement the suite's pool sends is noted: integration tests check the row locks.
+    database.engine.config["connection_class"] = recorded_sql.RecordingConnection
+    await migrate(database, shard_count=settings.database.citus_shard_count)
     await database.start_pool(min_size=2, max_size=30)
     await catalog_store.publish_shipped()
     yield database

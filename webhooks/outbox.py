@@ -145,9 +145,8 @@ def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
 
 
 # Every statement below that touches one row names its merchant, so that on Citus it goes to one
-# shard. Catalog rows have no merchant yet; once they move under the platform tenant this
-# condition becomes ``o.merchant_id = $1``.
-_THIS_ROW = "(o.merchant_id = $1 OR ($1::uuid IS NULL AND o.merchant_id IS NULL)) AND o.id = $2"
+# shard (catalog rows are the platform tenant's).
+_THIS_ROW = "o.merchant_id = $1 AND o.id = $2"
 
 _DUE = (
     "((o.status = 'pending' AND o.next_attempt_at <= {now})"
@@ -159,7 +158,9 @@ _DUE = (
 # An earlier row holds ``o`` back while it is unsent — except a parked row of another subject
 # (subject '' concerns the whole stream), and a pending row that such a parked row holds back
 # itself (a row of the parked subject waits, the other subjects go on). Skipped and resolved
-# rows are done, like sent ones.
+# rows are done, like sent ones. A stream is one merchant's (the catalog's: the platform
+# tenant's), so the rows compared are joined on the merchant too: on Citus each shard answers
+# for its own merchants and the coordinator merges the lists.
 _CANDIDATES = f"""
 SELECT o.merchant_id, o.id
 FROM stripe_outbox o
@@ -168,13 +169,15 @@ WHERE {_DUE.format(now="$1")}
        OR ($3::boolean AND o.stream = 'catalog'))
   AND NOT EXISTS (
       SELECT 1 FROM stripe_outbox earlier
-      WHERE earlier.stream = o.stream AND earlier.id < o.id
+      WHERE earlier.merchant_id = o.merchant_id AND earlier.stream = o.stream
+        AND earlier.id < o.id
         AND earlier.status IN ('pending', 'in_flight', 'parked')
         AND CASE WHEN earlier.status = 'parked'
                  THEN earlier.subject IN (o.subject, '') OR o.subject = ''
                  ELSE NOT EXISTS (
                      SELECT 1 FROM stripe_outbox held
-                     WHERE held.stream = earlier.stream AND held.id < earlier.id
+                     WHERE held.merchant_id = earlier.merchant_id
+                       AND held.stream = earlier.stream AND held.id < earlier.id
                        AND held.status = 'parked' AND held.subject IN (earlier.subject, ''))
             END)
 ORDER BY o.id

@@ -16,6 +16,7 @@ import structlog
 from piccolo.apps.migrations.commands.base import BaseMigrationManager
 from piccolo.apps.migrations.commands.forwards import run_forwards
 
+from service.db import distribution
 from service.db.engine import Database
 
 log = structlog.get_logger(__name__)
@@ -28,8 +29,10 @@ class MigrationFailed(RuntimeError):
     """A migration could not be applied; the message says why, in one line."""
 
 
-async def migrate(database: Database) -> list[str]:
-    """Apply every migration not yet applied; returns the ids applied now."""
+async def migrate(database: Database, *, shard_count: int = 32) -> list[str]:
+    """Apply every migration not yet applied; returns the ids applied now. On a Citus
+    coordinator, then place every table not yet placed (``service.db.distribution``; new
+    distributed tables get ``shard_count`` shards)."""
     lock_connection = await asyncpg.connect(**database.engine.config)
     try:
         await lock_connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
@@ -46,6 +49,10 @@ async def migrate(database: Database) -> list[str]:
         applied_now = sorted(set(await _applied(lock_connection)) - set(before))
         if applied_now:
             log.info("migrations_applied", migrations=applied_now)
+        try:
+            await distribution.distribute(lock_connection, shard_count=shard_count)
+        except (distribution.UnplacedTable, asyncpg.PostgresError) as error:
+            raise MigrationFailed(f"distributing the tables on Citus failed: {error}") from error
         return applied_now
     finally:
         with contextlib.suppress(Exception):

@@ -26,6 +26,9 @@ import pytest
 
 from tests.e2e.conftest import free_port
 
+# Its own PostgreSQL (not TEST_DATABASE_URL's): not run again on the Citus cluster.
+pytestmark = pytest.mark.own_postgres
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "infra" / "compose.yaml"
 SKIP_FILE = ROOT / ".build" / "containers.skip"

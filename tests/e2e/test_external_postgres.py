@@ -31,6 +31,9 @@ from tests.e2e.conftest import (
 
 # Production mode, as deployed; test clocks allowed so a month passes in a second (the compose
 # test and the gauntlet do the same); small pools: 2 APIs × 5 + 3 workers × 5 connections.
+# Its own PostgreSQL (not TEST_DATABASE_URL's): not run again on the Citus cluster.
+pytestmark = pytest.mark.own_postgres
+
 PRODUCTION = {
     "BILLING_ENV": "production",
     "BILLING_ALLOW_TEST_CLOCKS": "1",

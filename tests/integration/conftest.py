@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from service.db.engine import Database
 from service.settings import Settings
 from service.tenancy import keys, merchants
 from service.tenancy.principal import SYSTEM_ACTOR, Role
+from tests import recorded_sql
 
 
 @dataclass
@@ -30,6 +31,22 @@ class Tenant:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture(autouse=True)
+def _row_locks_name_the_merchant() -> Iterator[None]:
+    """Fail a test that made the code lock rows of a distributed table without naming the
+    merchant (Citus refuses such a statement; see ``tests.recorded_sql``)."""
+    recorded_sql.SEEN.clear()
+    yield
+    shardless = recorded_sql.shardless_locks(recorded_sql.SEEN)
+    recorded_sql.SEEN.clear()
+    if shardless:
+        pytest.fail(
+            "row locks without the merchant (Citus refuses them: name merchant_id in the"
+            " statement's WHERE):\n" + "\n".join(shardless),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

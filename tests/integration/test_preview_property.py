@@ -31,6 +31,7 @@ from service.db.engine import Database
 from service.db.migrate import migrate
 from service.invoicing import close, preview
 from service.tenancy.principal import Role
+from tests import citus_cluster
 from tests.integration.conftest import Tenant, issue_key
 from tests.integration.invoicing_helpers import INVOICE_FIELDS, LINE_FIELDS
 
@@ -52,18 +53,19 @@ VALUES ('00000000-0000-0000-0000-000000000001', 'Kefu platform (not a customer)'
 async def own_database(database: Database) -> AsyncIterator[Database]:
     """A database for this module alone, made current while its tests run."""
     name = f"preview_{uuid.uuid4().hex[:8]}"
-    await database.pool.execute(f'CREATE DATABASE "{name}"')
+    dsn = db_engine._with_database(database.dsn, name)
+    await citus_cluster.prepare_database(dsn)
     previous = db_engine.current()
-    other = db_engine.connect(db_engine._with_database(database.dsn, name))
+    other = db_engine.connect(dsn)
     try:
-        await migrate(other)
+        await migrate(other, shard_count=citus_cluster.SHARD_COUNT)
         await other.start_pool(min_size=1, max_size=8)
         await catalog_store.publish_shipped()
         yield other
     finally:
         await other.close()
         db_engine.rebind(previous)
-        await database.pool.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await citus_cluster.drop_database(other.dsn)
 
 
 async def _clean(database: Database) -> None:

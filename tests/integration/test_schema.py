@@ -10,6 +10,7 @@ from service.db import engine as db_engine
 from service.db.engine import Database
 from service.db.migrate import migrate
 from service.db.tables import ALL_TABLES
+from tests import citus_cluster
 
 COLUMNS_SQL = """
 SELECT table_name, column_name, udt_name, is_nullable
@@ -39,8 +40,9 @@ async def test_piccolo_tables_match_the_migrated_schema(database: Database) -> N
     migrated = [tuple(r) for r in await database.pool.fetch(COLUMNS_SQL, _table_names())]
 
     name = f"fresh_{uuid.uuid4().hex[:8]}"
-    await database.pool.execute(f'CREATE DATABASE "{name}"')
-    fresh = await asyncpg.connect(db_engine._with_database(database.dsn, name))
+    dsn = db_engine._with_database(database.dsn, name)
+    await citus_cluster.prepare_database(dsn)
+    fresh = await asyncpg.connect(dsn)
     try:
         for table in ALL_TABLES:
             for statement in table.create_table().ddl:
@@ -48,22 +50,24 @@ async def test_piccolo_tables_match_the_migrated_schema(database: Database) -> N
         from_tables = [tuple(r) for r in await fresh.fetch(COLUMNS_SQL, _table_names())]
     finally:
         await fresh.close()
-        await database.pool.execute(f'DROP DATABASE "{name}"')
+        await citus_cluster.drop_database(dsn)
 
     assert from_tables == migrated
 
 
 async def test_a_fresh_database_and_a_remigrated_one_end_the_same(database: Database) -> None:
     name = f"fresh_{uuid.uuid4().hex[:8]}"
-    await database.pool.execute(f'CREATE DATABASE "{name}"')
+    dsn = db_engine._with_database(database.dsn, name)
+    await citus_cluster.prepare_database(dsn)
     try:
         fresh_schema = await _migrated_schema_of(database, name)
-        again = await migrate(database)  # the session database, already migrated
+        # The session database, already migrated (and distributed, on Citus).
+        again = await migrate(database, shard_count=citus_cluster.SHARD_COUNT)
         assert again == []
         session_schema = [tuple(r) for r in await database.pool.fetch(SCHEMA_SQL)]
         assert fresh_schema == session_schema
     finally:
-        await database.pool.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await citus_cluster.drop_database(dsn)
 
 
 async def _migrated_schema_of(database: Database, name: str) -> list[tuple[str, str]]:
@@ -72,7 +76,7 @@ async def _migrated_schema_of(database: Database, name: str) -> list[tuple[str, 
     previous = db_engine.current()
     other = db_engine.connect(dsn)
     try:
-        applied = await migrate(other)
+        applied = await migrate(other, shard_count=citus_cluster.SHARD_COUNT)
         assert applied, "a fresh database gets every migration"
         connection = await asyncpg.connect(dsn)
         try:

@@ -129,7 +129,7 @@ async def test_single_usage_events_sharing_a_cancelled_statement_are_all_answere
                 url, json=event("held-order", at("2026-03-01T10:00:00")), headers=tenant.headers
             )
         )
-        await _until_waiting(database, "SELECT usage_store(")
+        await _until_waiting(database, "usage_store(")  # on a worker: public.usage_store(
         rest = [
             asyncio.create_task(
                 client.post(
