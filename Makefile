@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test test-citus lint fmt env worker demo bench clean browser postgres image containers
+.PHONY: run test test-citus bench-citus lint fmt env worker demo bench clean browser postgres image containers
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -36,6 +36,11 @@ CITUS_PYTEST := .venv/bin/pytest tests/integration tests/e2e -m "not own_postgre
 test-citus: env
 	.venv/bin/python -m tests.citus_cluster -- $(CITUS_PYTEST)
 
+# `billing bench usage` and `billing bench close` on such a cluster (Citus' default 32 shards),
+# each on a cluster of its own, removed after (README, "Scale-out on Citus").
+bench-citus: env
+	.venv/bin/python -m tests.citus_cluster --shard-count 32 -- sh -c '.venv/bin/billing bench usage --database-url "$$TEST_DATABASE_URL"'
+	.venv/bin/python -m tests.citus_cluster --shard-count 32 -- sh -c '.venv/bin/billing bench close --database-url "$$TEST_DATABASE_URL"'
 
 # The finance page is tested in a real headless Chromium from Debian's packages: install it
 # once when missing (needs root or sudo), never downloaded by pip or npm.

@@ -1,4 +1,5 @@
-"""``billing bench close``: period close at scale, on a fresh embedded PostgreSQL.
+"""``billing bench close``: period close at scale, on a fresh embedded PostgreSQL (or, with
+``--database-url``, an empty database of a server already running: a Citus coordinator, say).
 
 10,000 subscriptions (all three tiers) whose March ended, with 5 million usage events in March
 (and the per-period aggregates ingest keeps beside them), closed by worker processes running
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +19,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -77,15 +79,25 @@ def close(
     subscriptions: Annotated[int, typer.Option(help="Subscriptions whose period ended.")] = 10_000,
     events: Annotated[int, typer.Option(help="Usage events in the period, in all.")] = 5_000_000,
     workers: Annotated[int, typer.Option(help="Worker processes side by side.")] = 2,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An empty database to use in place of a fresh embedded PostgreSQL (on a Citus"
+            " coordinator the tables are distributed); it is migrated and left filled."
+        ),
+    ] = None,
 ) -> None:
     """Close N ended periods with M usage events in them; print the times."""
     from service.db import embedded
 
     data_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-close-"))
     try:
-        admin = embedded.start(data_dir, delete_on_exit=False)
-        dsn = admin.replace("/postgres?", "/bench_close?")
-        figures = asyncio.run(_prepare(admin, dsn, subscriptions, events))
+        if database_url is None:
+            admin = embedded.start(data_dir, delete_on_exit=False)
+            dsn = admin.replace("/postgres?", "/bench_close?")
+        else:
+            dsn = database_url
+        figures = asyncio.run(_prepare(dsn, subscriptions, events))
         started = time.perf_counter()
         processes = [_worker(dsn) for _ in range(workers)]
         for process in processes:
@@ -95,6 +107,7 @@ def close(
         close_seconds = time.perf_counter() - started
         made = asyncio.run(_count(dsn))
         typer.echo(
+            f"database: {figures['topology']}\n"
             f"setup: {subscriptions:,} subscriptions, {figures['events']:,} usage events "
             f"in {figures['setup_seconds']:.1f} s\n"
             f"close: {made:,} period invoices by {workers} worker process(es) in "
@@ -103,7 +116,10 @@ def close(
             f"one invoice per period: {'yes' if made == subscriptions else 'NO'}"
         )
     finally:
-        embedded.discard(data_dir)
+        if database_url is None:
+            embedded.discard(data_dir)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _fail(output: str) -> int:
@@ -123,17 +139,18 @@ def _worker(dsn: str) -> subprocess.Popen[str]:
     )
 
 
-async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dict[str, float | int]:
+async def _prepare(dsn: str, subscriptions: int, events: int) -> dict[str, Any]:
     import asyncpg
 
     from service.catalog import store as catalog_store
     from service.db import engine as db_engine
     from service.db.migrate import migrate
+    from service.settings import Settings
 
     started = time.perf_counter()
     await db_engine.ensure_database_exists(dsn)
     database = db_engine.connect(dsn)
-    await migrate(database)
+    await migrate(database, shard_count=Settings.from_env().database.citus_shard_count)
     await database.start_pool(min_size=1, max_size=2)
     await catalog_store.publish_shipped()
     await database.close()
@@ -151,9 +168,25 @@ async def _prepare(admin: str, dsn: str, subscriptions: int, events: int) -> dic
         await connection.execute(_AGGREGATES, datetime.fromisoformat(_MARCH))
         await connection.execute("ANALYZE")
         total = await connection.fetchval("SELECT count(*) FROM usage_events")
+        citus = await connection.fetchval(
+            "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
+        )
+        workers = await connection.fetchval(
+            "SELECT count(*) FROM pg_dist_node WHERE groupid <> 0" if citus else "SELECT 0"
+        )
+        version = await connection.fetchval("SHOW server_version")
     finally:
         await connection.close()
-    return {"setup_seconds": time.perf_counter() - started, "events": int(total)}
+    topology = (
+        f"PostgreSQL {version}, Citus {citus}, coordinator + {workers} workers"
+        if citus
+        else f"PostgreSQL {version}, one server"
+    )
+    return {
+        "setup_seconds": time.perf_counter() - started,
+        "events": int(total),
+        "topology": topology,
+    }
 
 
 async def _count(dsn: str) -> int:

