@@ -36,6 +36,9 @@ import asyncpg
 SHARD_COUNT = 4
 """Shards per distributed table in the suite: few, so creating ~40 tables stays quick."""
 WORKERS = 2
+SUITE_ON_CITUS = "KEFU_TEST_ON_CITUS"
+"""Set (to 1) in the environment of the command `main` runs: tests that size themselves by time
+(the preview property's example count) read it."""
 
 
 def installed_citus() -> tuple[Path | None, str]:
@@ -372,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         **os.environ,
         "TEST_DATABASE_URL": cluster.url,
         "BILLING_CITUS_SHARD_COUNT": str(args.shard_count),
+        SUITE_ON_CITUS: "1",
     }
     try:
         return subprocess.run(command, env=env, check=False).returncode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from service.db import engine as db_engine
+from tests import citus_cluster
 from webhooks.standin import StandIn
 
 BILLING = str(Path(sys.executable).parent / "billing")
@@ -114,7 +116,11 @@ def unmigrated_database_url(database_dsn: str) -> str:
 
 @pytest.fixture
 def fresh_database_url(unmigrated_database_url: str) -> str:
-    """A new database, made and migrated by `billing migrate`, with nothing in it yet."""
+    """A new database, made and migrated by `billing migrate`, with nothing in it yet. On a
+    Citus coordinator (``make test-citus``) it is made a Citus database on every node first, as
+    an operator would, so that `billing migrate` distributes its tables."""
+    if asyncio.run(citus_cluster.topology(unmigrated_database_url)) is not None:
+        asyncio.run(citus_cluster.prepare_database(unmigrated_database_url))
     migrate(unmigrated_database_url)
     return unmigrated_database_url
 

@@ -2,7 +2,13 @@
 
 import subprocess
 
+import pytest
+
 from tests.e2e.conftest import BILLING
+
+# Its own (embedded) PostgreSQL, not TEST_DATABASE_URL's: not run again on the Citus cluster
+# (`make bench-citus` runs the benchmark there).
+pytestmark = pytest.mark.own_postgres
 
 
 def test_close_benchmark_prints_its_figures() -> None:

@@ -6,7 +6,13 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.e2e.conftest import BILLING
+
+# Its own (embedded) PostgreSQL, not TEST_DATABASE_URL's: not run again on the Citus cluster
+# (`make bench-citus` runs the benchmark there).
+pytestmark = pytest.mark.own_postgres
 
 
 def test_the_usage_benchmark_prints_every_figure() -> None:
