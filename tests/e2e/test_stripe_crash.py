@@ -126,7 +126,8 @@ async def _credit_note_row(database_url: str) -> asyncpg.Record:
     try:
         return await connection.fetchrow(
             "SELECT o.status, o.attempts, n.stripe_credit_note_id FROM stripe_outbox o"
-            " JOIN credit_notes n ON n.id = (o.payload ->> 'credit_note_id')::uuid"
+            " JOIN credit_notes n ON n.merchant_id = o.merchant_id"
+            " AND n.id = (o.payload ->> 'credit_note_id')::uuid"
             " WHERE o.command = 'credit_note.push'"
         )
     finally:

@@ -63,8 +63,11 @@ async def _invoices(database_url: str, merchant_ids: list[uuid.UUID]) -> list[di
     try:
         rows = await connection.fetch(
             "SELECT i.merchant_id, i.kind, i.period_start, i.number, i.status,"
-            " (SELECT count(*) FROM invoice_lines l WHERE l.invoice_id = i.id) AS line_count"
-            " FROM invoices i WHERE i.merchant_id = ANY($1::uuid[])",
+            " count(l.id) AS line_count"
+            " FROM invoices i LEFT JOIN invoice_lines l"
+            "  ON l.merchant_id = i.merchant_id AND l.invoice_id = i.id"
+            " WHERE i.merchant_id = ANY($1::uuid[])"
+            " GROUP BY i.merchant_id, i.id",
             merchant_ids,
         )
     finally:
