@@ -216,6 +216,15 @@ def start(workers: int = WORKERS) -> LocalCluster:
     return cluster
 
 
+def add_worker(cluster: LocalCluster) -> Node:
+    """One more node in ``cluster``'s folder, started (not yet added to any database)."""
+    bin_dir = cluster.coordinator.bin
+    node = _init_node(bin_dir, cluster.root / f"worker{len(cluster.workers) + 1}")
+    node.start()
+    cluster.workers.append(node)
+    return node
+
+
 # -- databases on TEST_DATABASE_URL's server ---------------------------------------------
 
 
