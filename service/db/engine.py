@@ -131,7 +131,7 @@ class BoundedPool(asyncpg.Pool):
     def __init__(self, *, acquire_timeout_seconds: float, **options: Any) -> None:
         super().__init__(
             options.pop("dsn", None),
-            connection_class=asyncpg.Connection,
+            connection_class=options.pop("connection_class", asyncpg.Connection),
             record_class=asyncpg.Record,
             max_queries=50_000,
             max_inactive_connection_lifetime=300.0,

@@ -189,9 +189,9 @@ async def test_sigterm_lets_a_worker_finish_the_period_it_is_closing(
         assert '"worker_stopped"' in output
         march = await blocker.fetchrow(
             "SELECT i.status, i.number, count(l.id) AS lines FROM invoices i"
-            " JOIN invoice_lines l ON l.invoice_id = i.id"
+            " JOIN invoice_lines l ON l.merchant_id = i.merchant_id AND l.invoice_id = i.id"
             " WHERE i.merchant_id = $1::uuid AND i.kind = 'period' AND i.period_start = $2"
-            " GROUP BY i.id",
+            " GROUP BY i.merchant_id, i.id",
             merchant_id,
             period["period_start"],
         )
