@@ -120,7 +120,28 @@ def test_a_card_saved_at_signup_pays_the_first_invoice_and_without_one_invoices_
         card = me["default_payment_method"]
         assert (card["card_brand"], card["card_last4"]) == ("mastercard", "4444")
 
-        # 2. One who never saves a card, and 3. a custom contract paying by bank transfer.
+        # The trial ends: the worker invoices the first paid period, and Stripe charges it.
+        advanced = http.post(
+            f"/v1/test-clocks/{clock_id}/advance",
+            json={"frozen_time": "2026-03-25T00:00:00+08:00"},
+            headers=operator,
+        )
+        assert advanced.status_code == 200, advanced.text
+        [charged] = _wait_for(
+            "the first invoice to be charged and paid",
+            lambda: [i for i in _invoices(http, _key(carded)) if i["status"] == "paid"],
+        )
+        assert charged["collection_method"] == "charge_automatically"
+        assert charged["payments"][0]["amount_minor"] == charged["total_minor"] > 0
+        [stripe_charge] = [
+            c for c in standin.objects("charge") if c["amount"] == charged["total_minor"]
+        ]
+        assert stripe_charge["payment_method"] == card["id"]
+
+        # 2. One who never saves a card, and 3. a custom contract paying by bank transfer, both
+        # signed up once the clock stands still: their first invoices are finalized now, so
+        # they are due 14 and 30 days from now whenever the worker gets to them (signed up
+        # before the advance, a first invoice made before it would already be overdue).
         uncarded = _signup(
             http,
             operator,
@@ -142,24 +163,6 @@ def test_a_card_saved_at_signup_pays_the_first_invoice_and_without_one_invoices_
                 "payment_terms": {"collection": "send_invoice", "days_until_due": 30},
             },
         )
-
-        # The trial ends: the worker invoices the first paid period, and Stripe charges it.
-        advanced = http.post(
-            f"/v1/test-clocks/{clock_id}/advance",
-            json={"frozen_time": "2026-03-25T00:00:00+08:00"},
-            headers=operator,
-        )
-        assert advanced.status_code == 200, advanced.text
-        [charged] = _wait_for(
-            "the first invoice to be charged and paid",
-            lambda: [i for i in _invoices(http, _key(carded)) if i["status"] == "paid"],
-        )
-        assert charged["collection_method"] == "charge_automatically"
-        assert charged["payments"][0]["amount_minor"] == charged["total_minor"] > 0
-        [stripe_charge] = [
-            c for c in standin.objects("charge") if c["amount"] == charged["total_minor"]
-        ]
-        assert stripe_charge["payment_method"] == card["id"]
 
         sent = _wait_for(
             "the uncarded merchant's invoice to be sent",
