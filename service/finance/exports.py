@@ -37,10 +37,9 @@ import contextlib
 import csv
 import io
 import os
-import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, BinaryIO, Final
@@ -49,15 +48,13 @@ from uuid import UUID
 from plans.money import CURRENCY_EXPONENTS, minor_to_major, plain_decimal
 from plans.periods import zone
 from service.db import engine as db_engine
-from service.finance import revenue
+from service.finance import revenue, xlsx
 from service.finance.export_kinds import ExportFormat, ExportKind
 
 BATCH_ROWS: Final = 2_000
 MONEY_SCALE: Final = max(CURRENCY_EXPONENTS.values())
 """Parquet decimal scale: the largest minor unit we know (KWD, 3), so every currency fits."""
 QUANTITY_SCALE: Final = 6
-FIXED_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)
-"""What XLSX files say about when they were made: a constant, so that bytes repeat."""
 
 
 MEDIA_TYPES: Final = {
@@ -386,12 +383,8 @@ def header(kind: ExportKind) -> list[str]:
     return [name for column in SPECS[kind].columns for name in column.output_names]
 
 
-FORMULA_TRIGGERS: Final = ("=", "+", "-", "@", "\t", "\r")
-"""What a spreadsheet may read as the start of a formula (OWASP, CSV injection)."""
-
-
-def is_formula_like(text: str) -> bool:
-    return text.startswith(FORMULA_TRIGGERS)
+FORMULA_TRIGGERS: Final = xlsx.FORMULA_TRIGGERS
+is_formula_like: Final = xlsx.is_formula_like
 
 
 class Cell(StrEnum):
@@ -623,31 +616,6 @@ def _arrow_value(value: Any, arrow_type: Any) -> Any:
     return value
 
 
-class _Drain(io.RawIOBase):
-    """A write-only file that hands what was written to whoever drains it."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.position = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self.parts.append(chunk)
-        self.position += len(chunk)
-        return len(chunk)
-
-    def tell(self) -> int:
-        return self.position
-
-    def drain(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
-        return out
-
-
 async def _parquet_chunks(
     request: ExportRequest, on_rows: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
@@ -655,7 +623,7 @@ async def _parquet_chunks(
     import pyarrow.parquet as pq
 
     schema = _arrow_schema(request)
-    sink = _Drain()
+    sink = xlsx.Drain()
     writer = pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=True)
     try:
         async for batch in row_batches(request):
@@ -671,171 +639,79 @@ async def _parquet_chunks(
     yield sink.drain()
 
 
-_WIDTH_SAMPLE_ROWS: Final = BATCH_ROWS
-"""Column widths fit the header and the first rows (measuring every row of a large export
-would cost more than it tells)."""
-_MAX_WIDTH: Final = 50
+XLSX_ROWS_PER_SHEET: int = xlsx.EXCEL_MAX_ROWS - 1
+"""Data rows in one XLSX sheet: Excel's limit less the header. Longer exports continue on
+``<kind> (2)``, ``<kind> (3)``, ... (a test lowers it to see the split)."""
+
+_XLSX_KINDS: Final = {
+    Cell.TEXT: xlsx.TEXT,
+    Cell.INT: xlsx.INT,
+    Cell.NUMBER: xlsx.NUMBER,
+    Cell.MONEY: xlsx.MONEY,
+    Cell.TIMESTAMP: xlsx.TIMESTAMP,
+    Cell.DATE: xlsx.DATE,
+    Cell.BOOL: xlsx.BOOL,
+}
 
 
-def _display_width(text: str) -> int:
-    """Roughly how many character cells a text takes: a CJK character (three UTF-8 bytes)
-    counts two."""
-    return len(text) + (len(text.encode()) - len(text)) // 2
-
-
-class _XlsxSheet:
-    """One export sheet written by XlsxWriter in constant-memory mode (rows go to a temporary
-    file as they come). Strings are never turned into formulas, URLs or numbers; every cell is
-    written by its kind (`Cell`): money with its currency's decimals, dates and times as real
-    Excel dates in the export's zone (a note on their header cells and the ``notes`` sheet say
-    which), integers as integers. The header row is frozen and filtered; widths fit the
-    header and the first rows."""
-
-    def __init__(self, path: str, request: ExportRequest) -> None:
-        import xlsxwriter
-
-        self.workbook = workbook = xlsxwriter.Workbook(
-            path,
-            {
-                "constant_memory": True,
-                "strings_to_formulas": False,
-                "strings_to_urls": False,
-                "strings_to_numbers": False,
-                "tmpdir": tempfile.gettempdir(),
-                "default_date_format": "yyyy-mm-dd hh:mm:ss",
-            },
-        )
-        # What the file says about when it was made is a constant, so that bytes repeat.
-        workbook.set_properties({"author": "Kefu Billing", "created": FIXED_TIME})
-        self.sheet = workbook.add_worksheet(request.kind.value)
-        self.quoted = workbook.add_format({"quote_prefix": True})
-        self.heading = workbook.add_format({"bold": True, "bottom": 1})
-        self.timestamp = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-        self.day = workbook.add_format({"num_format": "yyyy-mm-dd"})
-        self.integer = workbook.add_format({"num_format": "0"})
-        self.money = {
-            places: workbook.add_format(
-                {"num_format": "#,##0" + ("." + "0" * places if places else "")}
-            )
-            for places in sorted(set(CURRENCY_EXPONENTS.values()) | {2})
-        }
-        self.kinds = cell_kinds(request.kind)
-        names = header(request.kind)
-        self.currency_column = names.index("currency") if "currency" in names else None
-        self.widths = [_display_width(name) + 3 for name in names]  # + the filter button
-        zone_note = (
-            f"Local time in {request.timezone} (Excel keeps no time zone; the CSV gives each "
-            "time with its UTC offset, Parquet as an instant in this zone)"
-        )
-        for column, (name, kind) in enumerate(zip(names, self.kinds, strict=True)):
-            self.sheet.write_string(0, column, name, self.heading)
-            if kind is Cell.TIMESTAMP:
-                self.sheet.write_comment(0, column, zone_note)
-            elif kind is Cell.DATE:
-                self.sheet.write_comment(0, column, f"A date in {request.timezone}")
-        self.sheet.freeze_panes(1, 0)
-        self.next_row = 1
-        self._write_notes(request, zone_note)
-
-    def _write_notes(self, request: ExportRequest, zone_note: str) -> None:
-        notes = self.workbook.add_worksheet("notes")
-        rows = [
-            ("export", request.kind.value),
-            ("from", request.first_day.isoformat()),
-            ("to", request.last_day.isoformat() + " (inclusive)"),
-            ("time zone", request.timezone),
-            ("dates and times", zone_note),
-            ("merchant", str(request.merchant_id) if request.merchant_id else "all"),
-            (
-                "test data",
-                "included (is_test = true: merchants on a test clock)"
-                if request.includes_test
-                else "left out (merchants on a test clock); include_test=true adds them",
-            ),
-            (
-                "amounts",
-                "in major units with the currency's decimals; <name>_minor is the same amount "
-                "in integer minor units (fen)",
-            ),
-        ]
-        for number, (label, value) in enumerate(rows):
-            notes.write_string(number, 0, label, self.heading)
-            notes.write_string(number, 1, value)
-        notes.set_column(0, 0, 16)
-        notes.set_column(1, 1, 100)
-
-    def write_rows(self, rows: list[list[Any]]) -> None:
-        sheet, kinds = self.sheet, self.kinds
-        measures = self.next_row <= _WIDTH_SAMPLE_ROWS
-        for row in rows:
-            number = self.next_row
-            currency = row[self.currency_column] if self.currency_column is not None else ""
-            places = CURRENCY_EXPONENTS.get(currency, 2)
-            for column, value in enumerate(row):
-                if value is None:
-                    continue
-                kind = kinds[column]
-                if kind is Cell.TEXT:
-                    text = str(value)
-                    cell_format = self.quoted if is_formula_like(text) else None
-                    sheet.write_string(number, column, text, cell_format)
-                    if measures:
-                        width = min(_display_width(text) + 1, _MAX_WIDTH)
-                        self.widths[column] = max(self.widths[column], width)
-                elif kind is Cell.TIMESTAMP:
-                    # Excel has no zones: the export's local time, as the CSV shows it.
-                    sheet.write_datetime(number, column, value.replace(tzinfo=None), self.timestamp)
-                elif kind is Cell.DATE:
-                    sheet.write_datetime(number, column, value, self.day)
-                elif kind is Cell.BOOL:
-                    sheet.write_boolean(number, column, value)
-                elif kind is Cell.MONEY:
-                    sheet.write_number(number, column, value, self.money.get(places))
-                    if measures:
-                        width = min(len(f"{value:,}") + 2, _MAX_WIDTH)
-                        self.widths[column] = max(self.widths[column], width)
-                elif kind is Cell.INT:
-                    sheet.write_number(number, column, value, self.integer)
-                    if measures:
-                        self.widths[column] = max(self.widths[column], len(str(value)) + 2)
-                else:
-                    sheet.write_number(number, column, value)
-                    if measures:
-                        width = min(len(format(value, "f")) + 2, _MAX_WIDTH)
-                        self.widths[column] = max(self.widths[column], width)
-            self.next_row += 1
-
-    def close(self) -> None:
-        for column, kind in enumerate(self.kinds):
-            floor = {Cell.TIMESTAMP: 20, Cell.DATE: 12, Cell.BOOL: 8}.get(kind, 0)
-            self.sheet.set_column(column, column, max(self.widths[column], floor))
-        self.sheet.autofilter(0, 0, max(self.next_row - 1, 0), len(self.kinds) - 1)
-        self.workbook.close()
+def _xlsx_spec(request: ExportRequest) -> xlsx.SheetSpec:
+    """The export's sheets: every cell written by its kind (`Cell`): money with its currency's
+    decimals, dates and times as real Excel dates in the export's zone (a note on their header
+    cells and the ``notes`` sheet say which), integers as integers, text as text only. The
+    header row is frozen and filtered; widths fit the header and the first rows."""
+    names = header(request.kind)
+    kinds = cell_kinds(request.kind)
+    zone_note = (
+        f"Local time in {request.timezone} (Excel keeps no time zone; the CSV gives each "
+        "time with its UTC offset, Parquet as an instant in this zone)"
+    )
+    header_notes = {
+        column: zone_note if kind is Cell.TIMESTAMP else f"A date in {request.timezone}"
+        for column, kind in enumerate(kinds)
+        if kind in (Cell.TIMESTAMP, Cell.DATE)
+    }
+    notes = [
+        ("export", request.kind.value),
+        ("from", request.first_day.isoformat()),
+        ("to", request.last_day.isoformat() + " (inclusive)"),
+        ("time zone", request.timezone),
+        ("dates and times", zone_note),
+        ("merchant", str(request.merchant_id) if request.merchant_id else "all"),
+        (
+            "test data",
+            "included (is_test = true: merchants on a test clock)"
+            if request.includes_test
+            else "left out (merchants on a test clock); include_test=true adds them",
+        ),
+        (
+            "amounts",
+            "in major units with the currency's decimals; <name>_minor is the same amount "
+            "in integer minor units (fen)",
+        ),
+    ]
+    return xlsx.SheetSpec(
+        name=request.kind.value,
+        header=names,
+        kinds=[_XLSX_KINDS[kind] for kind in kinds],
+        header_notes=header_notes,
+        currency_column=names.index("currency") if "currency" in names else None,
+        money_places=dict(CURRENCY_EXPONENTS),
+        notes=notes,
+        rows_per_sheet=XLSX_ROWS_PER_SHEET,
+        width_sample_rows=BATCH_ROWS,
+    )
 
 
 async def _xlsx_chunks(
     request: ExportRequest, on_rows: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
-    """Rows are written batch by batch (off the event loop) to a temporary file; the finished
-    file is then streamed from disk."""
-    handle, path = tempfile.mkstemp(prefix="kefu-export-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        sheet = await asyncio.to_thread(_XlsxSheet, path, request)
-        try:
-            async for batch in row_batches(request):
-                await asyncio.to_thread(sheet.write_rows, batch)
-                on_rows(len(batch))
-        finally:
-            await asyncio.to_thread(sheet.close)
-        finished = await asyncio.to_thread(_open_binary, path, "rb")
-        try:
-            while chunk := await asyncio.to_thread(finished.read, 1 << 20):
-                yield chunk
-        finally:
-            finished.close()
-    finally:
-        os.unlink(path)
+    """The workbook as it is written: each batch of rows becomes sheet XML, deflated into the
+    zip and sent on (no temporary file). Rows are encoded off the event loop."""
+    book = xlsx.StreamedWorkbook(_xlsx_spec(request))
+    async for batch in row_batches(request):
+        yield await asyncio.to_thread(book.write, batch)
+        on_rows(len(batch))
+    yield await asyncio.to_thread(book.finish)
 
 
 def _open_binary(path: str, mode: str) -> BinaryIO:
