@@ -365,6 +365,8 @@ def decode_body(body: bytes, *, content_type: str | None, max_depth: int) -> Any
 
 def too_deep_at(root: Any, max_depth: int) -> str | None:
     """The path where ``root`` nests deeper than ``max_depth`` containers, if it does."""
+    if _nests_within(root, max_depth):  # the usual answer, found without building paths
+        return None
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         value, depth = stack.pop()
@@ -378,6 +380,26 @@ def too_deep_at(root: Any, max_depth: int) -> str | None:
             return _path_to(root, value)
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return None
+
+
+def _nests_within(value: Any, levels: int) -> bool:
+    """Whether ``value`` holds at most ``levels`` levels of containers (itself included). One
+    call per container, never deeper than ``levels``: a decoded document's leaves cost a type
+    check each."""
+    kind = type(value)
+    if kind is dict:
+        children = value.values()
+    elif kind is list:
+        children = value
+    else:
+        return True
+    if levels < 1:
+        return False
+    for child in children:
+        child_kind = type(child)
+        if (child_kind is dict or child_kind is list) and not _nests_within(child, levels - 1):
+            return False
+    return True
 
 
 def _path_to(root: Any, target: Any) -> str:

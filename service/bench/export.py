@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from service.bench.machine import MachineLoad
 from service.bench.usage import bench_app
 
 _SETUP = """
@@ -74,6 +75,7 @@ def export(
     """Export a year of a large tenant base; print time, size and peak RSS per export."""
     from service.db import embedded
 
+    machine = MachineLoad()
     data_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-export-"))
     out_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-export-out-"))
     try:
@@ -97,6 +99,7 @@ def export(
                     f"{size / 1_048_576:8.1f} MiB  peak RSS {rss / 1024:6.0f} MiB  "
                     f"({rows / seconds:,.0f} rows/s)"
                 )
+        typer.echo(machine.finished().line())
     finally:
         embedded.discard(data_dir)
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -38,6 +38,7 @@ import msgspec
 import typer
 
 from service.bench import loadgen
+from service.bench.machine import MachineLoad
 
 bench_app = typer.Typer(
     rich_markup_mode=None,
@@ -138,7 +139,7 @@ def usage(
 
 def run(options: Options, *, say: Any = print) -> dict[str, Any]:
     """The whole benchmark; returns the figures (see `report`)."""
-    load_before = _load_average()
+    machine = MachineLoad()
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-"))
     try:
         with _database(options, work_dir) as dsn:
@@ -175,7 +176,7 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
                 serve.stop()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    figures["load_before"], figures["load_after"] = load_before, _load_average()
+    figures["machine"] = machine.finished().line()
     figures["expected"] = options.events + options.single
     figures["cpus"] = os.cpu_count()
     return figures
@@ -186,10 +187,6 @@ def _cpu_text(cpu: dict[str, float]) -> str:
         f"server {cpu['server']:.0f} µs, PostgreSQL {cpu['postgres']:.0f} µs, "
         f"load generator {cpu['load']:.0f} µs"
     )
-
-
-def _load_average() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def report(options: Options, figures: dict[str, Any]) -> str:
@@ -214,8 +211,7 @@ def report(options: Options, figures: dict[str, Any]) -> str:
         f" p99 {figures['single_p99_ms']:.1f} ms ({options.single:,} events)",
         f"CPU per event      batch: {_cpu_text(figures['batch_cpu_us'])}; single: "
         f"{_cpu_text(figures['single_cpu_us'])}",
-        f"machine load       {figures['load_before']} before the run, {figures['load_after']} after"
-        " (1-minute load average; anything above ~0.2 is another program competing)",
+        figures["machine"],
         f"summary read       p50 {figures['summary_p50_ms']:.2f} ms, p99 "
         f"{figures['summary_p99_ms']:.2f} ms with {in_period:,} events in the period "
         f"({options.summary_reads:,} reads)",
@@ -370,7 +366,14 @@ class _Server:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, dsn: str, log_path: Path, extra_env: dict[str, str] | None = None) -> _Server:
+    def start(
+        cls,
+        dsn: str,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        workers: int = 1,
+    ) -> _Server:
         import httpx
 
         with socket.socket() as probe:
@@ -395,7 +398,10 @@ class _Server:
             for step in (["migrate"], ["keys", "create", "--role", "operator", "--all-scopes"]):
                 subprocess.run([*command, *step], stdout=log, stderr=log, env=env, check=True)  # noqa: S603
             process = subprocess.Popen(  # noqa: S603
-                [*command, "serve", "--port", str(port)], stdout=log, stderr=log, env=env
+                [*command, "serve", "--port", str(port), "--workers", str(workers)],
+                stdout=log,
+                stderr=log,
+                env=env,
             )
         server = cls(process=process, port=port, log_path=log_path)
         deadline = time.monotonic() + 90
@@ -544,9 +550,9 @@ class _Cpu:
     """CPU seconds used so far by the server, PostgreSQL (postmaster and its backends) and this
     load generator: per-event CPU is a figure a busy machine distorts far less than a rate."""
 
-    def __init__(self, plan: LoadPlan) -> None:
-        self.server_pid = plan.server_pid
-        self.postmaster_pids = set(plan.postmaster_pids)
+    def __init__(self, server_pid: int, postmaster_pids: tuple[int, ...]) -> None:
+        self.server_pid = server_pid
+        self.postmaster_pids = set(postmaster_pids)
         self.ticks = os.sysconf("SC_CLK_TCK")
 
     def _stat(self, pid: int) -> list[str]:
@@ -562,13 +568,17 @@ class _Cpu:
         for postmaster_pid in self.postmaster_pids:
             postmaster = self._stat(postmaster_pid)
             postgres += sum(int(value) for value in postmaster[11:15]) if postmaster else 0
+        # The server's own time and its worker processes' (``serve --workers N``).
+        served = sum(int(value) for value in server[11:15]) if server else 0
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 fields = self._stat(int(entry.name))
                 if fields and int(fields[1]) in self.postmaster_pids:
                     postgres += int(fields[11]) + int(fields[12])
+                elif fields and int(fields[1]) == self.server_pid:
+                    served += int(fields[11]) + int(fields[12])
         return (
-            (int(server[11]) + int(server[12])) / self.ticks if server else 0.0,
+            served / self.ticks,
             postgres / self.ticks,
             time.process_time(),
         )
@@ -608,7 +618,7 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
         finally:
             connection.close()
 
-    cpu = _Cpu(plan)
+    cpu = _Cpu(plan.server_pid, plan.postmaster_pids)
     before = cpu.sample()
     started = time.perf_counter()
     await asyncio.gather(

