@@ -13,6 +13,7 @@ or resolve it (``webhooks.outbox.resolve``); both are audited.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -87,6 +88,32 @@ async def enqueue(merchant_id: UUID | None, command: Command, payload: dict[str,
         KEY_PREFIX,
     )
     return int(rows[0]["id"])
+
+
+# `_INSERT` for many rows in one statement: the ids are drawn in the rows' order, so rows of one
+# stream keep the order they were given in.
+_INSERT_MANY = """
+INSERT INTO stripe_outbox (id, merchant_id, stream, subject, command, payload, idempotency_key)
+SELECT n, m, st, su, c, p::jsonb, $6::text || n
+FROM (SELECT nextval(pg_get_serial_sequence('stripe_outbox', 'id')) AS n, m, st, su, c, p
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+          AS given (m, st, su, c, p)) AS numbered
+"""
+
+
+async def enqueue_many(pushes: Sequence[tuple[UUID, Command, dict[str, Any]]]) -> None:
+    """`enqueue` for several merchants' pushes at once (the period close's batches)."""
+    if not pushes:
+        return
+    await transaction_connection().execute(
+        _INSERT_MANY,
+        [merchant_id for merchant_id, _, _ in pushes],
+        [str(merchant_id) for merchant_id, _, _ in pushes],
+        [subject_of(command, payload) for _, command, payload in pushes],
+        [command.value for _, command, _ in pushes],
+        [msgspec.json.encode(payload).decode() for _, _, payload in pushes],
+        KEY_PREFIX,
+    )
 
 
 def outbox_id_of(idempotency_key: str | None) -> int | None:

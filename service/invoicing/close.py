@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -34,10 +34,10 @@ from service.db.tables import (
     PendingLine,
     Subscription,
 )
-from service.invoicing import credit_balance, drafts, invoices
+from service.invoicing import credit_balance, drafts, invoices, numbering
 from service.invoicing.simulation import in_preview, reader, unit
 from service.subscriptions import lifecycle
-from service.usage.aggregates import period_aggregates
+from service.usage.aggregates import PeriodKey, periods_aggregates
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +54,7 @@ LEFT JOIN test_clocks tc ON tc.id = m.test_clock_id
 WHERE sp.status = 'ended'
   AND sp.period_end + $2::interval <= {_MERCHANT_TIME.format(at="$5", system="$1")}
   AND ($3::uuid IS NULL OR sp.merchant_id = $3)
+  AND (sp.period_start, sp.id) > ($6::timestamptz, $7::uuid)
   AND NOT EXISTS (
       SELECT 1 FROM invoices i
       WHERE i.merchant_id = sp.merchant_id AND i.subscription_id = sp.subscription_id
@@ -61,6 +62,10 @@ WHERE sp.status = 'ended'
 ORDER BY sp.period_start, sp.id
 LIMIT $4
 """
+# A pass reads the due periods a page at a time, each page from where the last one ended
+# ($6, $7), along ``subscription_periods_close_order_idx``: a page costs its own rows, where
+# starting from the first ended period each time made every page cost every invoice made so far.
+_FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
 
 # Ended periods still inside their grace window: what a pass leaves for later, and until when.
 _WAITING_PERIODS = f"""
@@ -201,8 +206,10 @@ async def due_periods(
     merchant_id: UUID | None = None,
     limit: int = 500,
     at: datetime | None = None,
+    after: tuple[datetime, UUID] = _FIRST_PAGE,
 ) -> list[DuePeriod]:
-    rows = await reader().fetch(_DUE_PERIODS, now, grace, merchant_id, limit, at)
+    """Due periods in period order, the first ``limit`` after ``after`` (period start, id)."""
+    rows = await reader().fetch(_DUE_PERIODS, now, grace, merchant_id, limit, at, *after)
     return [DuePeriod(**dict(row)) for row in rows]
 
 
@@ -295,49 +302,117 @@ FOR UPDATE OF sp SKIP LOCKED
 # and it does not carry the merchant through a correlated subquery's join.
 
 
-async def close_period(
-    period_id: UUID,
-    merchant_id: UUID,
+async def close_periods(
+    periods: Sequence[DuePeriod],
     *,
     system_now: datetime,
     tax_rate: Decimal,
     at: datetime | None = None,
-) -> tuple[invoices.Finalized | None, str]:
-    """Close one ended period. Returns the invoice, or None with the reason it was skipped."""
+) -> list[tuple[DuePeriod, invoices.Finalized | None, str]]:
+    """Close ended periods of different merchants (at most one each) in one transaction: each
+    is claimed, rated and written with the others, a few statements for the lot, and each is
+    whole or absent, as alone. Returns each period with its invoice, or None and the reason it
+    was skipped. When a period turns out to have its invoice already (another worker made it
+    between the look and the claim), the lot is rolled back and each is closed alone."""
+    if not periods:
+        return []
     try:
-        async with unit():
-            connection = transaction_connection()
-            claimed = await connection.fetchrow(
-                _CLAIM_PERIOD, period_id, system_now, at, merchant_id
-            )
-            if claimed is None:
-                return None, TAKEN
-            if claimed["is_after_an_uninvoiced_period"]:
-                return None, AFTER_EARLIER
-            invoice = await _close_claimed(claimed, tax_rate=tax_rate)
+        return await _close_together(periods, system_now=system_now, tax_rate=tax_rate, at=at)
     except invoices.AlreadyInvoiced:
-        return None, ALREADY_INVOICED
-    if not in_preview():
-        log.info(
-            "invoice_finalized",
-            invoice_id=str(invoice.id),
-            number=invoice.number,
-            merchant_id=str(invoice.merchant_id),
-            total_minor=invoice.total_minor,
-            currency=invoice.currency,
+        if len(periods) == 1:
+            return [(periods[0], None, ALREADY_INVOICED)]
+    results = []
+    for period in periods:
+        results += await close_periods([period], system_now=system_now, tax_rate=tax_rate, at=at)
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the closes of a batch read beside their claims, a statement per kind for the lot."""
+
+    contracts: dict[UUID, list[tuple[datetime, Any]]]
+    aggregates: dict[PeriodKey, dict[str, UsageAggregate]]
+    usage_vs_billed: dict[tuple[UUID, UUID], list[Mapping[str, Any]]]
+    sla_reports: dict[PeriodKey, Mapping[str, Any]]
+    has_waiting_lines: set[tuple[UUID, UUID]]
+    balances: dict[UUID, int]
+
+
+async def _close_together(
+    periods: Sequence[DuePeriod],
+    *,
+    system_now: datetime,
+    tax_rate: Decimal,
+    at: datetime | None,
+) -> list[tuple[DuePeriod, invoices.Finalized | None, str]]:
+    assert len({period.merchant_id for period in periods}) == len(periods)
+    results: dict[UUID, tuple[invoices.Finalized | None, str]] = {}
+    async with unit():
+        connection = transaction_connection()
+        # One statement per merchant (a row lock names its merchant), all in one round trip.
+        rows = await connection.fetchmany(
+            _CLAIM_PERIOD, [(p.id, system_now, at, p.merchant_id) for p in periods]
         )
-    return invoice, "invoiced"
+        claimed_by_merchant = {row["merchant_id"]: row for row in rows}
+        claims = []
+        for period in periods:
+            claimed = claimed_by_merchant.get(period.merchant_id)
+            if claimed is None:
+                results[period.id] = (None, TAKEN)
+            elif claimed["is_after_an_uninvoiced_period"]:
+                results[period.id] = (None, AFTER_EARLIER)
+            else:
+                claims.append((period, claimed))
+        if claims:
+            facts = await _read_facts([claimed for _, claimed in claims])
+            closes = [await _draft(claimed, facts, tax_rate=tax_rate) for _, claimed in claims]
+            numbers = await numbering.next_numbers([close.new.merchant_id for close in closes])
+            made = await invoices.write(
+                [close.new for close in closes],
+                [numbers[close.new.merchant_id] for close in closes],
+            )
+            await _after_written(closes, made)
+            for (period, _), finalized in zip(claims, made, strict=True):
+                results[period.id] = (finalized, "invoiced")
+    if not in_preview():
+        for invoice, _ in results.values():
+            if invoice is not None:
+                log.info(
+                    "invoice_finalized",
+                    invoice_id=str(invoice.id),
+                    number=invoice.number,
+                    merchant_id=str(invoice.merchant_id),
+                    total_minor=invoice.total_minor,
+                    currency=invoice.currency,
+                )
+    return [(period, *results[period.id]) for period in periods]
 
 
-async def _close_claimed(claimed: Mapping[str, Any], *, tax_rate: Decimal) -> invoices.Finalized:
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """One period's invoice as drafted, and what writing it must also record."""
+
+    new: invoices.NewInvoice
+    usage_period: Period
+    aggregates: Mapping[str, UsageAggregate]
+    is_trial: bool
+    late: list[LateUsage]
+    line_ids: list[UUID]
+    sla_id: UUID | None
+    balance_before: int
+
+
+async def _draft(claimed: Mapping[str, Any], facts: _Facts, *, tax_rate: Decimal) -> _Close:
     merchant_id, subscription_id = claimed["merchant_id"], claimed["subscription_id"]
+    key = (merchant_id, subscription_id, claimed["period_start"])
     tz = zone(claimed["timezone"])
     now = claimed["now"]
     usage_period = Period(
         claimed["period_start"].astimezone(tz), claimed["period_end"].astimezone(tz)
     )
     usage_plan = await catalog_store.plan_version(claimed["plan_code"], claimed["plan_version"])
-    usage_terms = await _terms(merchant_id, usage_plan, claimed["addons"], claimed["period_end"])
+    usage_terms = _terms(facts, merchant_id, usage_plan, claimed["addons"], claimed["period_end"])
     fee_terms, fee_period = None, None
     # The next period's fees in advance; none after the final period, and none after a trial
     # (the first paid period was billed when the trial ended).
@@ -345,7 +420,8 @@ async def _close_claimed(claimed: Mapping[str, Any], *, tax_rate: Decimal) -> in
         fee_plan = await catalog_store.plan_version(
             claimed["fee_plan_code"], claimed["fee_plan_version"]
         )
-        fee_terms = await _terms(
+        fee_terms = _terms(
+            facts,
             merchant_id,
             fee_plan,
             claimed["fee_addons"],
@@ -357,31 +433,32 @@ async def _close_claimed(claimed: Mapping[str, Any], *, tax_rate: Decimal) -> in
             claimed["timezone"],
             claimed["billing_anchor"],
         )
-    aggregates = (
-        {}
-        if claimed["is_trial"]
-        else await period_aggregates(
-            merchant_id,
-            subscription_id,
-            claimed["period_start"],
-            connection=transaction_connection(),
-        )
-    )
+    aggregates = {} if claimed["is_trial"] else facts.aggregates[key]
     # Every line still waiting: those billed at once normally had their own invoice already
     # (the pass makes immediate invoices first); one that could not comes here.
-    waiting = await _waiting_lines(merchant_id, subscription_id)
-    pending_rows = [(line_id, line) for line_id, line, _ in waiting]
-    late = await _late_usage(merchant_id, subscription_id, before=claimed["period_start"], tz=tz)
-    sla_id, sla_report = await _sla_report(merchant_id, subscription_id, claimed["period_start"])
+    waiting = (
+        await _waiting_lines(merchant_id, subscription_id)
+        if (merchant_id, subscription_id) in facts.has_waiting_lines
+        else []
+    )
+    late = _late_usage(
+        facts.usage_vs_billed.get((merchant_id, subscription_id), []),
+        before=claimed["period_start"],
+        tz=tz,
+    )
+    sla = facts.sla_reports.get(key)
+    sla_report = msgspec.json.decode(sla["report"], type=SlaReport) if sla else None
     # The balance reaches older open invoices first; what is left is this invoice's to take.
-    balance = await credit_balance.settle(merchant_id, claimed["currency"], now=now)
+    balance = facts.balances[merchant_id]
+    if balance:
+        balance = await credit_balance.settle(merchant_id, claimed["currency"], now=now)
     draft = drafts.draft(
         usage_terms=usage_terms,
         usage_period=usage_period,
         aggregates=aggregates,
         fee_terms=fee_terms,
         fee_period=fee_period,
-        pending=[line for _, line in pending_rows],
+        pending=[line for _, line, _ in waiting],
         sla_report=sla_report,
         late_usage=late,
         tax_rate=tax_rate,
@@ -394,7 +471,7 @@ async def _close_claimed(claimed: Mapping[str, Any], *, tax_rate: Decimal) -> in
             anchor=claimed["billing_anchor"],
         ),
     )
-    invoice = await invoices.create(
+    new = invoices.NewInvoice(
         merchant_id=merchant_id,
         subscription_id=subscription_id,
         kind="period",
@@ -403,20 +480,50 @@ async def _close_claimed(claimed: Mapping[str, Any], *, tax_rate: Decimal) -> in
         draft=draft,
         now=now,
     )
+    return _Close(
+        new=new,
+        usage_period=usage_period,
+        aggregates=aggregates,
+        is_trial=claimed["is_trial"],
+        late=late,
+        line_ids=[line_id for line_id, _, _ in waiting],
+        sla_id=sla["id"] if sla else None,
+        balance_before=balance,
+    )
+
+
+async def _after_written(closes: Sequence[_Close], made: Sequence[invoices.Finalized]) -> None:
+    """What the new invoices took: waiting lines, usage (as billed), SLA reports, balances."""
     connection = transaction_connection()
-    await _mark_lines_invoiced(merchant_id, [row_id for row_id, _ in pending_rows], invoice.id)
-    billed = [] if claimed["is_trial"] else [(usage_period, aggregates)]  # trial usage is free
-    billed += [(Period(x.period_start, x.period_end), x.aggregates_after) for x in late]
-    await _record_billed(merchant_id, subscription_id, billed)
-    if sla_id is not None:
-        await connection.execute(
-            "UPDATE sla_reports SET invoice_id = $1 WHERE merchant_id = $2 AND id = $3",
-            invoice.id,
-            merchant_id,
-            sla_id,
+    billed = []
+    for close, invoice in zip(closes, made, strict=True):
+        merchant_id = invoice.merchant_id
+        await _mark_lines_invoiced(merchant_id, close.line_ids, invoice.id)
+        periods = [] if close.is_trial else [(close.usage_period, close.aggregates)]  # free
+        periods += [(Period(x.period_start, x.period_end), x.aggregates_after) for x in close.late]
+        billed += [(merchant_id, invoice.subscription_id, *period) for period in periods]
+        if close.sla_id is not None:
+            await connection.execute(
+                "UPDATE sla_reports SET invoice_id = $1 WHERE merchant_id = $2 AND id = $3",
+                invoice.id,
+                merchant_id,
+                close.sla_id,
+            )
+        draft = close.new.draft
+        moves_balance = (
+            close.balance_before
+            or draft.credit_balance_applied_minor
+            or draft.credit_balance_carried_forward_minor
         )
-    await _balance_after(merchant_id, invoice.id, draft, balance_before=balance, now=now)
-    return invoice
+        if moves_balance:  # with nothing before, taken or carried, the balance stays at 0
+            await _balance_after(
+                merchant_id,
+                invoice.id,
+                draft,
+                balance_before=close.balance_before,
+                now=close.new.now,
+            )
+    await _record_billed(billed)
 
 
 async def invoice_immediate_lines(
@@ -523,15 +630,17 @@ async def run_pass(
     on_progress: Any = None,
     should_stop: Any = None,
     batch: int = 500,
+    chunk: int = 50,
     concurrency: int = 4,
     report_waiting: bool = False,
 ) -> CloseSummary:
     """One full pass: roll subscriptions forward, invoice immediate lines, close due periods.
 
     A merchant's periods are closed one after another in period order (so their numbers
-    follow the periods); different merchants' side by side. ``should_stop`` is asked between
-    periods: a worker told to stop finishes the period it is closing (its own transaction) and
-    leaves the rest for the next pass. ``at`` fixes the merchant's time (previews);
+    follow the periods); different merchants' together, ``chunk`` periods to a transaction
+    (``close_periods``), and a few such batches side by side. ``should_stop`` is asked between
+    batches: a worker told to stop finishes the batches it is closing and leaves the rest for
+    the next pass. ``at`` fixes the merchant's time (previews);
     ``report_waiting`` lists the periods left in their grace window among the skips."""
     summary = CloseSummary()
     stop = should_stop or (lambda: False)
@@ -546,54 +655,60 @@ async def run_pass(
         system_now=system_now, tax_rate=tax_rate, merchant_id=merchant_id, at=at
     ):
         summary.add_invoice(invoice)
-    seen: set[UUID] = set()
-    while True:
-        due = [
-            period
-            for period in await due_periods(
-                system_now, grace=grace, merchant_id=merchant_id, limit=batch, at=at
-            )
-            if period.id not in seen
-        ]
+    blocked: set[UUID] = set()  # merchants with a period this pass could not invoice
+    after, seen = _FIRST_PAGE, 0
+    while not stop():
+        due = await due_periods(
+            system_now, grace=grace, merchant_id=merchant_id, limit=batch, at=at, after=after
+        )
         if not due:
             break
+        after = (due[-1].period_start, due[-1].id)
+        seen += len(due)
         if on_progress is not None:
-            on_progress(total=len(due) + len(seen))
-        seen.update(period.id for period in due)
-        by_merchant: dict[UUID, list[DuePeriod]] = {}
+            on_progress(total=seen)
+        # Round r holds each merchant's r-th period of the page: a round is closed in batches
+        # of different merchants, side by side, and the next round only after it, so each
+        # merchant's periods are invoiced in period order (and numbered in it).
+        rounds: list[list[DuePeriod]] = []
+        taken: dict[UUID, int] = {}
         for period in due:
-            by_merchant.setdefault(period.merchant_id, []).append(period)
-
-        async def close_in_order(periods: list[DuePeriod]) -> None:
-            async with slots:
-                for index, period in enumerate(periods):
-                    if stop():
-                        return
-                    invoice, reason = await close_period(
-                        period.id,
-                        period.merchant_id,
-                        system_now=system_now,
-                        tax_rate=tax_rate,
-                        at=at,
-                    )
+            index = taken.get(period.merchant_id, 0)
+            taken[period.merchant_id] = index + 1
+            if index == len(rounds):
+                rounds.append([])
+            rounds[index].append(period)
+        for periods in rounds:
+            todo = []
+            for period in periods:
+                if period.merchant_id in blocked:  # the later ones wait for the earlier one
+                    summary.skip(period, AFTER_EARLIER)
                     if on_progress is not None:
                         on_progress(advance=1)
-                    if invoice is not None:
-                        summary.add_invoice(invoice)
-                        continue
-                    summary.skip(period, reason)
-                    if reason != ALREADY_INVOICED:  # the later ones wait for this one
-                        for later in periods[index + 1 :]:
-                            summary.skip(later, AFTER_EARLIER)
-                            if on_progress is not None:
-                                on_progress(advance=1)
-                        return
+                else:
+                    todo.append(period)
 
-        # A few merchants in flight at once, each period in its own transaction: the
-        # database's round trips overlap instead of adding up.
-        await asyncio.gather(*(close_in_order(periods) for periods in by_merchant.values()))
-        if stop():
-            break
+            async def close_batch(periods: list[DuePeriod]) -> None:
+                async with slots:
+                    if stop():  # a worker told to stop finishes the batches it began
+                        return
+                    for period, invoice, reason in await close_periods(
+                        periods, system_now=system_now, tax_rate=tax_rate, at=at
+                    ):
+                        if on_progress is not None:
+                            on_progress(advance=1)
+                        if invoice is not None:
+                            summary.add_invoice(invoice)
+                            continue
+                        summary.skip(period, reason)
+                        if reason != ALREADY_INVOICED:
+                            blocked.add(period.merchant_id)
+
+            # A few batches in flight at once, each in its own transaction: the database's
+            # round trips overlap instead of adding up.
+            await asyncio.gather(
+                *(close_batch(todo[i : i + chunk]) for i in range(0, len(todo), chunk))
+            )
     summary.credit_balances_settled = await settle_credit_balances(
         system_now=system_now, merchant_id=merchant_id, limit=batch, at=at
     )
@@ -629,18 +744,70 @@ async def settle_credit_balances(
 # -- the pieces of a close ---------------------------------------------------------------
 
 
-async def _terms(merchant_id: UUID, plan: Any, addons: Sequence[str], at: datetime) -> Any:
+def _terms(facts: _Facts, merchant_id: UUID, plan: Any, addons: Sequence[str], at: datetime) -> Any:
     """The plan's terms with the contract in force just before ``at`` (negotiated plans)."""
     overrides = None
     if plan.allows_overrides:
-        raw = await transaction_connection().fetchval(
-            "SELECT overrides FROM contracts WHERE merchant_id = $1 AND effective_from < $2"
-            " ORDER BY effective_from DESC LIMIT 1",
-            merchant_id,
-            at,
-        )
+        raw = next((raw for since, raw in facts.contracts.get(merchant_id, []) if since < at), None)
         overrides = msgspec.json.decode(raw) if raw is not None else None
     return lifecycle.resolve(plan, list(addons), overrides)
+
+
+# What a batch of closes reads beside the claims. Each statement filters every table by the
+# merchants of the batch; the period keys are matched in Python (a few extra rows at most).
+_CONTRACTS = """
+SELECT merchant_id, effective_from, overrides FROM contracts
+WHERE merchant_id = ANY($1::uuid[])
+ORDER BY merchant_id, effective_from DESC
+"""
+
+_SLA_REPORTS = """
+SELECT id, merchant_id, subscription_id, period_start, report FROM sla_reports
+WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
+  AND period_start = ANY($3::timestamptz[]) AND invoice_id IS NULL AND credit_note_id IS NULL
+"""
+
+_HAS_WAITING_LINES = """
+SELECT DISTINCT merchant_id, subscription_id FROM pending_invoice_lines
+WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
+  AND invoice_id IS NULL
+"""
+
+
+async def _read_facts(claims: Sequence[Mapping[str, Any]]) -> _Facts:
+    connection = transaction_connection()
+    merchants = [claimed["merchant_id"] for claimed in claims]
+    subscriptions = [claimed["subscription_id"] for claimed in claims]
+    starts = [claimed["period_start"] for claimed in claims]
+    keys = list(zip(merchants, subscriptions, starts, strict=True))
+    contracts: dict[UUID, list[tuple[datetime, Any]]] = {}
+    for row in await connection.fetch(_CONTRACTS, merchants):
+        contracts.setdefault(row["merchant_id"], []).append(
+            (row["effective_from"], row["overrides"])
+        )
+    usage_vs_billed: dict[tuple[UUID, UUID], list[Mapping[str, Any]]] = {}
+    for row in await connection.fetch(_USAGE_VS_BILLED, merchants, subscriptions, max(starts)):
+        usage_vs_billed.setdefault((row["merchant_id"], row["subscription_id"]), []).append(row)
+    wanted = set(keys)
+    sla_reports = {
+        key: row
+        for row in await connection.fetch(_SLA_REPORTS, merchants, subscriptions, starts)
+        if (key := (row["merchant_id"], row["subscription_id"], row["period_start"])) in wanted
+    }
+    has_waiting_lines = {
+        (row["merchant_id"], row["subscription_id"])
+        for row in await connection.fetch(_HAS_WAITING_LINES, merchants, subscriptions)
+    }
+    return _Facts(
+        contracts=contracts,
+        aggregates=await periods_aggregates(keys, connection=connection),
+        usage_vs_billed=usage_vs_billed,
+        sla_reports=sla_reports,
+        has_waiting_lines=has_waiting_lines,
+        balances=await credit_balance.lock_many(
+            {claimed["merchant_id"]: claimed["currency"] for claimed in claims}
+        ),
+    )
 
 
 async def _waiting_lines(
@@ -674,36 +841,40 @@ async def _mark_lines_invoiced(merchant_id: UUID, line_ids: list[UUID], invoice_
         )
 
 
-# What each earlier period's usage is now, beside what has been billed of it.
+# What each earlier period's usage is now, beside what has been billed of it, for the
+# subscriptions of a batch (each close keeps the periods before its own, ``_late_usage``).
 _USAGE_VS_BILLED = """
-SELECT coalesce(a.period_start, b.period_start) AS period_start, b.period_end,
+SELECT coalesce(a.merchant_id, b.merchant_id) AS merchant_id,
+       coalesce(a.subscription_id, b.subscription_id) AS subscription_id,
+       coalesce(a.period_start, b.period_start) AS period_start, b.period_end,
        coalesce(a.metric, b.metric) AS metric,
        a.event_count AS now_count, a.quantity AS now_quantity, a.gmv_minor AS now_gmv,
        b.event_count AS billed_count, b.quantity AS billed_quantity, b.gmv_minor AS billed_gmv
-FROM (SELECT period_start, metric, sum(event_count)::bigint AS event_count,
-             sum(quantity) AS quantity, sum(gmv_minor)::bigint AS gmv_minor
+FROM (SELECT merchant_id, subscription_id, period_start, metric,
+             sum(event_count)::bigint AS event_count, sum(quantity) AS quantity,
+             sum(gmv_minor)::bigint AS gmv_minor
       FROM usage_aggregates
-      WHERE merchant_id = $1 AND subscription_id = $2 AND period_start < $3
-      GROUP BY period_start, metric) a
+      WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
+        AND period_start < $3
+      GROUP BY merchant_id, subscription_id, period_start, metric) a
 FULL JOIN (SELECT * FROM usage_billed
-           WHERE merchant_id = $1 AND subscription_id = $2 AND period_start < $3) b
-  ON a.period_start = b.period_start AND a.metric = b.metric
+           WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
+             AND period_start < $3) b
+  ON a.merchant_id = b.merchant_id AND a.subscription_id = b.subscription_id
+ AND a.period_start = b.period_start AND a.metric = b.metric
 """
 
 
-async def _late_usage(
-    merchant_id: UUID, subscription_id: UUID, *, before: datetime, tz: Any
-) -> list[LateUsage]:
-    """Usage of earlier, already invoiced periods that changed since it was billed (late
-    events, voids): each such period becomes a LateUsage adjustment."""
-    rows = await transaction_connection().fetch(
-        _USAGE_VS_BILLED, merchant_id, subscription_id, before
-    )
+def _late_usage(rows: Sequence[Mapping[str, Any]], *, before: datetime, tz: Any) -> list[LateUsage]:
+    """Usage of earlier, already invoiced periods (those before ``before``) that changed since
+    it was billed (late events, voids): each such period becomes a LateUsage adjustment."""
     now_by_period: dict[datetime, dict[str, UsageAggregate]] = {}
     billed_by_period: dict[datetime, dict[str, UsageAggregate]] = {}
     ends: dict[datetime, datetime] = {}
     for row in rows:
         start = row["period_start"]
+        if start >= before:
+            continue
         if row["period_end"] is not None:
             ends[start] = row["period_end"]
             billed_by_period.setdefault(start, {})[row["metric"]] = _aggregate(
@@ -741,8 +912,8 @@ def _same(a: Mapping[str, UsageAggregate], b: Mapping[str, UsageAggregate]) -> b
 _RECORD_BILLED = """
 INSERT INTO usage_billed (merchant_id, subscription_id, period_start, period_end, metric,
     event_count, quantity, gmv_minor)
-SELECT $1, $2, * FROM unnest($3::timestamptz[], $4::timestamptz[], $5::text[], $6::bigint[],
-    $7::numeric[], $8::bigint[])
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+    $6::bigint[], $7::numeric[], $8::bigint[])
 ON CONFLICT (merchant_id, subscription_id, period_start, metric) DO UPDATE SET
     event_count = EXCLUDED.event_count, quantity = EXCLUDED.quantity,
     gmv_minor = EXCLUDED.gmv_minor
@@ -750,44 +921,29 @@ ON CONFLICT (merchant_id, subscription_id, period_start, metric) DO UPDATE SET
 
 
 async def _record_billed(
-    merchant_id: UUID,
-    subscription_id: UUID,
-    billed: Sequence[tuple[Period, Mapping[str, UsageAggregate]]],
+    billed: Sequence[tuple[UUID, UUID, Period, Mapping[str, UsageAggregate]]],
 ) -> None:
-    """Remember what has now been billed of each period's usage. A period billed with no usage
-    gets a zero row, so usage arriving for it later shows as an adjustment."""
-    rows = []
-    for period, aggregates in billed:
-        for metric, aggregate in (aggregates or {"orders": UsageAggregate()}).items():
-            rows.append((period.start, period.end, metric, aggregate))
+    """Remember what has now been billed of each (merchant, subscription, period)'s usage. A
+    period billed with no usage gets a zero row, so usage arriving for it later shows as an
+    adjustment."""
+    rows = [
+        (merchant_id, subscription_id, period, metric, aggregate)
+        for merchant_id, subscription_id, period, aggregates in billed
+        for metric, aggregate in (aggregates or {"orders": UsageAggregate()}).items()
+    ]
     if not rows:
         return
     await transaction_connection().execute(
         _RECORD_BILLED,
-        merchant_id,
-        subscription_id,
         [row[0] for row in rows],
         [row[1] for row in rows],
-        [row[2] for row in rows],
-        [row[3].count for row in rows],
-        [row[3].quantity for row in rows],
-        [row[3].gmv_minor for row in rows],
+        [row[2].start for row in rows],
+        [row[2].end for row in rows],
+        [row[3] for row in rows],
+        [row[4].count for row in rows],
+        [row[4].quantity for row in rows],
+        [row[4].gmv_minor for row in rows],
     )
-
-
-async def _sla_report(
-    merchant_id: UUID, subscription_id: UUID, period_start: datetime
-) -> tuple[UUID | None, SlaReport | None]:
-    row = await transaction_connection().fetchrow(
-        "SELECT id, report FROM sla_reports WHERE merchant_id = $1 AND subscription_id = $2"
-        " AND period_start = $3 AND invoice_id IS NULL AND credit_note_id IS NULL",
-        merchant_id,
-        subscription_id,
-        period_start,
-    )
-    if row is None:
-        return None, None
-    return row["id"], msgspec.json.decode(row["report"], type=SlaReport)
 
 
 async def _balance_after(

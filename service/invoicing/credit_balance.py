@@ -81,18 +81,29 @@ class Balance:
 # -- in the transaction that moves money ---------------------------------------------------
 
 
+_LOCK = (
+    "INSERT INTO credit_balances (merchant_id, currency, balance_minor)"
+    " VALUES ($1, $2, 0) ON CONFLICT (merchant_id)"
+    " DO UPDATE SET balance_minor = credit_balances.balance_minor"
+    " RETURNING balance_minor"
+)
+
+
 async def lock(merchant_id: UUID, currency: str) -> int:
     """The merchant's balance, its row locked until the transaction ends (made at 0 if new)."""
-    return int(
-        await transaction_connection().fetchval(
-            "INSERT INTO credit_balances (merchant_id, currency, balance_minor)"
-            " VALUES ($1, $2, 0) ON CONFLICT (merchant_id)"
-            " DO UPDATE SET balance_minor = credit_balances.balance_minor"
-            " RETURNING balance_minor",
-            merchant_id,
-            currency,
-        )
+    return int(await transaction_connection().fetchval(_LOCK, merchant_id, currency))
+
+
+async def lock_many(currencies: dict[UUID, str]) -> dict[UUID, int]:
+    """`lock` for several merchants (merchant → its currency) in one pipelined round trip, in
+    merchant order; each statement names its merchant."""
+    ordered = sorted(currencies)
+    if not ordered:
+        return {}
+    rows = await transaction_connection().fetchmany(
+        _LOCK, [(merchant_id, currencies[merchant_id]) for merchant_id in ordered]
     )
+    return {m: int(row["balance_minor"]) for m, row in zip(ordered, rows, strict=True)}
 
 
 async def record_invoice(

@@ -5,6 +5,7 @@ never change (the database refuses it); corrections are credit notes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from service.db.tables import Invoice, InvoiceLineRow, Payment
 from service.errors import Conflict, NotFound
 from service.invoicing import numbering
 from service.outgoing import emit
-from service.stripe_outbox import Command, enqueue
+from service.stripe_outbox import Command, enqueue, enqueue_many
 from service.tenancy.scope import owner_of, scoped
 
 
@@ -39,23 +40,47 @@ class AlreadyInvoiced(Exception):
     """This subscription period has its invoice; raising it rolls back the number taken."""
 
 
-_INSERT_INVOICE = """
+@dataclass(frozen=True, slots=True)
+class NewInvoice:
+    """A rated draft to write as a finalized invoice."""
+
+    merchant_id: UUID
+    subscription_id: UUID
+    kind: str
+    period_start: datetime
+    period_end: datetime
+    draft: InvoiceDraft
+    now: datetime
+
+    @property
+    def status(self) -> str:
+        return "paid" if self.draft.total_minor == 0 else "open"
+
+
+# Many invoices in one statement (the period close writes a batch at once); a period that has
+# its invoice already is left out of RETURNING, and the caller rolls the batch back.
+_INSERT_INVOICES = """
 INSERT INTO invoices (merchant_id, subscription_id, kind, period_start, period_end, status,
     number, currency, plan_code, plan_version, subtotal_minor, discounts_minor, credits_minor,
     tax_rate, tax_minor, total_minor, amount_due_minor, credit_balance_applied_minor,
     credit_balance_carried_minor, created_at, finalized_at, paid_at)
-VALUES ($1, $2, $3, $4, $5, $6::text, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18,
-    $19, $19, CASE WHEN $6::text = 'paid' THEN $19::timestamptz END)
+SELECT m, s, k, ps, pe, st, n, c, pc, pv, sub, dis, cr, tr, tx, tot, tot, ap, ca, at, at,
+    CASE WHEN st = 'paid' THEN at END
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[],
+    $13::bigint[], $14::numeric[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+    $19::timestamptz[])
+    AS new (m, s, k, ps, pe, st, n, c, pc, pv, sub, dis, cr, tr, tx, tot, ap, ca, at)
 ON CONFLICT (merchant_id, subscription_id, period_start, kind) DO NOTHING
-RETURNING id
+RETURNING merchant_id, subscription_id, period_start, kind, id
 """
 
 _INSERT_LINES = """
 INSERT INTO invoice_lines (merchant_id, invoice_id, position, kind, charge_code, description,
     quantity, unit_price, rate, amount_minor, currency, period_start, period_end, explanation)
-SELECT $1, $2, * FROM unnest($3::int[], $4::text[], $5::text[], $6::text[], $7::numeric[],
-    $8::numeric[], $9::numeric[], $10::bigint[], $11::text[], $12::timestamptz[],
-    $13::timestamptz[], $14::text[])
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[],
+    $7::numeric[], $8::numeric[], $9::numeric[], $10::bigint[], $11::text[],
+    $12::timestamptz[], $13::timestamptz[], $14::text[])
 """
 
 
@@ -73,65 +98,100 @@ async def create(
     transaction. Raises AlreadyInvoiced when the period has its invoice: the unique key, not a
     check, is what makes a second close pass (or one after a crash) change nothing, and the
     caller's rollback gives back the number."""
-    connection = transaction_connection()
+    new = NewInvoice(merchant_id, subscription_id, kind, period_start, period_end, draft, now)
     number = await numbering.next_number(merchant_id)
-    status = "paid" if draft.total_minor == 0 else "open"
-    invoice_id = await connection.fetchval(
-        _INSERT_INVOICE,
-        merchant_id,
-        subscription_id,
-        kind,
-        period_start,
-        period_end,
-        status,
-        number,
-        draft.currency,
-        draft.plan_code,
-        draft.plan_version,
-        draft.subtotal_minor,
-        draft.discounts_minor,
-        draft.credits_minor,
-        draft.tax_rate,
-        draft.tax_minor,
-        draft.total_minor,
-        draft.credit_balance_applied_minor,
-        draft.credit_balance_carried_forward_minor,
-        now,
+    return (await write([new], [number]))[0]
+
+
+async def write(new: Sequence[NewInvoice], numbers: Sequence[str]) -> list[Finalized]:
+    """Write finalized invoices with the numbers taken for them (``numbering``), in the caller's
+    transaction: their lines, their Stripe pushes and their events, a few statements for the
+    lot. Raises AlreadyInvoiced when any of the periods has its invoice (the caller's rollback
+    gives back every number taken)."""
+    connection = transaction_connection()
+    rows = await connection.fetch(
+        _INSERT_INVOICES,
+        [x.merchant_id for x in new],
+        [x.subscription_id for x in new],
+        [x.kind for x in new],
+        [x.period_start for x in new],
+        [x.period_end for x in new],
+        [x.status for x in new],
+        list(numbers),
+        [x.draft.currency for x in new],
+        [x.draft.plan_code for x in new],
+        [x.draft.plan_version for x in new],
+        [x.draft.subtotal_minor for x in new],
+        [x.draft.discounts_minor for x in new],
+        [x.draft.credits_minor for x in new],
+        [x.draft.tax_rate for x in new],
+        [x.draft.tax_minor for x in new],
+        [x.draft.total_minor for x in new],
+        [x.draft.credit_balance_applied_minor for x in new],
+        [x.draft.credit_balance_carried_forward_minor for x in new],
+        [x.now for x in new],
     )
-    if invoice_id is None:
-        raise AlreadyInvoiced(f"{kind} invoice for {period_start.isoformat()} exists")
-    lines = draft.lines
-    await connection.execute(
-        _INSERT_LINES,
-        merchant_id,
-        invoice_id,
-        list(range(1, len(lines) + 1)),
-        [line.kind for line in lines],
-        [line.charge_code for line in lines],
-        [line.description[:200] for line in lines],
-        [line.quantity for line in lines],
-        [line.unit_price for line in lines],
-        [line.rate for line in lines],
-        [line.amount_minor for line in lines],
-        [line.currency for line in lines],
-        [line.period_start for line in lines],
-        [line.period_end for line in lines],
-        [line.explanation[:400] for line in lines],
+    ids = {
+        (row["merchant_id"], row["subscription_id"], row["period_start"], row["kind"]): row["id"]
+        for row in rows
+    }
+    if len(ids) < len(new):
+        taken = next(
+            x for x in new if (x.merchant_id, x.subscription_id, x.period_start, x.kind) not in ids
+        )
+        raise AlreadyInvoiced(f"{taken.kind} invoice for {taken.period_start.isoformat()} exists")
+    made = [
+        Finalized(
+            id=ids[(x.merchant_id, x.subscription_id, x.period_start, x.kind)],
+            merchant_id=x.merchant_id,
+            subscription_id=x.subscription_id,
+            kind=x.kind,
+            period_start=x.period_start,
+            period_end=x.period_end,
+            number=number,
+            total_minor=x.draft.total_minor,
+            currency=x.draft.currency,
+        )
+        for x, number in zip(new, numbers, strict=True)
+    ]
+    lines = [
+        (invoice, position, line)
+        for invoice, x in zip(made, new, strict=True)
+        for position, line in enumerate(x.draft.lines, start=1)
+    ]
+    if lines:
+        await connection.execute(
+            _INSERT_LINES,
+            [invoice.merchant_id for invoice, _, _ in lines],
+            [invoice.id for invoice, _, _ in lines],
+            [position for _, position, _ in lines],
+            [line.kind for _, _, line in lines],
+            [line.charge_code for _, _, line in lines],
+            [line.description[:200] for _, _, line in lines],
+            [line.quantity for _, _, line in lines],
+            [line.unit_price for _, _, line in lines],
+            [line.rate for _, _, line in lines],
+            [line.amount_minor for _, _, line in lines],
+            [line.currency for _, _, line in lines],
+            [line.period_start for _, _, line in lines],
+            [line.period_end for _, _, line in lines],
+            [line.explanation[:400] for _, _, line in lines],
+        )
+    # Pushed to Stripe, which collects what is due.
+    await enqueue_many(
+        [
+            (invoice.merchant_id, Command.INVOICE_PUSH, {"invoice_id": str(invoice.id)})
+            for invoice in made
+            if invoice.total_minor > 0
+        ]
     )
-    if draft.total_minor > 0:  # pushed to Stripe, which collects it
-        await enqueue(merchant_id, Command.INVOICE_PUSH, {"invoice_id": str(invoice_id)})
-    await emit.invoice_finalized(merchant_id, invoice_id, status=status, at=now)
-    return Finalized(
-        id=invoice_id,
-        merchant_id=merchant_id,
-        subscription_id=subscription_id,
-        kind=kind,
-        period_start=period_start,
-        period_end=period_end,
-        number=number,
-        total_minor=draft.total_minor,
-        currency=draft.currency,
+    listened = await emit.listened_among(
+        {invoice.merchant_id for invoice in made}, emit.INVOICE_FINALIZED_TYPES
     )
+    for invoice, x in zip(made, new, strict=True):
+        if invoice.merchant_id in listened:
+            await emit.invoice_finalized(invoice.merchant_id, invoice.id, status=x.status, at=x.now)
+    return made
 
 
 async def get(merchant_id: UUID | None, invoice_id: UUID, *, lock: bool = False) -> Invoice:

@@ -15,6 +15,7 @@ their finalized invoices; the sequence went on from where the merchant's numbers
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Final
 from uuid import UUID
 
@@ -61,6 +62,41 @@ async def next_number(merchant_id: UUID) -> str:
     row = await transaction_connection().fetchrow(_NEXT, merchant_id)
     prefix = row["prefix"] or await prefix_of(merchant_id)
     return f"{BRAND}-{prefix}-{row['last_number']:06d}"
+
+
+# Prefixes drawn for many merchants at once (the period close's batches): a merchant that got
+# one meanwhile, or a drawn prefix another merchant holds, is left out and drawn alone.
+_DRAW_MANY = """
+INSERT INTO invoice_number_prefixes (merchant_id, prefix)
+SELECT * FROM unnest($1::uuid[], $2::text[])
+ON CONFLICT DO NOTHING
+RETURNING merchant_id, prefix
+"""
+
+
+async def next_numbers(merchant_ids: Sequence[UUID]) -> dict[UUID, str]:
+    """The next number of each of several merchants (each named once), taken in the caller's
+    transaction: one pipelined round trip of the single-merchant statement (each names its
+    merchant, as a row lock must on Citus), in merchant order so two batches never wait on
+    each other's rows in a circle."""
+    ordered = sorted(merchant_ids)
+    if not ordered:
+        return {}
+    connection = transaction_connection()
+    rows = await connection.fetchmany(_NEXT, [(merchant_id,) for merchant_id in ordered])
+    prefixes = {m: row["prefix"] for m, row in zip(ordered, rows, strict=True)}
+    missing = [m for m, prefix in prefixes.items() if prefix is None]
+    if missing:
+        drawn = [draw_prefix() for _ in missing]
+        for row in await connection.fetch(_DRAW_MANY, missing, drawn):
+            prefixes[row["merchant_id"]] = row["prefix"]
+        for merchant_id in missing:
+            if prefixes[merchant_id] is None:
+                prefixes[merchant_id] = await prefix_of(merchant_id)
+    return {
+        m: f"{BRAND}-{prefixes[m]}-{row['last_number']:06d}"
+        for m, row in zip(ordered, rows, strict=True)
+    }
 
 
 async def prefix_of(merchant_id: UUID) -> str:

@@ -14,7 +14,7 @@ registered later hear about what happens from then on.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -42,6 +42,19 @@ WHERE deleted_at IS NULL
        OR (merchant_id = $2 AND (for_merchant_id IS NULL OR for_merchant_id = $1)))
   AND ($3::text = ANY(event_types) OR '*' = ANY(event_types))
 ORDER BY created_at, id
+"""
+
+# The merchants among several that some endpoint listens to for any of these types: one read for
+# a batch (the period close's) instead of one per event; the events themselves go through `record`.
+_LISTENED = """
+SELECT DISTINCT m.id AS merchant_id
+FROM unnest($1::uuid[]) AS m (id)
+JOIN webhook_endpoints e
+  ON e.deleted_at IS NULL
+ AND (e.merchant_id = m.id
+      OR (e.merchant_id = $2 AND (e.for_merchant_id IS NULL OR e.for_merchant_id = m.id)))
+ AND ('*' = ANY(e.event_types) OR e.event_types && $3::varchar[])
+WHERE e.merchant_id = ANY($1::uuid[] || $2::uuid)
 """
 
 _INSERT = """
@@ -103,6 +116,21 @@ async def record(
         deliveries=len(targets),
     )
     return event_id
+
+
+async def listened_among(
+    merchant_ids: Collection[UUID], event_types: Collection[EventType]
+) -> set[UUID]:
+    """Which of ``merchant_ids`` some endpoint hears about for any of ``event_types``."""
+    if not merchant_ids:
+        return set()
+    rows = await transaction_connection().fetch(
+        _LISTENED,
+        list(merchant_ids),
+        PLATFORM_MERCHANT_ID,
+        [event_type.value for event_type in event_types],
+    )
+    return {row["merchant_id"] for row in rows}
 
 
 async def once(merchant_id: UUID, mark: str) -> bool:
@@ -188,6 +216,10 @@ async def invoice_event(
         return {"object": await objects.invoice(merchant_id, invoice_id)}
 
     return await record(merchant_id, event_type, at=at, data=data)
+
+
+INVOICE_FINALIZED_TYPES = (EventType.INVOICE_FINALIZED, EventType.INVOICE_PAID)
+"""What `invoice_finalized` may emit."""
 
 
 async def invoice_finalized(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -39,3 +40,43 @@ async def period_aggregates(
         )
         for row in rows
     }
+
+
+# Several periods' totals in one statement (the period close's batches): each column filtered by
+# its values, the few extra combinations that may match are dropped by the caller's keys.
+_PERIODS_TOTALS = """
+SELECT merchant_id, subscription_id, period_start, metric,
+       sum(event_count)::bigint AS event_count, sum(quantity) AS quantity,
+       sum(gmv_minor)::bigint AS gmv_minor
+FROM usage_aggregates
+WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
+  AND period_start = ANY($3::timestamptz[])
+GROUP BY merchant_id, subscription_id, period_start, metric
+"""
+
+PeriodKey = tuple[UUID, UUID, datetime]
+"""(merchant, subscription, period start)."""
+
+
+async def periods_aggregates(
+    keys: Sequence[PeriodKey], *, connection: asyncpg.Connection
+) -> dict[PeriodKey, dict[str, UsageAggregate]]:
+    """`period_aggregates` of several periods at once (a period without usage: ``{}``)."""
+    found: dict[PeriodKey, dict[str, UsageAggregate]] = {key: {} for key in keys}
+    if not keys:
+        return found
+    rows = await connection.fetch(
+        _PERIODS_TOTALS,
+        list({key[0] for key in keys}),
+        list({key[1] for key in keys}),
+        list({key[2] for key in keys}),
+    )
+    for row in rows:
+        totals = found.get((row["merchant_id"], row["subscription_id"], row["period_start"]))
+        if totals is not None:
+            totals[row["metric"]] = UsageAggregate(
+                count=row["event_count"],
+                quantity=Decimal(row["quantity"]),
+                gmv_minor=row["gmv_minor"],
+            )
+    return found
