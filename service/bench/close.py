@@ -3,14 +3,17 @@
 
 10,000 subscriptions (all three tiers) whose March ended, with 5 million usage events in March
 (and the per-period aggregates ingest keeps beside them), closed by worker processes running
-side by side. Prints the setup and close times and checks one invoice per period; it never
-asserts on time.
+side by side. Prints the setup and close times, invoices/s at each size asked for (the cost
+per invoice must not grow with the number of periods), the CPU per invoice of the workers and
+of PostgreSQL, the machine load before and after, and checks one invoice per period and
+gapless numbers; it never asserts on time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
+from service.bench import machine
 from service.bench.usage import bench_app
 
 _MARCH = "2026-03-01 00:00:00+08"
@@ -76,50 +80,119 @@ GROUP BY 1, 2, 3, 4, 5
 
 @bench_app.command("close")
 def close(
-    subscriptions: Annotated[int, typer.Option(help="Subscriptions whose period ended.")] = 10_000,
+    subscriptions: Annotated[
+        list[int],
+        typer.Option(help="Subscriptions whose period ended; repeat it for a curve of sizes."),
+    ] = [10_000],  # noqa: B006 - typer reads the default, nobody mutates it
     events: Annotated[int, typer.Option(help="Usage events in the period, in all.")] = 5_000_000,
     workers: Annotated[int, typer.Option(help="Worker processes side by side.")] = 2,
     database_url: Annotated[
         str | None,
         typer.Option(
             help="An empty database to use in place of a fresh embedded PostgreSQL (on a Citus"
-            " coordinator the tables are distributed); it is migrated and left filled."
+            " coordinator the tables are distributed); it is migrated and left filled. One size"
+            " only."
         ),
     ] = None,
 ) -> None:
-    """Close N ended periods with M usage events in them; print the times."""
+    """Close N ended periods with M usage events in them, for each N given; print invoices/s
+    at each size (a fresh database each), the CPU per invoice and the machine load."""
+    if database_url is not None and len(subscriptions) > 1:
+        raise typer.BadParameter(
+            "a curve needs a fresh database per size: give one --subscriptions with"
+            " --database-url, or leave --database-url out",
+            param_hint="--subscriptions",
+        )
+    rates = []
+    for size in subscriptions:
+        figures = _run(size, events, workers, database_url)
+        typer.echo(_report(size, workers, figures))
+        rates.append(
+            (
+                size,
+                figures["made"] / figures["close_seconds"],
+                figures["made"] / max(figures["batches_seconds"], 1e-3),
+            )
+        )
+    if len(rates) > 1:
+        _, first, first_batches = rates[0]
+        typer.echo(
+            "curve: invoices/s with the process starts | first to last batch, and the cost per"
+            " invoice against the first size"
+        )
+        for size, rate, batches in rates:
+            typer.echo(
+                f"  {size:>9,} periods  {rate:>7,.0f}/s ×{first / rate:.2f}"
+                f"  |  {batches:>7,.0f}/s ×{first_batches / batches:.2f}"
+            )
+
+
+def _run(subscriptions: int, events: int, workers: int, database_url: str | None) -> dict[str, Any]:
     from service.db import embedded
 
     data_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-close-"))
     try:
+        postmaster: int | None = None
         if database_url is None:
             admin = embedded.start(data_dir, delete_on_exit=False)
             dsn = admin.replace("/postgres?", "/bench_close?")
         else:
             dsn = database_url
-        figures = asyncio.run(_prepare(dsn, subscriptions, events))
+        figures: dict[str, Any] = asyncio.run(_prepare(dsn, subscriptions, events))
+        if database_url is None:
+            postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        figures["load"] = machine.MachineLoad()
+        postgres_before = _postgres_cpu(postmaster)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         processes = [_worker(dsn) for _ in range(workers)]
         for process in processes:
             output, _ = process.communicate()
             if process.returncode != 0:
                 raise typer.Exit(_fail(output))
-        close_seconds = time.perf_counter() - started
-        made = asyncio.run(_count(dsn))
-        typer.echo(
-            f"database: {figures['topology']}\n"
-            f"setup: {subscriptions:,} subscriptions, {figures['events']:,} usage events "
-            f"in {figures['setup_seconds']:.1f} s\n"
-            f"close: {made:,} period invoices by {workers} worker process(es) in "
-            f"{close_seconds:.1f} s ({made / close_seconds:,.0f} invoices/s, including process "
-            f"start and migration check)\n"
-            f"one invoice per period: {'yes' if made == subscriptions else 'NO'}"
-        )
+        figures["close_seconds"] = time.perf_counter() - started
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        figures["workers_cpu"] = (
+            children.ru_utime + children.ru_stime
+            - children_before.ru_utime - children_before.ru_stime
+        )  # fmt: skip
+        figures["postgres_cpu"] = _postgres_cpu(postmaster) - postgres_before
+        figures["load"].finished()
+        figures.update(asyncio.run(_check(dsn)))
+        return figures
     finally:
         if database_url is None:
             embedded.discard(data_dir)
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _report(subscriptions: int, workers: int, figures: dict[str, Any]) -> str:
+    made = figures["made"]
+    per_invoice = max(made, 1) / 1e3  # CPU seconds → ms per invoice
+    postgres_cpu = figures["postgres_cpu"]
+    if postgres_cpu is None:  # another server's (--database-url): not read from here
+        cpu = f"workers {figures['workers_cpu'] / per_invoice:.2f} ms, PostgreSQL not measured"
+    else:
+        cpu = (
+            f"workers {figures['workers_cpu'] / per_invoice:.2f} ms, PostgreSQL "
+            f"{postgres_cpu / per_invoice:.2f} ms (2 cores: "
+            f"{2 / ((figures['workers_cpu'] + postgres_cpu) / max(made, 1)):,.0f} "
+            f"invoices/s if nothing else ran)"
+        )
+    return (
+        f"database: {figures['topology']}\n"
+        f"setup: {subscriptions:,} subscriptions, {figures['events']:,} usage events "
+        f"in {figures['setup_seconds']:.1f} s\n"
+        f"close: {made:,} period invoices by {workers} worker process(es) in "
+        f"{figures['close_seconds']:.1f} s ({made / figures['close_seconds']:,.0f} invoices/s, "
+        f"including process start and migration check); first to last batch "
+        f"{figures['batches_seconds']:.1f} s\n"
+        f"CPU per invoice: {cpu}\n"
+        f"one invoice per period: {'yes' if made == subscriptions else 'NO'}; numbers unique "
+        f"and gapless per merchant: {'yes' if figures['is_gapless'] else 'NO'}\n"
+        + figures["load"].line()
+    )
 
 
 def _fail(output: str) -> int:
@@ -137,6 +210,29 @@ def _worker(dsn: str) -> subprocess.Popen[str]:
         text=True,
         env=env,
     )
+
+
+def _postgres_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds of PostgreSQL so far: the postmaster, its live processes, and (through the
+    postmaster's children's times) the backends that have exited. None for a server this
+    process did not start (``--database-url``)."""
+    if postmaster is None:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def fields(pid: int) -> list[str]:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile: its time moves to the postmaster's children's
+            return []
+
+    total = sum(int(value) for value in fields(postmaster)[11:15])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = fields(int(entry.name))
+            if stat and int(stat[1]) == postmaster:
+                total += int(stat[11]) + int(stat[12])
+    return total / ticks
 
 
 async def _prepare(dsn: str, subscriptions: int, events: int) -> dict[str, Any]:
@@ -166,7 +262,11 @@ async def _prepare(dsn: str, subscriptions: int, events: int) -> dict[str, Any]:
         per_subscription = max(events // subscriptions, 1)
         await connection.execute(_EVENTS, clock_id, per_subscription)
         await connection.execute(_AGGREGATES, datetime.fromisoformat(_MARCH))
-        await connection.execute("ANALYZE")
+        # Vacuumed and written out as a month of ingest leaves it (autovacuum and checkpoints
+        # keep up over the month): the close is measured without a vacuum of the 5M rows just
+        # inserted, or a checkpoint writing them, beside it.
+        await connection.execute("VACUUM (ANALYZE)")
+        await connection.execute("CHECKPOINT")
         total = await connection.fetchval("SELECT count(*) FROM usage_events")
         citus = await connection.fetchval(
             "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
@@ -189,11 +289,33 @@ async def _prepare(dsn: str, subscriptions: int, events: int) -> dict[str, Any]:
     }
 
 
-async def _count(dsn: str) -> int:
+# Each merchant's numbers run 1..n under one prefix, and no number appears twice in the ledger.
+_GAPLESS = r"""
+SELECT (SELECT count(*) = count(DISTINCT number) FROM invoices)
+   AND coalesce(bool_and(gapless), true)
+FROM (SELECT count(*) = max(substring(number FROM '(\d+)$')::int)
+             AND count(DISTINCT substring(number FROM '^KB-([^-]+)-')) = 1 AS gapless
+      FROM invoices GROUP BY merchant_id) per_merchant
+"""
+
+
+async def _check(dsn: str) -> dict[str, Any]:
+    """What the close made: invoices, whether their numbers are gapless, and the time from the
+    first batch's transaction to the last one's (each Stripe push row is stamped with the start
+    of the transaction that made its invoice): the close without the processes' start."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
     try:
-        return int(await connection.fetchval("SELECT count(*) FROM invoices WHERE kind = 'period'"))
+        made = await connection.fetchval("SELECT count(*) FROM invoices WHERE kind = 'period'")
+        span = await connection.fetchval(
+            "SELECT extract(epoch FROM max(created_at) - min(created_at)) FROM stripe_outbox"
+            " WHERE command = 'invoice.push'"
+        )
+        return {
+            "made": int(made),
+            "is_gapless": bool(await connection.fetchval(_GAPLESS)),
+            "batches_seconds": float(span or 0),
+        }
     finally:
         await connection.close()
