@@ -367,6 +367,11 @@ async def _close_together(
         if claims:
             facts = await _read_facts([claimed for _, claimed in claims])
             closes = [await _draft(claimed, facts, tax_rate=tax_rate) for _, claimed in claims]
+            # The numbering's and the foreign keys' look-ups (a new invoice's subscription,
+            # a new line's invoice) planned per execution: a connection otherwise keeps the plan
+            # it made while those tables were nearly empty (a new installation, a benchmark), a
+            # sequential scan that costs more with every invoice until autovacuum analyses them.
+            await connection.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             numbers = await numbering.next_numbers([close.new.merchant_id for close in closes])
             made = await invoices.write(
                 [close.new for close in closes],
