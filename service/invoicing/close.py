@@ -1,14 +1,17 @@
 """Period close: every ended subscription period, once its grace window for late usage has
 passed, becomes exactly one finalized invoice.
 
-Each period is closed in its own transaction, claimed with ``FOR UPDATE SKIP LOCKED``, so any
-number of workers can run side by side and a crash leaves either a whole invoice or none; the
+Periods of different merchants are closed in batches, one transaction a batch: the due periods
+are found without locks, a page at a time, then each is claimed with ``FOR UPDATE SKIP LOCKED``
+by a statement naming its merchant (all of a batch's claims in one round trip), what the
+invoices need is read a statement per kind for the batch, each invoice is rated alone, and the
+invoices, their lines and their Stripe pushes are written a statement per kind. Any number of
+workers run side by side, and a crash leaves each period with its whole invoice or none; the
 unique key on (merchant, subscription, period start) makes a repeat pass change nothing. A
 merchant's periods are closed in period order, each only once the earlier ones have their
 invoices, so invoice numbers follow the periods. Previews (the upcoming invoice, change quotes,
 the dry run) run these same units inside a transaction that is rolled back
-(``service.invoicing.simulation``).
-"""
+(``service.invoicing.simulation``)."""
 
 from __future__ import annotations
 

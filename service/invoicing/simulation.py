@@ -3,8 +3,8 @@
 The upcoming invoice, a change quote's next invoices and ``billing close-periods --dry-run``
 are the close itself (``service.invoicing.close``) run on the recorded facts, then undone: the
 same code drafts them, so a preview cannot drift from the invoice. Each unit of the close (a
-subscription brought up to date, an immediate invoice, a period, a balance settled) is a
-transaction of its own when run for real; inside a preview it is a savepoint of the preview's
+subscription brought up to date, an immediate invoice, a batch of periods, a balance settled)
+is a transaction of its own when run for real; inside a preview it is a savepoint of the preview's
 transaction, so a unit that fails is undone alone, as it would be, and everything is undone
 at the end: no invoice, number, credit note, balance movement or Stripe push is kept.
 
