@@ -21,9 +21,12 @@ GENEROUS = 60.0
 async def _someone_waits_on_a_lock(database_url: str) -> bool:
     """A session of this database waits on a row lock. (Asked on a connection of its own:
     inside a transaction pg_stat_activity is a snapshot taken once; and the statements are
-    longer than it keeps, so no text is matched.)"""
+    longer than it keeps, so no text is matched.) On a Citus coordinator the wait happens on
+    the worker node holding the merchant's shard: ``citus_lock_waits`` sees it there."""
     watcher = await asyncpg.connect(database_url)
     try:
+        if await watcher.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'citus'"):
+            return bool(await watcher.fetchval("SELECT count(*) FROM citus_lock_waits"))
         return bool(
             await watcher.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
