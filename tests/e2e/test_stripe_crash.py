@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -23,21 +21,12 @@ from tests.e2e.conftest import (
     save_card,
     start_server,
     start_worker,
+    wait_for,
 )
 from tests.e2e.conftest import stripe_env as stripe_settings
 from webhooks.standin import StandIn
 
 SECRET = "whsec_e2e_" + "2" * 20
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_worker_killed_while_stripe_refunds_leaves_one_refund_and_its_credit_note(
@@ -75,7 +64,7 @@ def test_a_worker_killed_while_stripe_refunds_leaves_one_refund_and_its_credit_n
                 listed = http.get("/v1/invoices", headers=merchant).json()
                 return listed[0] if listed and listed[0]["status"] == "paid" else None
 
-            invoice = _wait_for("the first invoice to be paid", paid_invoice)
+            invoice = wait_for("the first invoice to be paid", paid_invoice)
 
             held = standin.hold_next(method="POST", path_prefix="/v1/credit_notes")
             noted = http.post(
@@ -88,7 +77,7 @@ def test_a_worker_killed_while_stripe_refunds_leaves_one_refund_and_its_credit_n
             workers[0].process.send_signal(signal.SIGKILL)
             workers[0].process.wait()
             held.release()  # Stripe carries it out; the worker that asked is gone
-            _wait_for("Stripe to make the credit note", lambda: standin.count("credit_note"))
+            wait_for("Stripe to make the credit note", lambda: standin.count("credit_note"))
             assert standin.count("refund") == 1
 
             workers.append(
@@ -101,8 +90,8 @@ def test_a_worker_killed_while_stripe_refunds_leaves_one_refund_and_its_credit_n
 
             # The refund's webhook (its request's key names our credit note) may record it
             # first; the row is sent again once its lease is over, and finds what Stripe did.
-            _wait_for("the credit note to be recorded as refunded", refunded)
-            row = _wait_for(
+            wait_for("the credit note to be recorded as refunded", refunded)
+            row = wait_for(
                 "the push to be sent again",
                 lambda: (
                     (found := asyncio.run(_credit_note_row(fresh_database_url)))["status"] == "sent"

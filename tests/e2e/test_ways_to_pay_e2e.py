@@ -13,8 +13,7 @@ pay an invoice no card was saved for — as Stripe does.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,20 +28,11 @@ from tests.e2e.conftest import (
     start_server,
     start_worker,
     stripe_env,
+    wait_for,
 )
 from webhooks.standin import StandIn
 
 SECRET = "whsec_e2e_" + "3" * 20
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -107,7 +97,7 @@ def test_a_card_saved_at_signup_pays_the_first_invoice_and_without_one_invoices_
         setup_url = carded["payment_setup"]["url"]
         assert setup_url.startswith(f"{server.base_url}/v1/pay/setup/ps_"), setup_url
         save_card(http, setup_url, standin, card="tok_mastercard")
-        me = _wait_for(
+        me = wait_for(
             "the saved card to be recorded",
             lambda: (
                 found
@@ -127,7 +117,7 @@ def test_a_card_saved_at_signup_pays_the_first_invoice_and_without_one_invoices_
             headers=operator,
         )
         assert advanced.status_code == 200, advanced.text
-        [charged] = _wait_for(
+        [charged] = wait_for(
             "the first invoice to be charged and paid",
             lambda: [i for i in _invoices(http, _key(carded)) if i["status"] == "paid"],
         )
@@ -164,7 +154,7 @@ def test_a_card_saved_at_signup_pays_the_first_invoice_and_without_one_invoices_
             },
         )
 
-        sent = _wait_for(
+        sent = wait_for(
             "the uncarded merchant's invoice to be sent",
             lambda: [i for i in _invoices(http, _key(uncarded)) if i["collection_method"]],
         )
@@ -177,7 +167,7 @@ def test_a_card_saved_at_signup_pays_the_first_invoice_and_without_one_invoices_
         subscription = http.get("/v1/subscriptions", headers=_key(uncarded)).json()[0]
         assert subscription["status"] == "active"  # no card is no failure
 
-        [by_transfer] = _wait_for(
+        [by_transfer] = wait_for(
             "the contract's invoice to be sent",
             lambda: [i for i in _invoices(http, _key(contract)) if i["collection_method"]],
         )
