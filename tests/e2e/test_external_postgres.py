@@ -208,6 +208,25 @@ async def _send_usage(apis: list[httpx.AsyncClient], key: str, merchant: str) ->
     return sent
 
 
+async def _sign_up_on_clock(
+    api: httpx.AsyncClient, operator: dict[str, str], clock_id: str, shop: str, key: str
+) -> tuple[str, str]:
+    """A basic merchant without a trial on the test clock: its id and its API key."""
+    signed = await api.post(
+        "/v1/signup",
+        json={
+            "merchant": {"name": shop, "contact_email": "o@shop.cn"},
+            "plan": "basic",
+            "trial_days": 0,
+            "test_clock_id": clock_id,
+        },
+        headers={**operator, "Idempotency-Key": key},
+    )
+    assert signed.status_code == 201, signed.text
+    body = signed.json()
+    return body["merchant"]["id"], body["api_key"]["key"]
+
+
 async def _until_invoiced(database_url: str, merchants: int) -> None:
     """Wait (bounded) until the workers have made every September period invoice."""
     connection = await asyncpg.connect(database_url)
@@ -258,19 +277,9 @@ async def month(cluster: Cluster) -> Month:
             clock_id = clock.json()["id"]
 
             async def sign_up(n: int) -> tuple[str, str]:  # alternately through each API
-                signed = await apis[n % 2].post(
-                    "/v1/signup",
-                    json={
-                        "merchant": {"name": f"双进程商店 {n}", "contact_email": "o@shop.cn"},
-                        "plan": "basic",
-                        "trial_days": 0,
-                        "test_clock_id": clock_id,
-                    },
-                    headers={**operator, "Idempotency-Key": f"signup-{name}-{n}"},
+                return await _sign_up_on_clock(
+                    apis[n % 2], operator, clock_id, f"双进程商店 {n}", f"signup-{name}-{n}"
                 )
-                assert signed.status_code == 201, signed.text
-                body = signed.json()
-                return body["merchant"]["id"], body["api_key"]["key"]
 
             merchants = await asyncio.gather(*(sign_up(n) for n in range(MERCHANTS)))
             moved = await apis[1].post(
@@ -501,19 +510,15 @@ async def test_serve_and_worker_work_behind_pgbouncer_in_transaction_pooling(
             clock_id = clock.json()["id"]
             merchants = []
             for n in range(3):
-                signed = await apis[n % 2].post(
-                    "/v1/signup",
-                    json={
-                        "merchant": {"name": f"Pooled shop {n}", "contact_email": "o@shop.cn"},
-                        "plan": "basic",
-                        "trial_days": 0,
-                        "test_clock_id": clock_id,
-                    },
-                    headers={**operator, "Idempotency-Key": f"pooled-signup-{name}-{n}"},
+                merchants.append(
+                    await _sign_up_on_clock(
+                        apis[n % 2],
+                        operator,
+                        clock_id,
+                        f"Pooled shop {n}",
+                        f"pooled-signup-{name}-{n}",
+                    )
                 )
-                assert signed.status_code == 201, signed.text
-                body = signed.json()
-                merchants.append((body["merchant"]["id"], body["api_key"]["key"]))
             moved = await apis[1].post(
                 f"/v1/test-clocks/{clock_id}/advance",
                 json={"frozen_time": "2026-09-16T00:00:00+08:00"},
