@@ -79,6 +79,11 @@ class Coalescer(Generic[K, T, R]):
         pending = self._loops.get(asyncio.get_running_loop(), {}).get(key)
         return pending.task if pending is not None else None
 
+    def queued(self, key: K) -> int:
+        """Items of ``key`` on this event loop waiting for the next statement."""
+        pending = self._loops.get(asyncio.get_running_loop(), {}).get(key)
+        return len(pending.items) if pending is not None else 0
+
     @property
     def keys_in_flight(self) -> int:
         """Keys with work in flight, over every event loop."""

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from service.db.coalescing import Coalescer
 from service.db.engine import Database
 from service.usage import ingest
 from tests.integration.conftest import Tenant
@@ -65,6 +66,16 @@ async def _until_waiting(database: Database, query_start: str) -> None:
     raise AssertionError("the shared statement never started waiting")
 
 
+async def _until_queued(coalescer: Coalescer[Any, Any, Any], key: Any, count: int) -> None:
+    """Until ``count`` requests wait behind the statement in flight (a loaded machine may take
+    a while to parse them)."""
+    for _ in range(3000):
+        if coalescer.queued(key) == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{coalescer.queued(key)} of {count} requests ever queued")
+
+
 def _webhook(event_id: str) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(
         {"id": event_id, "object": "event", "type": "customer.updated", "created": 1_790_000_000}
@@ -96,7 +107,7 @@ async def test_webhooks_sharing_a_cancelled_insert_are_all_answered(
             )
             for body, headers in map(_webhook, queued)
         ]
-        await asyncio.sleep(0.05)
+        await _until_queued(inbox._writer, None, len(queued))
         flush = inbox._writer.flush_task(None)
         assert flush is not None
         flush.cancel()  # the server is stopping
@@ -140,8 +151,8 @@ async def test_single_usage_events_sharing_a_cancelled_statement_are_all_answere
             )
             for n in range(3)
         ]
-        await asyncio.sleep(0.05)
         coalescer = ingest._single_events[300]
+        await _until_queued(coalescer, tenant.merchant_id, len(rest))
         flush = coalescer.flush_task(tenant.merchant_id)
         assert flush is not None
         flush.cancel()

@@ -37,6 +37,7 @@ async def test_callers_arriving_during_a_flush_share_the_next_one_up_to_the_batc
     await asyncio.sleep(0)
     rest = [asyncio.create_task(coalescer.submit("m", n)) for n in range(2, 7)]
     await asyncio.sleep(0)
+    assert (coalescer.queued("m"), coalescer.queued("other")) == (5, 0)  # behind the first
     flush.gate.set()
     assert await asyncio.gather(first, *rest) == [2, 4, 6, 8, 10, 12]
     assert flush.batches == [[1], [2, 3, 4], [5, 6]]
