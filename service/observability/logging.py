@@ -38,8 +38,24 @@ _SECRET_VALUES = re.compile(
     r"|\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9]{4,}"  # Stripe secret and restricted keys
     r"|\bwhsec_[A-Za-z0-9+/=]{4,}"  # Stripe webhook signing secrets
     r"|\bps_[0-9a-f]{32}_[A-Za-z0-9_-]{8,}"  # payment-setup link tokens (in request paths)
-    r"|(?i:\bbearer\s+)[^\s'\",;]+"  # any bearer credential
-    r"|(?i:kefu_finance_session=)[^\s'\",;]+"  # the finance session cookie
+    r"|(?P<kept>\b(?ai:bearer)\s+|(?ai:kefu_finance_session=))"  # a bearer credential, the
+    r"[^\s'\",;]+"  # finance session cookie: the name is kept, the value blanked
+)
+# Every match of ``_SECRET_VALUES`` holds one of these once lower-cased (its case-insensitive
+# parts are ASCII-only for this reason: ``str.lower`` and ``re``'s Unicode case folding differ
+# on a few letters). A line holding none (nearly every line: a request line) skips the regex,
+# which cost ~20 µs a request line against ~1 µs for these substring checks.
+_SECRET_MARKS = (
+    "kbm_",
+    "kbo_",
+    "sk_test_",
+    "sk_live_",
+    "rk_test_",
+    "rk_live_",
+    "whsec_",
+    "ps_",
+    "bearer",
+    "kefu_finance_session=",
 )
 _configured_secrets: tuple[str, ...] = ()
 
@@ -48,15 +64,17 @@ def redact(text: str) -> str:
     """``text`` with every secret we know the shape (or the value) of replaced by ``***``."""
     for secret in _configured_secrets:
         text = text.replace(secret, "***")
+    lowered = text.lower()
+    if not any(mark in lowered for mark in _SECRET_MARKS):
+        return text
     return _SECRET_VALUES.sub(_blank, text)
 
 
 def _blank(match: re.Match[str]) -> str:
-    found = match.group(0)
-    for prefix in ("bearer ", "Bearer ", "BEARER ", "kefu_finance_session="):
-        if found.startswith(prefix):
-            return prefix + "***"
-    return found.split("_", 1)[0] + "_***"
+    kept = match.group("kept")
+    if kept is not None:
+        return kept + "***"
+    return match.group(0).split("_", 1)[0] + "_***"
 
 
 @functools.cache
