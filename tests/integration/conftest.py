@@ -16,6 +16,7 @@ from litestar import Litestar
 
 from service.app import create_app
 from service.db.engine import Database
+from service.hot_path import HotPath
 from service.settings import Settings
 from service.tenancy import keys, merchants
 from service.tenancy.principal import SYSTEM_ACTOR, Role
@@ -78,6 +79,16 @@ async def served_url(app: Litestar) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+def hand_everything_over(monkeypatch: pytest.MonkeyPatch, hot_path: type[HotPath]) -> None:
+    """Make a route's hot path hand every request to the Litestar handler beneath it (to
+    compare the two layers' answers)."""
+
+    async def hand_over(self: HotPath, *args: Any) -> None:
+        await self.app(*args)
+
+    monkeypatch.setattr(hot_path, "__call__", hand_over)
 
 
 async def issue_key(

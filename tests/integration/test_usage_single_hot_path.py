@@ -15,7 +15,7 @@ from litestar.types import Message
 
 from service.observability import logging as billing_logging
 from service.usage import single
-from tests.integration.conftest import Tenant
+from tests.integration.conftest import Tenant, hand_everything_over
 from tests.integration.usage_helpers import advance, at, event, merchant_on_clock
 
 NOW = "2026-10-20T12:00:00"
@@ -74,13 +74,7 @@ async def _answers(client: AsyncClient, shop: Tenant, prefix: str) -> list[tuple
 def handler_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Make the hot path hand every request to the Litestar handler beneath it."""
 
-    def switch() -> None:
-        async def hand_over(self: single.SingleEventHotPath, *args: Any) -> None:
-            await self.app(*args)
-
-        monkeypatch.setattr(single.SingleEventHotPath, "__call__", hand_over)
-
-    return switch
+    return lambda: hand_everything_over(monkeypatch, single.SingleEventHotPath)
 
 
 async def test_the_hot_path_answers_exactly_as_the_litestar_handler(
