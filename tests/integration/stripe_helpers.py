@@ -28,6 +28,18 @@ from webhooks.sync import StripeSync
 WEBHOOK_SECRET = "whsec_kefu_tests"
 
 
+def customer_event(event_id: str, **fields: Any) -> dict[str, Any]:
+    """A ``customer.updated`` event about nobody, created now; ``fields`` add or replace."""
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": "customer.updated",
+        "created": int(time.time()),
+        "data": {"object": {"id": "cus_nobody", "object": "customer"}},
+        **fields,
+    }
+
+
 @pytest.fixture
 def relay() -> Iterator[Receiver]:
     """Where the stand-in posts webhooks; `Sync.deliver` hands them to the app (the app runs in

@@ -15,7 +15,7 @@ from litestar import Litestar
 
 from service.app import create_app
 from service.db.engine import current as current_database
-from service.settings import LimitSettings, Settings
+from service.settings import LimitSettings, Settings, StripeSettings
 from service.tenancy.principal import Role
 from tests.integration.conftest import Tenant, issue_key, signup_tenant
 from tests.integration.invoicing_helpers import close_pass, invoices_of, new_clock
@@ -174,6 +174,8 @@ def impatient_app(settings: Settings) -> Litestar:
             environment="test",
             database=settings.database,
             limits=LimitSettings(body_timeout_seconds=0.2),
+            # So that Stripe's webhook route reads its body (without a secret it refuses first).
+            stripe=StripeSettings(webhook_secret="whsec_impatient"),
         )
     )
 
@@ -202,7 +204,9 @@ async def _call_without_body(app: Litestar, path: str, key: str) -> list[dict[st
     return sent
 
 
-@pytest.mark.parametrize("path", ["/v1/merchants", "/v1/usage/events", "/v1/usage/events/batch"])
+@pytest.mark.parametrize(
+    "path", ["/v1/merchants", "/v1/usage/events", "/v1/usage/events/batch", "/webhooks/stripe"]
+)
 async def test_a_body_that_never_arrives_is_answered_408(
     client: AsyncClient, impatient_app: Litestar, operator: Tenant, path: str
 ) -> None:

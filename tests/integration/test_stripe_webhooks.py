@@ -25,6 +25,7 @@ from tests.integration.conftest import Tenant
 from tests.integration.stripe_helpers import (  # noqa: F401 - fixtures
     WEBHOOK_SECRET,
     Sync,
+    customer_event,
     relay,
     standin,
     stripe_app,
@@ -37,16 +38,8 @@ from webhooks.standin.webhook_sender import sign
 
 
 def _event(event_id: str) -> bytes:
-    return json.dumps(
-        {
-            "id": event_id,
-            "object": "event",
-            "type": "customer.updated",
-            "created": int(time.time()),
-            "data": {"object": {"id": "cus_nobody", "object": "customer"}},
-            "request": {"id": None, "idempotency_key": None},
-        }
-    ).encode()
+    request = {"id": None, "idempotency_key": None}
+    return json.dumps(customer_event(event_id, request=request)).encode()
 
 
 async def _post(client: httpx.AsyncClient, body: bytes, signature: str | None) -> httpx.Response:

@@ -18,19 +18,9 @@ from service.app import create_app
 from service.db.engine import current as current_database
 from service.settings import Settings, SettingsError
 from tests.integration.stripe_helpers import WEBHOOK_SECRET
+from tests.integration.stripe_helpers import customer_event as _event
 from webhooks import inbox
 from webhooks.standin.webhook_sender import sign
-
-
-def _event(event_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": "customer.updated",
-        "created": int(time.time()),
-        "data": {"object": {"id": "cus_nobody", "object": "customer"}},
-        **fields,
-    }
 
 
 @pytest.fixture(scope="module")
