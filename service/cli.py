@@ -120,6 +120,7 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.http_protocol import OneWriteHttpToolsProtocol
 
     settings = load_settings()
     host = host or settings.host
@@ -154,6 +155,7 @@ def serve(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=grace,
+            http=OneWriteHttpToolsProtocol,
         )
         return
     # uvicorn's own workers: each process builds the app from the same environment and opens
@@ -168,6 +170,7 @@ def serve(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=grace,
+        http=OneWriteHttpToolsProtocol,
     )
 
 
