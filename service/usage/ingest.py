@@ -216,11 +216,9 @@ def _prepare(
         micros, quantity, placed, properties = checked
         gmv = event.gmv
         gmv_minor = str(gmv.amount_minor) if gmv else ""
-        digest = hashlib.blake2b(
-            f"{event.metric}|{micros}|{quantity}|{gmv_minor}|{gmv.currency if gmv else ''}|"
-            f"{properties}".encode(),
-            digest_size=16,
-        ).digest()
+        digest = content_hash(
+            event.metric, micros, quantity, gmv_minor, gmv.currency if gmv else "", properties
+        )
         earlier = first_seen.get(transaction_id)
         if earlier is not None:
             # The same id twice in one request: the first counts, the second is its duplicate.
@@ -246,6 +244,18 @@ def _prepare(
         )
     batch.periods = list(period_numbers)
     return outcomes, placements, batch, has_period_refusal
+
+
+def content_hash(
+    metric: str, micros: str, quantity: str, gmv_minor: str, currency: str, properties: str
+) -> bytes:
+    """What ``usage_transactions.content_hash`` holds for an event's values as stored (the
+    text ``_check`` makes of them): a re-send with the same hash is a duplicate, another one a
+    conflict. ``billing bench usage --history`` writes the same hashes by COPY."""
+    return hashlib.blake2b(
+        f"{metric}|{micros}|{quantity}|{gmv_minor}|{currency}|{properties}".encode(),
+        digest_size=16,
+    ).digest()
 
 
 @dataclass(frozen=True, slots=True)
