@@ -8,6 +8,13 @@ driven over HTTP by a load generator in another process: batches, single events 
 clients, summary reads with every event in the period. It prints figures; it asserts nothing
 but that every event was counted exactly once.
 
+``--history N`` first gives the merchant a past: ``--history-months`` ended monthly periods
+before the open one, holding N events between them, written as ingest would have left them but
+by COPY (the raw events, their exactly-once ledger rows with the content hashes ingest makes,
+and the per-period totals those events sum to), so that the summary read is timed against a
+merchant with that much history; the summary of a past month is timed too (and must count
+exactly the events loaded into it), and the disk the database uses is printed.
+
 The load generator speaks HTTP/1.1 over keep-alive sockets itself: a general-purpose client such
 as httpx spends more CPU per request than the server does, and on a small machine that would be
 measured as server slowness.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from uuid import UUID, uuid4
 
 import msgspec
@@ -79,6 +87,9 @@ class Options:
     summary_reads: int = 2_000
     ceiling_rows: int | None = None
     database_url: str | None = None
+    history: int = 0
+    history_months: int = 23
+    server_workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,13 @@ class LoadPlan:
     postmaster_pids: tuple[int, ...]
     """Every PostgreSQL server taking part (a Citus coordinator and its workers: all of them,
     when they run on this machine); their processes' CPU is PostgreSQL's."""
+    history_month: str | None = None
+    """A ``YYYY-MM`` of the preloaded history whose summary is also timed."""
+    history_month_events: int | None = None
+    """The events preloaded in that month (its summary must count exactly these)."""
+    history_resend: str | None = None
+    """One preloaded event of that month as its sender would send it again (JSON): ingest
+    must answer it as a duplicate, which it does only if the ledger row holds its hash."""
 
 
 @bench_app.command("usage")
@@ -121,6 +139,18 @@ def usage(
             " coordinator the tables are distributed); it is migrated and left filled."
         ),
     ] = None,
+    history: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Events preloaded (COPY) into the merchant's past periods (default none)."
+        ),
+    ] = 0,
+    history_months: Annotated[
+        int, typer.Option(min=1, help="Ended monthly periods the history is spread over.")
+    ] = 23,
+    server_workers: Annotated[
+        int, typer.Option(min=1, help="Server processes (billing serve --workers).")
+    ] = 1,
 ) -> None:
     """Ingest (batch and single), summary latency and RSS against PostgreSQL's own ceiling."""
     options = Options(
@@ -132,7 +162,15 @@ def usage(
         summary_reads=summary_reads,
         ceiling_rows=ceiling_rows,
         database_url=database_url,
+        history=history,
+        history_months=history_months,
+        server_workers=server_workers,
     )
+    if history and database_url is None:
+        disk = shutil.disk_usage(tempfile.gettempdir())
+        refusal = history_disk_refusal(history, free=disk.free, total=disk.total)
+        if refusal is not None:
+            raise typer.BadParameter(refusal, param_hint="--history")
     figures = run(options, say=lambda text: print(text, file=sys.stderr, flush=True))
     print(report(options, figures))
 
@@ -145,15 +183,29 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
         with _database(options, work_dir) as dsn:
             say("measuring the PostgreSQL ceiling ...")
             figures: dict[str, Any] = asyncio.run(_describe(dsn))
-            figures.update(asyncio.run(_ceiling(dsn, options.ceiling_rows or options.events)))
+            figures.update(
+                asyncio.run(
+                    _ceiling(
+                        dsn, options.ceiling_rows or options.events, figures["postmaster_pids"]
+                    )
+                )
+            )
             say("starting billing serve ...")
             # The merchant's rate limit is checked on every request, as in production, with a
             # quota this run never reaches: the figures include what the check costs.
             serve = _Server.start(
-                dsn, work_dir / "server.log", extra_env={"BILLING_RATE_LIMIT_BASIC": UNREACHED}
+                dsn,
+                work_dir / "server.log",
+                extra_env={"BILLING_RATE_LIMIT_BASIC": UNREACHED},
+                workers=options.server_workers,
             )
             try:
                 key, period_start = _signup(serve.base_url, serve.operator_key())
+                if options.history:
+                    say(f"preloading {options.history:,} events of history (COPY) ...")
+                    figures.update(
+                        asyncio.run(_preload_history(dsn, options.history, options.history_months))
+                    )
                 plan = LoadPlan(
                     host="127.0.0.1",
                     port=serve.port,
@@ -167,11 +219,15 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
                     summary_reads=options.summary_reads,
                     server_pid=serve.process.pid,
                     postmaster_pids=figures["postmaster_pids"],
+                    history_month=figures.get("history_month"),
+                    history_month_events=figures.get("history_month_events"),
+                    history_resend=figures.get("history_resend"),
                 )
                 say("driving the API from a load-generator process ...")
                 figures.update(loadgen.in_another_process(_load_main, plan))
                 figures.update(serve.memory())
                 figures["counted"] = _counted(serve.base_url, key)
+                figures.update(asyncio.run(_disk_used(dsn)))
             finally:
                 serve.stop()
     finally:
@@ -179,6 +235,7 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
     figures["machine"] = machine.finished().line()
     figures["expected"] = options.events + options.single
     figures["cpus"] = os.cpu_count()
+    figures["server_workers"] = options.server_workers
     return figures
 
 
@@ -189,6 +246,18 @@ def _cpu_text(cpu: dict[str, float]) -> str:
     )
 
 
+def _cpu_share(figures: dict[str, Any]) -> float:
+    """The batch path's CPU per event (server and PostgreSQL) over the upsert ceiling's CPU
+    per row (PostgreSQL and its client)."""
+    batch, upsert = figures["batch_cpu_us"], figures["upsert_cpu_us"]
+    spent = upsert["postgres"] + upsert["client"]
+    return (batch["server"] + batch["postgres"]) / spent if spent else 0.0
+
+
+def _processes(workers: int) -> str:
+    return "one server process" if workers == 1 else f"{workers} server processes"
+
+
 def report(options: Options, figures: dict[str, Any]) -> str:
     upsert = figures["upsert_rows_per_s"]
     batch = figures["batch_events_per_s"]
@@ -196,9 +265,9 @@ def report(options: Options, figures: dict[str, Any]) -> str:
     in_period = figures["expected"]
     lines = [
         f"Kefu Billing usage benchmark: {figures['cpus']} CPUs, PostgreSQL "
-        f"{figures['postgres']} ({figures['topology']}), one server process (uvicorn), load"
-        " generator in another process, all on this machine; the merchant's rate limit checked"
-        " on every request (a quota never reached)",
+        f"{figures['postgres']} ({figures['topology']}), {_processes(figures['server_workers'])}"
+        " (uvicorn), load generator in another process, all on this machine; the merchant's"
+        " rate limit checked on every request (a quota never reached)",
         f"batch ingest       {batch:>10,.0f} events/s  ({options.events:,} events, batches of "
         f"{options.batch_size:,} from {options.batch_clients} connections, "
         f"{figures['batch_seconds']:.1f} s)",
@@ -206,6 +275,11 @@ def report(options: Options, figures: dict[str, Any]) -> str:
         f"{upsert:,.0f} rows/s batched upsert (1,000 rows a statement, one connection; "
         f"{figures['ceiling_rows']:,} rows)",
         f"batch / upsert     {ratio:>10.2f}",
+        f"CPU per row        upsert: PostgreSQL {figures['upsert_cpu_us']['postgres']:.1f} µs, "
+        f"client {figures['upsert_cpu_us']['client']:.1f} µs; batch: server "
+        f"{figures['batch_cpu_us']['server']:.1f} µs, PostgreSQL "
+        f"{figures['batch_cpu_us']['postgres']:.1f} µs per event ({_cpu_share(figures):.2f}× "
+        "the upsert's CPU)",
         f"single-event       {figures['single_events_per_s']:>10,.0f} events/s  at "
         f"{options.concurrency} concurrent clients; latency p50 {figures['single_p50_ms']:.1f} ms,"
         f" p99 {figures['single_p99_ms']:.1f} ms ({options.single:,} events)",
@@ -214,12 +288,61 @@ def report(options: Options, figures: dict[str, Any]) -> str:
         figures["machine"],
         f"summary read       p50 {figures['summary_p50_ms']:.2f} ms, p99 "
         f"{figures['summary_p99_ms']:.2f} ms with {in_period:,} events in the period "
-        f"({options.summary_reads:,} reads)",
+        f"({options.summary_reads:,} reads; CPU per read {_cpu_text(figures['summary_cpu_us'])})",
+        *_history_lines(options, figures),
+        f"disk used          {figures['database_gb']:>10,.2f} GB database (usage_events "
+        f"{figures['usage_events_gb']:,.2f} GB, usage_transactions "
+        f"{figures['usage_transactions_gb']:,.2f} GB, indexes included"
+        f"{_CITUS_DISK if 'Citus' in figures['topology'] else ''})",
         f"server RSS         {figures['rss_mb']:>10,.0f} MB now, {figures['peak_rss_mb']:,.0f} MB"
-        " peak",
+        f" peak{' (its processes summed)' if figures['server_workers'] > 1 else ''}",
         f"counted once       {figures['counted']:>10,} of {in_period:,} events sent",
     ]
     return "\n".join(lines)
+
+
+_CITUS_DISK: Final = "; the coordinator's only, not the shards on the workers"
+
+
+def _history_lines(options: Options, figures: dict[str, Any]) -> list[str]:
+    if not options.history:
+        return []
+    return [
+        f"history preload    {figures['history_rows_per_s']:>10,.0f} events/s COPY "
+        f"({options.history:,} events in {options.history_months} ended monthly periods, "
+        f"{figures['history_partitions']} partitions, {figures['history_seconds']:.0f} s with the "
+        "ledger rows and totals)",
+        f"summary read       p50 {figures['history_summary_p50_ms']:.2f} ms, p99 "
+        f"{figures['history_summary_p99_ms']:.2f} ms for {figures['history_month']} (a past "
+        f"month, {figures['history_month_events']:,} events, counted exactly), "
+        f"{options.history + figures['expected']:,} events in the merchant's history "
+        f"(CPU per read {_cpu_text(figures['history_summary_cpu_us'])})",
+    ]
+
+
+BYTES_PER_HISTORY_EVENT: Final = 400
+"""Disk a preloaded event needs while loading: its row and time-index entry, its ledger row
+and primary-key entry (0.28-0.30 KB measured at 1M-31M events) and the WAL written meanwhile."""
+
+DISK_FLOOR_BYTES: Final = 10 * 1000**3
+"""A history is refused when it would leave less free than this, or a tenth of the disk."""
+
+
+def history_disk_refusal(events: int, *, free: int, total: int) -> str | None:
+    """Why a history of ``events`` does not fit the disk (``free`` of ``total`` bytes) of the
+    temporary directory, where the embedded PostgreSQL keeps its data; None when it fits."""
+    needed = events * BYTES_PER_HISTORY_EVENT
+    keep = max(DISK_FLOOR_BYTES, total // 10)
+    if free - needed >= keep:
+        return None
+    return (
+        f"--history {events:,} needs about {needed / 1000**3:,.1f} GB of disk "
+        f"({BYTES_PER_HISTORY_EVENT} bytes an event, WAL included) and {free / 1000**3:,.1f} GB"
+        f" are free in {tempfile.gettempdir()}: it would leave less than "
+        f"{keep / 1000**3:,.1f} GB free (10 GB or a tenth of the disk, whichever is more). Load"
+        f" at most {max(free - keep, 0) // BYTES_PER_HISTORY_EVENT:,} events, or set TMPDIR to"
+        " a larger disk"
+    )
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -308,10 +431,11 @@ def _ceiling_rows(
     ]
 
 
-async def _ceiling(dsn: str, rows: int) -> dict[str, Any]:
+async def _ceiling(dsn: str, rows: int, postmaster_pids: tuple[int, ...]) -> dict[str, Any]:
     """The same event rows straight into PostgreSQL: COPY, then 1,000-row upserts, timed
-    without the time spent making the rows. On Citus the table is distributed by merchant, as
-    the usage tables are."""
+    without the time spent making the rows; the upserts' CPU too (PostgreSQL's, this
+    client's), which a busy machine distorts far less than their rate. On Citus the table is
+    distributed by merchant, as the usage tables are."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
@@ -331,13 +455,15 @@ async def _ceiling(dsn: str, rows: int) -> dict[str, Any]:
             copy_seconds += time.perf_counter() - started
         await connection.execute("TRUNCATE bench_ceiling")
         await connection.execute("CHECKPOINT")
-        upsert_seconds = 0.0
+        upsert_seconds = upsert_postgres = upsert_client = 0.0
+        cpu = _Cpu(None, postmaster_pids)
         for first in range(0, rows, 100_000):
             chunk = _ceiling_rows(merchant_id, first, min(100_000, rows - first), base)
             statements = [
                 [list(column) for column in zip(*chunk[start : start + 1_000], strict=True)]
                 for start in range(0, len(chunk), 1_000)
             ]
+            before = cpu.sample()
             started = time.perf_counter()
             for _, transaction_ids, occurred, metrics, quantities, gmv in statements:
                 await connection.execute(
@@ -350,6 +476,9 @@ async def _ceiling(dsn: str, rows: int) -> dict[str, Any]:
                     gmv,
                 )
             upsert_seconds += time.perf_counter() - started
+            after = cpu.sample()
+            upsert_postgres += after[1] - before[1]
+            upsert_client += after[2] - before[2]
         await connection.execute("DROP TABLE bench_ceiling")
         await connection.execute("CHECKPOINT")
     finally:
@@ -358,6 +487,247 @@ async def _ceiling(dsn: str, rows: int) -> dict[str, Any]:
         "ceiling_rows": rows,
         "copy_rows_per_s": rows / copy_seconds,
         "upsert_rows_per_s": rows / upsert_seconds,
+        "upsert_cpu_us": {
+            "postgres": upsert_postgres / rows * 1e6,
+            "client": upsert_client / rows * 1e6,
+        },
+    }
+
+
+# -- the merchant's history -----------------------------------------------------------------
+
+# Ended monthly periods before the open one, as the period roll leaves them (same plan terms).
+_HISTORY_PERIODS = """
+INSERT INTO subscription_periods (merchant_id, subscription_id, period_start, period_end,
+                                  plan_code, plan_version, addons, fee_plan_code,
+                                  fee_plan_version, fee_addons, status, ended_at)
+SELECT p.merchant_id, p.subscription_id, p.period_start - make_interval(months => k),
+       p.period_start - make_interval(months => k - 1), p.plan_code, p.plan_version, p.addons,
+       p.fee_plan_code, p.fee_plan_version, p.fee_addons, 'ended',
+       p.period_start - make_interval(months => k - 1)
+FROM subscription_periods p CROSS JOIN generate_series(1, $2::int) AS k
+WHERE p.merchant_id = $1 AND p.status = 'open'
+RETURNING subscription_id, period_start, period_end
+"""
+
+_HISTORY_SUBSCRIPTION = """
+SELECT merchant_id, currency, timezone FROM subscriptions WHERE status <> 'canceled'
+"""
+
+# Each period's totals, the shape ingest keeps them in (one row per period, metric and slot;
+# here all in slot 0, as if one connection had sent them).
+_HISTORY_TOTALS = """
+INSERT INTO usage_aggregates (merchant_id, subscription_id, period_start, metric, slot,
+                              event_count, quantity, gmv_minor)
+VALUES ($1, $2, $3, 'orders', 0, $4::bigint, $4::bigint::numeric, $5::bigint)
+"""
+
+# The columns ``usage_store`` writes (the rest keep their defaults: received_at, voided_at,
+# properties NULL as for an event sent without any).
+_EVENT_COLUMNS: Final = [
+    "merchant_id",
+    "transaction_id",
+    "subscription_id",
+    "period_start",
+    "metric",
+    "occurred_at",
+    "quantity",
+    "gmv_minor",
+]
+_LEDGER_COLUMNS: Final = ["merchant_id", "transaction_id", "content_hash", "occurred_at"]
+_HISTORY_CHUNK: Final = 100_000
+_STAMPS: Final = 1_000
+"""Instants a period's events are spread over; event i has instant i mod 1,000."""
+_GMV_CYCLE: Final = 19_000
+"""Event i carries 1,000 + i mod 19,000 minor units of GMV (a multiple of ``_STAMPS``, so an
+event's content, and its hash, repeats every 19,000 events)."""
+
+
+def _gmv_sum(first: int, end: int) -> int:
+    """The GMV of history events ``first`` to ``end - 1``."""
+
+    def below(n: int) -> int:  # the sum of i mod 19,000 for i < n
+        whole, rest = divmod(n, _GMV_CYCLE)
+        return whole * (_GMV_CYCLE * (_GMV_CYCLE - 1) // 2) + rest * (rest - 1) // 2
+
+    return 1_000 * (end - first) + below(end) - below(first)
+
+
+@dataclass(frozen=True)
+class _HistoryPeriod:
+    merchant_id: UUID
+    subscription_id: UUID
+    start: datetime
+    first: int
+    """The first event number of the period; its events are ``first`` to ``end - 1``."""
+    end: int
+    stamps: list[str]
+    """``_STAMPS`` instants inside the period, as COPY text."""
+    hashes: list[str]
+    """The content hash of event i at ``i % _GMV_CYCLE``, as COPY text (what ingest stores)."""
+
+
+def _history_period(
+    merchant_id: UUID,
+    subscription_id: UUID,
+    period: tuple[datetime, datetime],
+    events: tuple[int, int],
+    currency: str,
+) -> _HistoryPeriod:
+    from service.usage.ingest import content_hash
+
+    start, end = period
+    instants = [start + (end - start) * step / _STAMPS for step in range(_STAMPS)]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    micros = [str((instant - epoch) // timedelta(microseconds=1)) for instant in instants]
+    hashes = [
+        "\\\\x"
+        + content_hash("orders", micros[i % _STAMPS], "1", str(1_000 + i), currency, "").hex()
+        for i in range(_GMV_CYCLE)
+    ]
+    return _HistoryPeriod(
+        merchant_id,
+        subscription_id,
+        start,
+        events[0],
+        events[1],
+        [instant.astimezone(UTC).isoformat() for instant in instants],
+        hashes,
+    )
+
+
+def _history_chunk(period: _HistoryPeriod, first: int, end: int) -> tuple[bytes, bytes]:
+    """COPY text of events ``first`` to ``end - 1`` of ``period``: the raw events, the ledger."""
+    stamps, hashes = period.stamps, period.hashes
+    head = f"{period.merchant_id}\thist-"
+    middle = f"\t{period.subscription_id}\t{period.start.isoformat()}\torders\t"
+    events = "".join(
+        [
+            f"{head}{i:010d}{middle}{stamps[i % _STAMPS]}\t1\t{1_000 + i % _GMV_CYCLE}\n"
+            for i in range(first, end)
+        ]
+    )
+    ledger = "".join(
+        [
+            f"{head}{i:010d}\t{hashes[i % _GMV_CYCLE]}\t{stamps[i % _STAMPS]}\n"
+            for i in range(first, end)
+        ]
+    )
+    return events.encode(), ledger.encode()
+
+
+async def _preload_history(dsn: str, events: int, months: int) -> dict[str, Any]:
+    """``events`` events in ``months`` ended periods before the bench merchant's open one:
+    COPY of the raw events and their ledger rows (two connections, the next chunk made while
+    the last one is written), then each period's totals, as ingest would have left them."""
+    from zoneinfo import ZoneInfo
+
+    import asyncpg
+
+    events_connection = await asyncpg.connect(dsn)
+    ledger_connection = await asyncpg.connect(dsn)
+    started = time.perf_counter()
+    try:
+        subscription = await events_connection.fetchrow(_HISTORY_SUBSCRIPTION)
+        assert subscription is not None, "the bench merchant has a subscription"
+        merchant_id = subscription["merchant_id"]
+        rows = sorted(
+            await events_connection.fetch(_HISTORY_PERIODS, merchant_id, months),
+            key=lambda row: row["period_start"],
+        )
+        periods = [
+            _history_period(
+                merchant_id,
+                row["subscription_id"],
+                (row["period_start"], row["period_end"]),
+                (events * number // months, events * (number + 1) // months),
+                subscription["currency"],
+            )
+            for number, row in enumerate(rows)
+        ]
+        partitions = {
+            (moment.year, moment.month)
+            for period in periods
+            for moment in map(datetime.fromisoformat, period.stamps)
+        }
+        chunks = [
+            (period, first, min(first + _HISTORY_CHUNK, period.end))
+            for period in periods
+            for first in range(period.first, period.end, _HISTORY_CHUNK)
+        ]
+        making = asyncio.ensure_future(asyncio.to_thread(_history_chunk, *chunks[0]))
+        for number in range(len(chunks)):
+            events_text, ledger_text = await making
+            if number + 1 < len(chunks):
+                making = asyncio.ensure_future(
+                    asyncio.to_thread(_history_chunk, *chunks[number + 1])
+                )
+            await asyncio.gather(
+                events_connection.copy_to_table(
+                    "usage_events", source=io.BytesIO(events_text), columns=_EVENT_COLUMNS
+                ),
+                ledger_connection.copy_to_table(
+                    "usage_transactions", source=io.BytesIO(ledger_text), columns=_LEDGER_COLUMNS
+                ),
+            )
+        await events_connection.executemany(
+            _HISTORY_TOTALS,
+            [
+                (
+                    merchant_id,
+                    period.subscription_id,
+                    period.start,
+                    period.end - period.first,
+                    _gmv_sum(period.first, period.end),
+                )
+                for period in periods
+            ],
+        )
+        seconds = time.perf_counter() - started
+        await events_connection.execute("ANALYZE usage_events, usage_transactions")
+        await events_connection.execute("CHECKPOINT")
+    finally:
+        await events_connection.close()
+        await ledger_connection.close()
+    chosen = periods[len(periods) // 2]
+    start = chosen.start.astimezone(ZoneInfo(subscription["timezone"]))
+    resend = chosen.first
+    return {
+        "history_month_events": chosen.end - chosen.first,
+        "history_resend": (
+            f'{{"transaction_id":"hist-{resend:010d}","metric":"orders",'
+            f'"occurred_at":"{chosen.stamps[resend % _STAMPS]}","quantity":1,'
+            f'"gmv":{{"amount_minor":{1_000 + resend % _GMV_CYCLE},'
+            f'"currency":"{subscription["currency"]}"}}}}'
+        ),
+        "history_seconds": seconds,
+        "history_rows_per_s": events / seconds,
+        "history_partitions": len(partitions),
+        "history_month": f"{start.year:04d}-{start.month:02d}",
+    }
+
+
+async def _disk_used(dsn: str) -> dict[str, float]:
+    """The database's size on this server, and the usage tables' (indexes included)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            """
+            SELECT pg_database_size(current_database()) AS database,
+                   (SELECT sum(pg_total_relation_size(relid))
+                    FROM pg_partition_tree('usage_events')) AS events,
+                   pg_total_relation_size('usage_transactions') AS ledger
+            """
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    return {
+        "database_gb": row["database"] / 1000**3,
+        "usage_events_gb": int(row["events"]) / 1000**3,
+        "usage_transactions_gb": row["ledger"] / 1000**3,
     }
 
 
@@ -431,12 +801,15 @@ class _Server:
         return match.group(1)
 
     def memory(self) -> dict[str, float]:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        return {
-            "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
-            "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
-        }
+        """RSS of the server, its worker processes' included (summed: ``--server-workers``)."""
+        now = peak = 0
+        for pid in (self.process.pid, *_children(self.process.pid)):
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                now += int(fields["VmRSS"].split()[0])
+                peak += int(fields["VmHWM"].split()[0])
+        return {"rss_mb": now / 1024, "peak_rss_mb": peak / 1024}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -476,6 +849,15 @@ def _counted(base_url: str, key: str) -> int:
     )
     response.raise_for_status()
     return sum(row["count"] for row in response.json()["metrics"])
+
+
+def _children(parent: int) -> list[int]:
+    """The processes on this machine whose parent is ``parent`` (a server's workers)."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent_of(int(entry.name)) == parent
+    ]
 
 
 # -- the load generator (its own process) ----------------------------------------------------
@@ -556,10 +938,11 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 class _Cpu:
-    """CPU seconds used so far by the server, PostgreSQL (postmaster and its backends) and this
-    load generator: per-event CPU is a figure a busy machine distorts far less than a rate."""
+    """CPU seconds used so far by the server (none: 0), PostgreSQL (postmaster and its
+    backends) and this process (the load generator): per-event CPU is a figure a busy machine
+    distorts far less than a rate."""
 
-    def __init__(self, server_pid: int, postmaster_pids: tuple[int, ...]) -> None:
+    def __init__(self, server_pid: int | None, postmaster_pids: tuple[int, ...]) -> None:
         self.server_pid = server_pid
         self.postmaster_pids = set(postmaster_pids)
         self.ticks = os.sysconf("SC_CLK_TCK")
@@ -572,7 +955,7 @@ class _Cpu:
         return text.rsplit(")", 1)[1].split()
 
     def sample(self) -> tuple[float, float, float]:
-        server = self._stat(self.server_pid)
+        server = self._stat(self.server_pid) if self.server_pid is not None else []
         postgres = 0
         for postmaster_pid in self.postmaster_pids:
             postmaster = self._stat(postmaster_pid)
@@ -584,7 +967,7 @@ class _Cpu:
                 fields = self._stat(int(entry.name))
                 if fields and int(fields[1]) in self.postmaster_pids:
                     postgres += int(fields[11]) + int(fields[12])
-                elif fields and int(fields[1]) == self.server_pid:
+                elif self.server_pid is not None and fields and int(fields[1]) == self.server_pid:
                     served += int(fields[11]) + int(fields[12])
         return (
             served / self.ticks,
@@ -672,7 +1055,46 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
     figures["single_p99_ms"] = _percentile(latencies, 0.99) * 1000
 
     # Summary reads, one after another, with every event in the period.
-    read = _request(plan, "GET", "/v1/usage/summary?period=current")
+    before = cpu.sample()
+    reads = await _time_reads(plan, _request(plan, "GET", "/v1/usage/summary?period=current"))
+    figures["summary_cpu_us"] = cpu.per_event(before, max(plan.summary_reads, 1))
+    figures["summary_p50_ms"] = _percentile(reads, 0.50) * 1000
+    figures["summary_p99_ms"] = _percentile(reads, 0.99) * 1000
+    if plan.history_month is not None:
+        # A past month of the preloaded history, which must count exactly what was loaded.
+        past = _request(plan, "GET", f"/v1/usage/summary?period={plan.history_month}")
+        before = cpu.sample()
+        reads = await _time_reads(plan, past)
+        figures["history_summary_cpu_us"] = cpu.per_event(before, max(plan.summary_reads, 1))
+        figures["history_summary_p50_ms"] = _percentile(reads, 0.50) * 1000
+        figures["history_summary_p99_ms"] = _percentile(reads, 0.99) * 1000
+        connection = await _Connection.open(plan.host, plan.port)
+        try:
+            status, answer = await connection.call(past)
+        finally:
+            connection.close()
+        if status != 200:
+            raise RuntimeError(f"summary of {plan.history_month} answered {status}: {answer!r}")
+        counted = sum(row["count"] for row in msgspec.json.decode(answer)["metrics"])
+        if counted != plan.history_month_events:
+            raise RuntimeError(
+                f"{plan.history_month} counts {counted} events, {plan.history_month_events} loaded"
+            )
+        if plan.history_resend is not None:
+            connection = await _Connection.open(plan.host, plan.port)
+            try:
+                status, answer = await connection.call(
+                    _request(plan, "POST", "/v1/usage/events", plan.history_resend.encode())
+                )
+            finally:
+                connection.close()
+            if status != 200:  # 200: a duplicate, counted once already
+                raise RuntimeError(f"a preloaded event sent again answered {status}: {answer!r}")
+    return figures
+
+
+async def _time_reads(plan: LoadPlan, read: bytes) -> list[float]:
+    """``plan.summary_reads`` reads one after another on one connection, each timed."""
     connection = await _Connection.open(plan.host, plan.port)
     reads: list[float] = []
     try:
@@ -684,6 +1106,4 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
                 raise RuntimeError(f"summary answered {status}: {answer[:300]!r}")
     finally:
         connection.close()
-    figures["summary_p50_ms"] = _percentile(reads, 0.50) * 1000
-    figures["summary_p99_ms"] = _percentile(reads, 0.99) * 1000
-    return figures
+    return reads
