@@ -648,6 +648,7 @@ async def _preload_history(dsn: str, events: int, months: int) -> dict[str, Any]
         partitions = {
             (moment.year, moment.month)
             for period in periods
+            if period.end > period.first
             for moment in map(datetime.fromisoformat, period.stamps)
         }
         chunks = [
@@ -699,6 +700,8 @@ async def _preload_history(dsn: str, events: int, months: int) -> dict[str, Any]
             f'"occurred_at":"{chosen.stamps[resend % _STAMPS]}","quantity":1,'
             f'"gmv":{{"amount_minor":{1_000 + resend % _GMV_CYCLE},'
             f'"currency":"{subscription["currency"]}"}}}}'
+            if chosen.end > chosen.first
+            else None
         ),
         "history_seconds": seconds,
         "history_rows_per_s": events / seconds,
