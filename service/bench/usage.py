@@ -168,7 +168,7 @@ def usage(
     )
     if history and database_url is None:
         disk = shutil.disk_usage(tempfile.gettempdir())
-        refusal = history_disk_refusal(history, free=disk.free, total=disk.total)
+        refusal = history_disk_refusal(history, free=disk.free)
         if refusal is not None:
             raise typer.BadParameter(refusal, param_hint="--history")
     figures = run(options, say=lambda text: print(text, file=sys.stderr, flush=True))
@@ -325,21 +325,21 @@ BYTES_PER_HISTORY_EVENT: Final = 400
 and primary-key entry (0.28-0.30 KB measured at 1M-31M events) and the WAL written meanwhile."""
 
 DISK_FLOOR_BYTES: Final = 10 * 1000**3
-"""A history is refused when it would leave less free than this, or a tenth of the disk."""
+"""A history is refused when it would leave less free than this."""
 
 
-def history_disk_refusal(events: int, *, free: int, total: int) -> str | None:
-    """Why a history of ``events`` does not fit the disk (``free`` of ``total`` bytes) of the
+def history_disk_refusal(events: int, *, free: int) -> str | None:
+    """Why a history of ``events`` does not fit the disk (``free`` bytes) of the
     temporary directory, where the embedded PostgreSQL keeps its data; None when it fits."""
     needed = events * BYTES_PER_HISTORY_EVENT
-    keep = max(DISK_FLOOR_BYTES, total // 10)
+    keep = DISK_FLOOR_BYTES
     if free - needed >= keep:
         return None
     return (
         f"--history {events:,} needs about {needed / 1000**3:,.1f} GB of disk "
         f"({BYTES_PER_HISTORY_EVENT} bytes an event, WAL included) and {free / 1000**3:,.1f} GB"
         f" are free in {tempfile.gettempdir()}: it would leave less than "
-        f"{keep / 1000**3:,.1f} GB free (10 GB or a tenth of the disk, whichever is more). Load"
+        f"{keep / 1000**3:,.1f} GB free. Load"
         f" at most {max(free - keep, 0) // BYTES_PER_HISTORY_EVENT:,} events, or set TMPDIR to"
         " a larger disk"
     )
