@@ -196,6 +196,10 @@ def _prepare(
     batch = _Batch()
     first_seen: dict[str, int] = {}  # transaction id -> position in the batch
     period_numbers: dict[BillingPeriod, str] = {}  # 1-based, as PostgreSQL arrays count
+    # Nearly every event of a batch falls in the period of the event before it: found by
+    # identity, without hashing the period (its UUID hashes in Python) for each event.
+    last_placed: BillingPeriod | None = None
+    last_number = ""
     has_period_refusal = False
     for index, event in enumerate(events):
         transaction_id = event.transaction_id
@@ -225,9 +229,13 @@ def _prepare(
             is_same = batch.hashes[earlier] == digest
             outcomes.append(_repeat(index, transaction_id, is_same=is_same))
             continue
-        period_number = period_numbers.get(placed)
-        if period_number is None:
-            period_number = period_numbers[placed] = str(len(period_numbers) + 1)
+        if placed is last_placed:
+            period_number = last_number
+        else:
+            period_number = period_numbers.get(placed)
+            if period_number is None:
+                period_number = period_numbers[placed] = str(len(period_numbers) + 1)
+            last_placed, last_number = placed, period_number
         first_seen[transaction_id] = len(batch.transaction_ids)
         batch.indexes.append(index)
         batch.transaction_ids.append(transaction_id)
@@ -393,7 +401,7 @@ def _repeat(index: int, transaction_id: str, *, is_same: bool) -> EventResultOut
     )
 
 
-async def _store(merchant_id: UUID, known: MerchantPeriods, batch: _Batch) -> set[str] | None:
+async def _store(merchant_id: UUID, known: MerchantPeriods, batch: _Batch) -> list[str] | None:
     """Store the batch; the ids this statement claimed, or None if the copy was stale."""
     join = _SEPARATOR.join
     row = await current_database().pool.fetchrow(
@@ -413,27 +421,29 @@ async def _store(merchant_id: UUID, known: MerchantPeriods, batch: _Batch) -> se
         join(batch.period_numbers),
     )
     assert row is not None
-    claimed = row[0]
-    return None if claimed is None else set(claimed)
+    claimed: list[str] | None = row[0]
+    return claimed
 
 
 async def _classify(
     merchant_id: UUID,
     batch: _Batch,
-    claimed: set[str],
+    claimed: list[str],
     outcomes: list[EventResultOut],
     placements: list[BillingPeriod | None],
 ) -> None:
     """Mark what was claimed as accepted with its period; the rest duplicate or conflict."""
+    for position, index in enumerate(batch.indexes):
+        placements[index] = batch.placements[position]
+    # The batch's ids are distinct and the claimed ones are among them: as many means all.
+    if len(claimed) == len(batch.transaction_ids):
+        return
+    claimed_ids = set(claimed)
     not_claimed = [
         position
         for position, transaction_id in enumerate(batch.transaction_ids)
-        if transaction_id not in claimed
+        if transaction_id not in claimed_ids
     ]
-    for position, index in enumerate(batch.indexes):
-        placements[index] = batch.placements[position]
-    if not not_claimed:
-        return
     # Stored before (or concurrently, by a transaction that has committed since): compare.
     rows = await current_database().pool.fetch(
         _STORED_HASHES, merchant_id, [batch.transaction_ids[p] for p in not_claimed]

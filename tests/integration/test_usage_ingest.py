@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -267,6 +268,72 @@ async def test_concurrent_senders_of_the_same_ids_count_each_once(
     totals = await counted(shop.merchant_id)
     assert totals.ledger == 300
     assert totals.raw == totals.aggregated == (300, 300, 3_000)
+
+
+def _mixed(number: int) -> dict[str, Any]:
+    """Event ``number`` of the mixed batch: orders with GMV, orders without, support hours with
+    a fraction, some with properties, at different instants."""
+    occurred = at(f"2026-10-{11 + number % 8:02d}T08:{number % 60:02d}:00.{number:06d}")
+    if number % 3 == 0:
+        return event(f"mix-{number:04d}", occurred, gmv=100 + number)
+    if number % 3 == 1:
+        return event(f"mix-{number:04d}", occurred, properties={"n": number, "k": "\u001f"})
+    quantity = f"{number % 7 + 1}.25"
+    return event(f"mix-{number:04d}", occurred, metric="support_hours", quantity=quantity)
+
+
+async def test_a_batch_mixing_recorded_and_new_ids_stores_each_new_event_once_as_sent(
+    client: AsyncClient, shop: Tenant
+) -> None:
+    """Some ids of the batch were stored before (every fifth, sent then with the same content):
+    only the others are stored and counted, each row with its own values, not its neighbour's."""
+    numbers = list(range(600))
+    before = [_mixed(number) for number in numbers if number % 5 == 0]
+    for start in range(0, len(before), 40):
+        assert (await send_batch(client, shop, before[start : start + 40]))["accepted"] == 40
+    shuffled = numbers[:]
+    random.Random(11).shuffle(shuffled)
+    body = await send_batch(client, shop, [_mixed(number) for number in shuffled])
+    statuses = {r["transaction_id"]: r["status"] for r in body["results"]}
+    assert statuses == {f"mix-{n:04d}": "duplicate" if n % 5 == 0 else "accepted" for n in numbers}
+    rows = await current_database().pool.fetch(
+        "SELECT transaction_id, metric, occurred_at, quantity, gmv_minor, properties"
+        " FROM usage_events WHERE merchant_id = $1",
+        shop.merchant_id,
+    )
+    stored = sorted(
+        (
+            row["transaction_id"],
+            row["metric"],
+            row["occurred_at"],
+            str(row["quantity"]),
+            row["gmv_minor"],
+            msgspec.json.decode(row["properties"]) if row["properties"] else None,
+        )
+        for row in rows
+    )
+    sent = sorted(
+        (
+            sent_event["transaction_id"],
+            sent_event["metric"],
+            datetime.fromisoformat(sent_event["occurred_at"]),
+            str(sent_event["quantity"]),
+            sent_event["gmv"]["amount_minor"] if "gmv" in sent_event else None,
+            sent_event.get("properties"),
+        )
+        for sent_event in map(_mixed, numbers)
+    )
+    assert stored == sent
+    totals = await counted(shop.merchant_id)
+    assert totals.ledger == 600
+    assert totals.raw == totals.aggregated
+    usage = await summary(client, shop)
+    assert usage["by_metric"]["orders"]["count"] == 400
+    assert usage["by_metric"]["support_hours"]["count"] == 200
+    assert Decimal(usage["by_metric"]["support_hours"]["quantity"]) == sum(
+        Decimal(f"{n % 7 + 1}.25") for n in numbers if n % 3 == 2
+    )
+    assert usage["by_metric"]["orders"]["gmv_minor"] == sum(100 + n for n in numbers if n % 3 == 0)
 
 
 async def test_usage_needs_the_usage_write_scope_and_a_merchant_key(
