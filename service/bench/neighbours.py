@@ -23,14 +23,10 @@ from typing import Annotated, Any
 import typer
 
 from service.bench import loadgen
+from service.bench.client import Connection, percentile
 from service.bench.machine import MachineLoad
-from service.bench.usage import (
-    _Connection,
-    _percentile,
-    _Server,
-    bench_app,
-    fresh_database,
-)
+from service.bench.server import Server, fresh_database
+from service.bench.usage import bench_app
 
 WINDOW_SECONDS = 10
 FLOOD_FACTOR = 5
@@ -65,7 +61,7 @@ def neighbours(
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-neighbours-"))
     try:
         with fresh_database(work_dir) as dsn:
-            serve = _Server.start(
+            serve = Server.start(
                 dsn,
                 work_dir / "server.log",
                 extra_env={
@@ -179,7 +175,7 @@ async def _paced(
     counts = {"ok": 0, "limited": 0}
 
     async def sender(number: int) -> None:
-        connection = await _Connection.open(plan.host, plan.port)
+        connection = await Connection.open(plan.host, plan.port)
         interval = connections / rate
         next_at = time.monotonic() + interval * number / connections
         sent = 0
@@ -216,6 +212,6 @@ async def _paced(
     await asyncio.gather(*(sender(number) for number in range(connections)))
     return {
         **counts,
-        "p50_ms": _percentile(latencies, 0.5) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
     }

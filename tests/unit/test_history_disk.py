@@ -3,7 +3,7 @@ leave less than 10 GB free (400 bytes an event, WAL included)."""
 
 from __future__ import annotations
 
-from service.bench.usage import history_disk_refusal
+from service.bench.history import history_disk_refusal
 
 GB = 1000**3
 
