@@ -33,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from tests.postgres_processes import as_server_user, own, stop_server
+
 SHARD_COUNT = 4
 """Shards per distributed table in the suite: few, so creating ~40 tables stays quick."""
 WORKERS = 2
@@ -58,15 +60,6 @@ def installed_citus() -> tuple[Path | None, str]:
         " packages (https://docs.citusdata.com/en/stable/installation/) to run the suite on a"
         " cluster"
     )
-
-
-def _as_server_user(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def _own(path: Path) -> None:
-    if os.geteuid() == 0:
-        shutil.chown(path, "postgres", "postgres")
 
 
 def _free_port() -> int:
@@ -105,7 +98,7 @@ class Node:
         options = " ".join(f"-c {setting}" for setting in (*_SETTINGS, f"port={self.port}"))
         options += f" -c unix_socket_directories={self.root}"
         started = subprocess.run(
-            _as_server_user([
+            as_server_user([
                 str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-l",
                 str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start",
             ]),
@@ -122,14 +115,7 @@ class Node:
             )
 
     def stop(self) -> None:
-        subprocess.run(
-            _as_server_user(
-                [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
-            ),
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        stop_server(self.bin, self.data_dir)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -137,9 +123,9 @@ class Node:
 
 def _init_node(bin_dir: Path, root: Path) -> Node:
     root.mkdir()
-    _own(root)
+    own(root)
     subprocess.run(
-        _as_server_user([
+        as_server_user([
             str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "postgres",
             "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8",
         ]),
@@ -201,7 +187,7 @@ def start(workers: int = WORKERS) -> LocalCluster:
         raise RuntimeError(why_not)
     root = Path(tempfile.mkdtemp(prefix="kefu-billing-citus-"))
     root.chmod(0o755)
-    _own(root)
+    own(root)
     nodes = [_init_node(bin_dir, root / name) for name in ["coordinator"] + [
         f"worker{number}" for number in range(1, workers + 1)
     ]]  # fmt: skip

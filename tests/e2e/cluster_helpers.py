@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import free_port
+from tests.postgres_processes import as_server_user, own, stop_server
 
 ROLES_SQL = Path(__file__).resolve().parents[2] / "infra" / "sql" / "roles.sql"
 MIGRATOR = "billing_migrator"
@@ -44,16 +45,6 @@ def require_postgres() -> Path:
             " pgbouncer packages when it can: run it as root or with sudo)"
         )
     return found
-
-
-def _as_server_user(command: list[str]) -> list[str]:
-    """PostgreSQL and PgBouncer refuse to run as root: as root, run them as `postgres`."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def _own(path: Path) -> None:
-    if os.geteuid() == 0:
-        shutil.chown(path, "postgres", "postgres")
 
 
 @dataclass
@@ -109,14 +100,7 @@ class Cluster:
         )  # fmt: skip
 
     def stop(self) -> None:
-        subprocess.run(
-            _as_server_user(
-                [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
-            ),
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        stop_server(self.bin, self.data_dir)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -133,8 +117,8 @@ def _self_signed_certificate(root: Path) -> None:
         check=True,
     )  # fmt: skip
     (root / "server.key").chmod(0o600)
-    _own(root / "server.key")
-    _own(root / "server.crt")
+    own(root / "server.key")
+    own(root / "server.crt")
 
 
 def start_cluster(*, max_connections: int = 100) -> Cluster:
@@ -143,13 +127,13 @@ def start_cluster(*, max_connections: int = 100) -> Cluster:
         pytest.skip("openssl is not installed: the TLS certificate cannot be made")
     root = Path(tempfile.mkdtemp(prefix="kefu-billing-pg-"))
     root.chmod(0o755)  # the server user reads the certificate the tests also read
-    _own(root)
+    own(root)
     password = secrets.token_hex(12)
     (root / "pw").write_text(password + "\n")
-    _own(root / "pw")
+    own(root / "pw")
     _self_signed_certificate(root)
     subprocess.run(
-        _as_server_user([
+        as_server_user([
             str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "postgres",
             f"--pwfile={root / 'pw'}", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
         ]),
@@ -171,7 +155,7 @@ def start_cluster(*, max_connections: int = 100) -> Cluster:
     ]
     options = " ".join(f"-c {setting}" for setting in settings)
     started = subprocess.run(
-        _as_server_user([
+        as_server_user([
             str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"),
             "-o", options, "-w", "-t", "60", "start",
         ]),
@@ -239,9 +223,9 @@ def start_pgbouncer(cluster: Cluster, *, server_connections: int) -> Bouncer:
     )
     (root / "userlist.txt").chmod(0o600)
     for path in (root, root / "userlist.txt", root / "pgbouncer.ini"):
-        _own(path)
+        own(path)
     process = subprocess.Popen(
-        _as_server_user([program, str(root / "pgbouncer.ini")]),
+        as_server_user([program, str(root / "pgbouncer.ini")]),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
