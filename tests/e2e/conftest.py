@@ -193,16 +193,22 @@ def start_worker(
     return WorkerProcess(process=process, log=log)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 60,
+    detail: Callable[[], str] = lambda: "",
+) -> Any:
     """What ``check`` finds once it finds something (polled every 0.2 s); an AssertionError
-    naming ``what`` after ``timeout`` seconds."""
+    naming ``what`` after ``timeout`` seconds, with the end of ``detail()`` (a process's
+    output, say)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}\n{detail()[-4000:]}".rstrip())
 
 
 def save_card(

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.e2e.conftest import (
     migrate,
     start_server,
     start_worker,
+    wait_for,
 )
 
 GENEROUS = 60.0
@@ -38,21 +38,6 @@ def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
     server = OwnPostgres.start(tmp_path / "postgres")
     yield server
     server.stop()
-
-
-def _wait_for(
-    what: str,
-    check: Callable[[], Any],
-    timeout: float = GENEROUS,
-    detail: Callable[[], str] = lambda: "",
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{detail()[-4000:]}")
 
 
 def _logged(worker: WorkerProcess, event: str) -> list[dict[str, Any]]:
@@ -109,7 +94,7 @@ def test_while_postgres_is_down_requests_get_503s_and_everything_recovers_withou
                 }
 
             assert http.post("/v1/usage/events", json=order(1), headers=merchant).status_code == 201
-            _wait_for("the worker's first passes", lambda: '"worker_started"' in worker.output())
+            wait_for("the worker's first passes", lambda: '"worker_started"' in worker.output())
 
             own_postgres.kill()
 
@@ -133,7 +118,7 @@ def test_while_postgres_is_down_requests_get_503s_and_everything_recovers_withou
             stranger = http.get("/v1/invoices", headers={"Authorization": "Bearer kbm_nobody"})
             assert stranger.status_code == 503
 
-            backing_off = _wait_for(
+            backing_off = wait_for(
                 "the worker to back off three times",
                 lambda: len(found := _logged(worker, "worker_backing_off")) >= 3 and found,
             )
@@ -144,11 +129,11 @@ def test_while_postgres_is_down_requests_get_503s_and_everything_recovers_withou
 
             own_postgres.restart()
 
-            _wait_for("/readyz to answer 200", lambda: http.get("/readyz").status_code == 200)
+            wait_for("/readyz to answer 200", lambda: http.get("/readyz").status_code == 200)
             assert http.post("/v1/usage/events", json=order(2), headers=merchant).status_code == 201
             again = http.post("/v1/usage/events", json=order(1), headers=merchant)
             assert again.json()["status"] == "duplicate"  # stored before the crash, kept
-            _wait_for(
+            wait_for(
                 "the worker to say the database is back",
                 lambda: _logged(worker, "worker_database_back"),
                 detail=worker.output,
@@ -166,7 +151,7 @@ def test_while_postgres_is_down_requests_get_503s_and_everything_recovers_withou
                 invoices = http.get("/v1/invoices", headers=merchant).json()
                 return any(invoice["kind"] == "period" for invoice in invoices)
 
-            _wait_for("the worker to invoice March", march_invoiced)
+            wait_for("the worker to invoice March", march_invoiced)
         # Neither process was restarted: the same ones served before, during and after.
         assert server.process.poll() is None
         assert worker.poll() is None

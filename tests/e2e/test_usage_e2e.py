@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service.bench.gauntlet.clients import retry_after
 from service.db import engine as db_engine
 from tests.e2e.conftest import ServerProcess, printed_key, start_server
 
@@ -99,7 +100,7 @@ async def _post_as_clients_should(
         answer = await http.post(path, json=body)
         if answer.status_code not in (429, 503):
             return answer
-        await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+        await asyncio.sleep(retry_after(answer))
 
 
 async def test_fifty_clients_sending_the_same_thousand_ids_count_each_once(
