@@ -29,7 +29,7 @@ from service.observability import requests as request_observation
 from service.settings import Settings
 from service.usage import single
 from service.usage.schemas import EventOut, UsageEventIn
-from tests.integration.conftest import Tenant
+from tests.integration.conftest import Tenant, post_scope
 from tests.integration.usage_helpers import advance, at, merchant_on_clock
 
 EVENTS = 4_000
@@ -39,11 +39,7 @@ WHEN = at("2026-10-15T08:00:00")
 
 
 async def _send_events(app: Any, key: str, prefix: str, count: int) -> None:
-    headers = [
-        (b"host", b"testserver"),
-        (b"authorization", f"Bearer {key}".encode()),
-        (b"content-type", b"application/json"),
-    ]
+    headers = [(b"content-type", b"application/json")]
 
     async def one(number: int) -> None:
         body = json.dumps(
@@ -54,20 +50,9 @@ async def _send_events(app: Any, key: str, prefix: str, count: int) -> None:
                 "quantity": 1,
             }
         ).encode()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/usage/events",
-            "raw_path": b"/v1/usage/events",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-            "client": ("127.0.0.1", 1),
-            "server": ("testserver", 80),
-        }
+        scope = post_scope(
+            "/v1/usage/events", key, [*headers, (b"content-length", str(len(body)).encode())]
+        )
         messages = [{"type": "http.request", "body": body, "more_body": False}]
         statuses: list[int] = []
 

@@ -91,6 +91,30 @@ def hand_everything_over(monkeypatch: pytest.MonkeyPatch, hot_path: type[HotPath
     monkeypatch.setattr(hot_path, "__call__", hand_over)
 
 
+def post_scope(path: str, key: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope uvicorn would make for ``POST path`` with ``key`` as its bearer and
+    ``headers`` after it: for tests that drive the app as a server would."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {key}".encode()),
+            *headers,
+        ],
+        "state": {},
+    }
+
+
 async def issue_key(
     role: Role, merchant_id: uuid.UUID | None, scopes: list[str] | None = None
 ) -> tuple[str, uuid.UUID]:

@@ -15,7 +15,7 @@ from litestar.types import Message
 
 from service.observability import logging as billing_logging
 from service.usage import single
-from tests.integration.conftest import Tenant, hand_everything_over
+from tests.integration.conftest import Tenant, hand_everything_over, post_scope
 from tests.integration.usage_helpers import advance, at, event, merchant_on_clock
 
 NOW = "2026-10-20T12:00:00"
@@ -121,25 +121,7 @@ async def _call_asgi(
     app: Litestar, tenant: Tenant, headers: list[tuple[bytes, bytes]], messages: list[Message]
 ) -> list[Message]:
     """Drive the app as a server would, with ``messages`` as what the client sends."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/usage/events",
-        "raw_path": b"/v1/usage/events",
-        "query_string": b"",
-        "root_path": "",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {tenant.key}".encode()),
-            *headers,
-        ],
-        "state": {},
-    }
+    scope = post_scope("/v1/usage/events", tenant.key, headers)
     incoming = iter(messages)
     sent: list[Message] = []
 
