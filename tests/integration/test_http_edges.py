@@ -17,7 +17,7 @@ from service.app import create_app
 from service.db.engine import current as current_database
 from service.settings import LimitSettings, Settings, StripeSettings
 from service.tenancy.principal import Role
-from tests.integration.conftest import Tenant, issue_key, signup_tenant
+from tests.integration.conftest import Tenant, issue_key, post_scope, signup_tenant
 from tests.integration.invoicing_helpers import close_pass, invoices_of, new_clock
 from tests.integration.usage_helpers import advance, at, event, merchant_on_clock, send
 
@@ -182,13 +182,9 @@ def impatient_app(settings: Settings) -> Litestar:
 
 async def _call_without_body(app: Litestar, path: str, key: str) -> list[dict[str, Any]]:
     """A request that declares 100 bytes of body and never sends them."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": b"", "server": ("testserver", 80), "client": ("127.0.0.1", 5000),
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
-                    (b"content-length", b"100"), (b"authorization", f"Bearer {key}".encode())],
-    }  # fmt: skip
+    scope = post_scope(
+        path, key, [(b"content-type", b"application/json"), (b"content-length", b"100")]
+    )
     sent: list[dict[str, Any]] = []
     never = asyncio.Event()
 
