@@ -12,6 +12,7 @@ deadline, the request log line and metrics wrap both layers, as for every route.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from service.errors import BillingError
 from service.problems import send_error, send_internal_error, send_json
 
 
-class HotPath:
+class HotPath(ABC):
     """Serves what `answer` answers; hands the rest to the Litestar handler beneath."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -32,10 +33,10 @@ class HotPath:
         limit: int | None = litestar_app.request_max_body_size
         return limit
 
+    @abstractmethod
     async def answer(self, scope: Scope, body: bytes) -> tuple[int, bytes] | None:
         """The answer's status and JSON body, None to hand the request to the handler, or a
         `BillingError` answered as the app's exception handler would."""
-        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.body_limit(scope["litestar_app"])
