@@ -26,6 +26,11 @@ from tests import citus_cluster
 from webhooks.standin import StandIn
 
 BILLING = str(Path(sys.executable).parent / "billing")
+MACHINE_LINE = (
+    r"machine\s+\d+ CPUs; load average \(1 min, 5 min\) [\d.]+, [\d.]+ before;"
+    r" [\d.]+, [\d.]+ after"
+)
+"""The machine-load line every benchmark prints (``service.bench.machine``)."""
 
 
 def free_port() -> int:

@@ -10,16 +10,11 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import BILLING
+from tests.e2e.conftest import BILLING, MACHINE_LINE
 
 # Its own (embedded) PostgreSQL, not TEST_DATABASE_URL's: not run again on the Citus cluster
 # (`make bench-citus` runs the benchmark there).
 pytestmark = pytest.mark.own_postgres
-
-MACHINE = (
-    r"machine\s+\d+ CPUs; load average \(1 min, 5 min\) [\d.]+, [\d.]+ before;"
-    r" [\d.]+, [\d.]+ after"
-)
 
 
 def test_the_usage_benchmark_prints_every_figure() -> None:
@@ -71,7 +66,7 @@ def test_the_usage_benchmark_prints_every_figure() -> None:
     ):
         assert re.search(figure, printed), (figure, printed)
     # The machine's load before and after the run (the machines are shared).
-    assert re.search(MACHINE, printed), printed
+    assert re.search(MACHINE_LINE, printed), printed
 
 
 def test_a_history_the_disk_cannot_hold_is_refused_before_anything_starts() -> None:
