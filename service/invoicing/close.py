@@ -11,7 +11,8 @@ unique key on (merchant, subscription, period start) makes a repeat pass change 
 merchant's periods are closed in period order, each only once the earlier ones have their
 invoices, so invoice numbers follow the periods. Previews (the upcoming invoice, change quotes,
 the dry run) run these same units inside a transaction that is rolled back
-(``service.invoicing.simulation``)."""
+(``service.invoicing.simulation``). What a batch reads beside its claims, and records after its
+invoices, is ``service.invoicing.close_facts``."""
 
 from __future__ import annotations
 
@@ -38,9 +39,18 @@ from service.db.tables import (
     Subscription,
 )
 from service.invoicing import credit_balance, drafts, invoices, numbering
+from service.invoicing.close_facts import (
+    Facts,
+    balance_after,
+    late_usage,
+    mark_lines_invoiced,
+    read_facts,
+    record_billed,
+    terms,
+    waiting_lines,
+)
 from service.invoicing.simulation import in_preview, reader, unit
 from service.subscriptions import lifecycle
-from service.usage.aggregates import PeriodKey, periods_aggregates
 
 log = structlog.get_logger(__name__)
 
@@ -330,18 +340,6 @@ async def close_periods(
     return results
 
 
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    """What the closes of a batch read beside their claims, a statement per kind for the lot."""
-
-    contracts: dict[UUID, list[tuple[datetime, Any]]]
-    aggregates: dict[PeriodKey, dict[str, UsageAggregate]]
-    usage_vs_billed: dict[tuple[UUID, UUID], list[Mapping[str, Any]]]
-    sla_reports: dict[PeriodKey, Mapping[str, Any]]
-    has_waiting_lines: set[tuple[UUID, UUID]]
-    balances: dict[UUID, int]
-
-
 async def _close_together(
     periods: Sequence[DuePeriod],
     *,
@@ -368,7 +366,7 @@ async def _close_together(
             else:
                 claims.append((period, claimed))
         if claims:
-            facts = await _read_facts([claimed for _, claimed in claims])
+            facts = await read_facts([claimed for _, claimed in claims])
             closes = [await _draft(claimed, facts, tax_rate=tax_rate) for _, claimed in claims]
             # The numbering's and the foreign keys' look-ups (a new invoice's subscription,
             # a new line's invoice) planned per execution: a connection otherwise keeps the plan
@@ -411,7 +409,7 @@ class _Close:
     balance_before: int
 
 
-async def _draft(claimed: Mapping[str, Any], facts: _Facts, *, tax_rate: Decimal) -> _Close:
+async def _draft(claimed: Mapping[str, Any], facts: Facts, *, tax_rate: Decimal) -> _Close:
     merchant_id, subscription_id = claimed["merchant_id"], claimed["subscription_id"]
     key = (merchant_id, subscription_id, claimed["period_start"])
     tz = zone(claimed["timezone"])
@@ -420,7 +418,7 @@ async def _draft(claimed: Mapping[str, Any], facts: _Facts, *, tax_rate: Decimal
         claimed["period_start"].astimezone(tz), claimed["period_end"].astimezone(tz)
     )
     usage_plan = await catalog_store.plan_version(claimed["plan_code"], claimed["plan_version"])
-    usage_terms = _terms(facts, merchant_id, usage_plan, claimed["addons"], claimed["period_end"])
+    usage_terms = terms(facts, merchant_id, usage_plan, claimed["addons"], claimed["period_end"])
     fee_terms, fee_period = None, None
     # The next period's fees in advance; none after the final period, and none after a trial
     # (the first paid period was billed when the trial ended).
@@ -428,7 +426,7 @@ async def _draft(claimed: Mapping[str, Any], facts: _Facts, *, tax_rate: Decimal
         fee_plan = await catalog_store.plan_version(
             claimed["fee_plan_code"], claimed["fee_plan_version"]
         )
-        fee_terms = _terms(
+        fee_terms = terms(
             facts,
             merchant_id,
             fee_plan,
@@ -445,11 +443,11 @@ async def _draft(claimed: Mapping[str, Any], facts: _Facts, *, tax_rate: Decimal
     # Every line still waiting: those billed at once normally had their own invoice already
     # (the pass makes immediate invoices first); one that could not comes here.
     waiting = (
-        await _waiting_lines(merchant_id, subscription_id)
+        await waiting_lines(merchant_id, subscription_id)
         if (merchant_id, subscription_id) in facts.has_waiting_lines
         else []
     )
-    late = _late_usage(
+    late = late_usage(
         facts.usage_vs_billed.get((merchant_id, subscription_id), []),
         before=claimed["period_start"],
         tz=tz,
@@ -506,7 +504,7 @@ async def _after_written(closes: Sequence[_Close], made: Sequence[invoices.Final
     billed = []
     for close, invoice in zip(closes, made, strict=True):
         merchant_id = invoice.merchant_id
-        await _mark_lines_invoiced(merchant_id, close.line_ids, invoice.id)
+        await mark_lines_invoiced(merchant_id, close.line_ids, invoice.id)
         periods = [] if close.is_trial else [(close.usage_period, close.aggregates)]  # free
         periods += [(Period(x.period_start, x.period_end), x.aggregates_after) for x in close.late]
         billed += [(merchant_id, invoice.subscription_id, *period) for period in periods]
@@ -524,14 +522,14 @@ async def _after_written(closes: Sequence[_Close], made: Sequence[invoices.Final
             or draft.credit_balance_carried_forward_minor
         )
         if moves_balance:  # with nothing before, taken or carried, the balance stays at 0
-            await _balance_after(
+            await balance_after(
                 merchant_id,
                 invoice.id,
                 draft,
                 balance_before=close.balance_before,
                 now=close.new.now,
             )
-    await _record_billed(billed)
+    await record_billed(billed)
 
 
 async def invoice_immediate_lines(
@@ -623,8 +621,8 @@ async def _invoice_immediate_once(
             draft=draft,
             now=now,
         )
-        await _mark_lines_invoiced(merchant_id, [row["id"] for row in rows], invoice.id)
-        await _balance_after(merchant_id, invoice.id, draft, balance_before=balance, now=now)
+        await mark_lines_invoiced(merchant_id, [row["id"] for row in rows], invoice.id)
+        await balance_after(merchant_id, invoice.id, draft, balance_before=balance, now=now)
     return invoice
 
 
@@ -747,223 +745,3 @@ async def settle_credit_balances(
             after = await credit_balance.settle(row["merchant_id"], row["currency"], now=now)
             settled += after < before
     return settled
-
-
-# -- the pieces of a close ---------------------------------------------------------------
-
-
-def _terms(facts: _Facts, merchant_id: UUID, plan: Any, addons: Sequence[str], at: datetime) -> Any:
-    """The plan's terms with the contract in force just before ``at`` (negotiated plans)."""
-    overrides = None
-    if plan.allows_overrides:
-        raw = next((raw for since, raw in facts.contracts.get(merchant_id, []) if since < at), None)
-        overrides = msgspec.json.decode(raw) if raw is not None else None
-    return lifecycle.resolve(plan, list(addons), overrides)
-
-
-# What a batch of closes reads beside the claims. Each statement filters every table by the
-# merchants of the batch; the period keys are matched in Python (a few extra rows at most).
-_CONTRACTS = """
-SELECT merchant_id, effective_from, overrides FROM contracts
-WHERE merchant_id = ANY($1::uuid[])
-ORDER BY merchant_id, effective_from DESC
-"""
-
-_SLA_REPORTS = """
-SELECT id, merchant_id, subscription_id, period_start, report FROM sla_reports
-WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
-  AND period_start = ANY($3::timestamptz[]) AND invoice_id IS NULL AND credit_note_id IS NULL
-"""
-
-_HAS_WAITING_LINES = """
-SELECT DISTINCT merchant_id, subscription_id FROM pending_invoice_lines
-WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
-  AND invoice_id IS NULL
-"""
-
-
-async def _read_facts(claims: Sequence[Mapping[str, Any]]) -> _Facts:
-    connection = transaction_connection()
-    merchants = [claimed["merchant_id"] for claimed in claims]
-    subscriptions = [claimed["subscription_id"] for claimed in claims]
-    starts = [claimed["period_start"] for claimed in claims]
-    keys = list(zip(merchants, subscriptions, starts, strict=True))
-    contracts: dict[UUID, list[tuple[datetime, Any]]] = {}
-    for row in await connection.fetch(_CONTRACTS, merchants):
-        contracts.setdefault(row["merchant_id"], []).append(
-            (row["effective_from"], row["overrides"])
-        )
-    usage_vs_billed: dict[tuple[UUID, UUID], list[Mapping[str, Any]]] = {}
-    for row in await connection.fetch(_USAGE_VS_BILLED, merchants, subscriptions, max(starts)):
-        usage_vs_billed.setdefault((row["merchant_id"], row["subscription_id"]), []).append(row)
-    wanted = set(keys)
-    sla_reports = {
-        key: row
-        for row in await connection.fetch(_SLA_REPORTS, merchants, subscriptions, starts)
-        if (key := (row["merchant_id"], row["subscription_id"], row["period_start"])) in wanted
-    }
-    has_waiting_lines = {
-        (row["merchant_id"], row["subscription_id"])
-        for row in await connection.fetch(_HAS_WAITING_LINES, merchants, subscriptions)
-    }
-    return _Facts(
-        contracts=contracts,
-        aggregates=await periods_aggregates(keys, connection=connection),
-        usage_vs_billed=usage_vs_billed,
-        sla_reports=sla_reports,
-        has_waiting_lines=has_waiting_lines,
-        balances=await credit_balance.lock_many(
-            {claimed["merchant_id"]: claimed["currency"] for claimed in claims}
-        ),
-    )
-
-
-async def _waiting_lines(
-    merchant_id: UUID, subscription_id: UUID
-) -> list[tuple[UUID, InvoiceLine, bool]]:
-    rows = await transaction_connection().fetch(
-        "SELECT id, line, is_invoiced_immediately FROM pending_invoice_lines"
-        " WHERE merchant_id = $1"
-        " AND subscription_id = $2 AND invoice_id IS NULL ORDER BY created_at, id FOR UPDATE",
-        merchant_id,
-        subscription_id,
-    )
-    return [
-        (
-            row["id"],
-            msgspec.json.decode(row["line"], type=InvoiceLine),
-            row["is_invoiced_immediately"],
-        )
-        for row in rows
-    ]
-
-
-async def _mark_lines_invoiced(merchant_id: UUID, line_ids: list[UUID], invoice_id: UUID) -> None:
-    if line_ids:
-        await transaction_connection().execute(
-            "UPDATE pending_invoice_lines SET invoice_id = $1"
-            " WHERE merchant_id = $2 AND id = ANY($3::uuid[])",
-            invoice_id,
-            merchant_id,
-            line_ids,
-        )
-
-
-# What each earlier period's usage is now, beside what has been billed of it, for the
-# subscriptions of a batch (each close keeps the periods before its own, ``_late_usage``).
-_USAGE_VS_BILLED = """
-SELECT coalesce(a.merchant_id, b.merchant_id) AS merchant_id,
-       coalesce(a.subscription_id, b.subscription_id) AS subscription_id,
-       coalesce(a.period_start, b.period_start) AS period_start, b.period_end,
-       coalesce(a.metric, b.metric) AS metric,
-       a.event_count AS now_count, a.quantity AS now_quantity, a.gmv_minor AS now_gmv,
-       b.event_count AS billed_count, b.quantity AS billed_quantity, b.gmv_minor AS billed_gmv
-FROM (SELECT merchant_id, subscription_id, period_start, metric,
-             sum(event_count)::bigint AS event_count, sum(quantity) AS quantity,
-             sum(gmv_minor)::bigint AS gmv_minor
-      FROM usage_aggregates
-      WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
-        AND period_start < $3
-      GROUP BY merchant_id, subscription_id, period_start, metric) a
-FULL JOIN (SELECT * FROM usage_billed
-           WHERE merchant_id = ANY($1::uuid[]) AND subscription_id = ANY($2::uuid[])
-             AND period_start < $3) b
-  ON a.merchant_id = b.merchant_id AND a.subscription_id = b.subscription_id
- AND a.period_start = b.period_start AND a.metric = b.metric
-"""
-
-
-def _late_usage(rows: Sequence[Mapping[str, Any]], *, before: datetime, tz: Any) -> list[LateUsage]:
-    """Usage of earlier, already invoiced periods (those before ``before``) that changed since
-    it was billed (late events, voids): each such period becomes a LateUsage adjustment."""
-    now_by_period: dict[datetime, dict[str, UsageAggregate]] = {}
-    billed_by_period: dict[datetime, dict[str, UsageAggregate]] = {}
-    ends: dict[datetime, datetime] = {}
-    for row in rows:
-        start = row["period_start"]
-        if start >= before:
-            continue
-        if row["period_end"] is not None:
-            ends[start] = row["period_end"]
-            billed_by_period.setdefault(start, {})[row["metric"]] = _aggregate(
-                row["billed_count"], row["billed_quantity"], row["billed_gmv"]
-            )
-        if row["now_count"] is not None:
-            now_by_period.setdefault(start, {})[row["metric"]] = _aggregate(
-                row["now_count"], row["now_quantity"], row["now_gmv"]
-            )
-    changed = []
-    for start, end in sorted(ends.items()):  # periods never invoiced (trials) have no end here
-        before_aggregates = billed_by_period.get(start, {})
-        after = now_by_period.get(start, {})
-        if not _same(before_aggregates, after):
-            changed.append(
-                LateUsage(
-                    period_start=start.astimezone(tz),
-                    period_end=end.astimezone(tz),
-                    aggregates_before=before_aggregates,
-                    aggregates_after=after,
-                )
-            )
-    return changed
-
-
-def _aggregate(count: int, quantity: Any, gmv_minor: int) -> UsageAggregate:
-    return UsageAggregate(count=count, quantity=Decimal(quantity), gmv_minor=gmv_minor)
-
-
-def _same(a: Mapping[str, UsageAggregate], b: Mapping[str, UsageAggregate]) -> bool:
-    empty = UsageAggregate()
-    return all(a.get(m, empty) == b.get(m, empty) for m in set(a) | set(b))
-
-
-_RECORD_BILLED = """
-INSERT INTO usage_billed (merchant_id, subscription_id, period_start, period_end, metric,
-    event_count, quantity, gmv_minor)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::text[],
-    $6::bigint[], $7::numeric[], $8::bigint[])
-ON CONFLICT (merchant_id, subscription_id, period_start, metric) DO UPDATE SET
-    event_count = EXCLUDED.event_count, quantity = EXCLUDED.quantity,
-    gmv_minor = EXCLUDED.gmv_minor
-"""
-
-
-async def _record_billed(
-    billed: Sequence[tuple[UUID, UUID, Period, Mapping[str, UsageAggregate]]],
-) -> None:
-    """Remember what has now been billed of each (merchant, subscription, period)'s usage. A
-    period billed with no usage gets a zero row, so usage arriving for it later shows as an
-    adjustment."""
-    rows = [
-        (merchant_id, subscription_id, period, metric, aggregate)
-        for merchant_id, subscription_id, period, aggregates in billed
-        for metric, aggregate in (aggregates or {"orders": UsageAggregate()}).items()
-    ]
-    if not rows:
-        return
-    await transaction_connection().execute(
-        _RECORD_BILLED,
-        [row[0] for row in rows],
-        [row[1] for row in rows],
-        [row[2].start for row in rows],
-        [row[2].end for row in rows],
-        [row[3] for row in rows],
-        [row[4].count for row in rows],
-        [row[4].quantity for row in rows],
-        [row[4].gmv_minor for row in rows],
-    )
-
-
-async def _balance_after(
-    merchant_id: UUID, invoice_id: UUID, draft: Any, *, balance_before: int, now: datetime
-) -> None:
-    """Record what the new invoice did to the credit balance; a surplus it carried in goes on
-    to the open invoices (and is refunded if this was the last invoice)."""
-    await credit_balance.record_invoice(
-        merchant_id=merchant_id,
-        invoice_id=invoice_id,
-        draft=draft,
-        balance_before=balance_before,
-        now=now,
-    )
-    await credit_balance.settle(merchant_id, draft.currency, now=now)
